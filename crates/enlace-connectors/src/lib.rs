@@ -1,0 +1,45 @@
+//! Every connector of this installation, one line each. Adding a connector: create its
+//! folder under `connectors/`, add it to the root `Cargo.toml` workspace dependencies and
+//! to this crate's `Cargo.toml`, and add one line to [`all`]. A test checks that every
+//! folder under `connectors/` is listed here.
+
+use enlace_core::{Connector, Registry};
+
+/// Every connector, built-in apps first.
+pub fn all() -> Vec<Connector> {
+    vec![
+        enlace_connector_webhook::connector(),
+        enlace_connector_schedule::connector(),
+        enlace_connector_enlace::connector(),
+        enlace_connector_http::connector(),
+    ]
+}
+
+/// The registry of every connector.
+pub fn registry() -> Registry {
+    Registry::new(all()).expect("connector ids are unique (checked by a test)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connector_folder_is_registered() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../connectors");
+        let mut folders: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("Cargo.toml").exists())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        folders.sort();
+        let mut ids: Vec<String> = all().iter().map(|c| c.id().to_string()).collect();
+        ids.sort();
+        assert_eq!(
+            folders, ids,
+            "every folder under connectors/ must be listed in enlace_connectors::all(), and its app id must be its folder name"
+        );
+        Registry::new(all()).unwrap();
+    }
+}

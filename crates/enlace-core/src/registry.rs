@@ -1,0 +1,134 @@
+//! Connectors and the registry the runner and the validator look names up in.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::action::{Action, DynAction, Erased};
+use crate::manifest::{AuthKind, ConnectorManifest, RateLimit, TriggerKind, TriggerSpec};
+use crate::trigger::{DynPollingTrigger, ErasedPolling, PollingTrigger};
+
+/// A connector: its manifest and the code behind its actions and polling triggers.
+#[derive(Clone)]
+pub struct Connector {
+    pub manifest: ConnectorManifest,
+    actions: BTreeMap<String, Arc<dyn DynAction>>,
+    polling: BTreeMap<String, Arc<dyn DynPollingTrigger>>,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector").field("id", &self.manifest.id).finish_non_exhaustive()
+    }
+}
+
+impl Connector {
+    /// Starts a connector: `id` is the app id recipes use.
+    pub fn builder(id: &str, name: &str, description: &str) -> ConnectorBuilder {
+        ConnectorBuilder {
+            connector: Connector {
+                manifest: ConnectorManifest {
+                    id: id.into(),
+                    name: name.into(),
+                    description: description.into(),
+                    auth: AuthKind::None,
+                    rate_limit: None,
+                    version: "1".into(),
+                    triggers: vec![],
+                    actions: vec![],
+                },
+                actions: BTreeMap::new(),
+                polling: BTreeMap::new(),
+            },
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.manifest.id
+    }
+
+    pub fn action(&self, id: &str) -> Option<&Arc<dyn DynAction>> {
+        self.actions.get(id)
+    }
+
+    pub fn polling_trigger(&self, id: &str) -> Option<&Arc<dyn DynPollingTrigger>> {
+        self.polling.get(id)
+    }
+}
+
+/// Builds a [`Connector`].
+pub struct ConnectorBuilder {
+    connector: Connector,
+}
+
+impl ConnectorBuilder {
+    pub fn auth(mut self, auth: AuthKind) -> Self {
+        self.connector.manifest.auth = auth;
+        self
+    }
+
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.connector.manifest.rate_limit = Some(limit);
+        self
+    }
+
+    pub fn version(mut self, version: &str) -> Self {
+        self.connector.manifest.version = version.into();
+        self
+    }
+
+    pub fn action<A: Action>(mut self, action: A) -> Self {
+        let erased = Erased::new(action);
+        self.connector.manifest.actions.push(erased.spec().clone());
+        self.connector.actions.insert(A::ID.into(), Arc::new(erased));
+        self
+    }
+
+    pub fn polling_trigger<T: PollingTrigger>(mut self, trigger: T) -> Self {
+        let erased = ErasedPolling::new(trigger);
+        self.connector.manifest.triggers.push(erased.spec().clone());
+        self.connector.polling.insert(T::ID.into(), Arc::new(erased));
+        self
+    }
+
+    /// A trigger carried out by Enlace itself (webhook ingress, the clock, `emit`).
+    pub fn builtin_trigger(mut self, spec: TriggerSpec) -> Self {
+        debug_assert!(spec.kind != TriggerKind::Polling, "polling triggers need code: use polling_trigger");
+        self.connector.manifest.triggers.push(spec);
+        self
+    }
+
+    pub fn build(self) -> Connector {
+        self.connector
+    }
+}
+
+/// Every connector this installation knows, by app id.
+#[derive(Clone, Default, Debug)]
+pub struct Registry {
+    connectors: BTreeMap<String, Connector>,
+}
+
+impl Registry {
+    pub fn new(connectors: impl IntoIterator<Item = Connector>) -> Result<Self, String> {
+        let mut map = BTreeMap::new();
+        for c in connectors {
+            let id = c.id().to_string();
+            if map.insert(id.clone(), c).is_some() {
+                return Err(format!("two connectors use the app id `{id}`"));
+            }
+        }
+        Ok(Registry { connectors: map })
+    }
+
+    pub fn get(&self, app: &str) -> Option<&Connector> {
+        self.connectors.get(app)
+    }
+
+    pub fn apps(&self) -> impl Iterator<Item = &Connector> {
+        self.connectors.values()
+    }
+
+    pub fn app_ids(&self) -> Vec<&str> {
+        self.connectors.keys().map(String::as_str).collect()
+    }
+}

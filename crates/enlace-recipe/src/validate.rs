@@ -1,0 +1,1128 @@
+//! Validation: from the value a file or an API call gave to a checked [`Recipe`], reporting
+//! every problem at once, each with its path (and its line when the text is known). No
+//! network: names are resolved against the [`Registry`] the caller passes in.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+use enlace_core::duration::parse_duration;
+use enlace_core::{Registry, TriggerKind};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::model::*;
+use crate::source::{self, SourceMap, join_index, join_key};
+use crate::template::{Engine, Template};
+
+/// One problem, pointing at the value that causes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    /// `steps[1].with.url`; empty for the whole file.
+    pub path: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+}
+
+/// Every problem found in one recipe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostics {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.diagnostics.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if let Some(file) = &self.file {
+                write!(f, "{file}:")?;
+            }
+            if let Some(line) = d.line {
+                write!(f, "{line}:{}: ", d.column.unwrap_or(1))?;
+            } else if self.file.is_some() {
+                write!(f, " ")?;
+            }
+            if d.path.is_empty() {
+                write!(f, "{}", d.message)?;
+            } else {
+                write!(f, "{}: {}", d.path, d.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// Parses and validates recipe text (YAML or JSON). `file` names it in diagnostics.
+pub fn load(text: &str, file: Option<&str>, registry: &Registry) -> Result<Recipe, Diagnostics> {
+    let (value, map) = source::parse(text).map_err(|e| Diagnostics {
+        file: file.map(str::to_string),
+        diagnostics: vec![Diagnostic {
+            path: String::new(),
+            message: format!("not valid YAML or JSON: {}", e.message),
+            line: e.position.map(|p| p.line),
+            column: e.position.map(|p| p.column),
+        }],
+    })?;
+    check(&value, Some(&map), file, registry)
+}
+
+/// Validates a recipe already parsed into a value (for example a stored version).
+pub fn check(value: &Value, map: Option<&SourceMap>, file: Option<&str>, registry: &Registry) -> Result<Recipe, Diagnostics> {
+    let mut v = Validator {
+        map,
+        registry,
+        engine: Engine::global(),
+        diags: vec![],
+        step_ids: HashSet::new(),
+        secrets: BTreeSet::new(),
+        vars: Map::new(),
+    };
+    let recipe = v.recipe(value);
+    if v.diags.is_empty()
+        && let Some(r) = recipe
+    {
+        return Ok(r);
+    }
+    let mut diags = v.diags;
+    diags.sort_by_key(|d| (d.line.unwrap_or(u32::MAX), d.column.unwrap_or(0)));
+    Err(Diagnostics { file: file.map(str::to_string), diagnostics: diags })
+}
+
+/// Largest body a webhook accepts unless its recipe says otherwise: 1 MiB.
+pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+/// The largest `max_body` a recipe may set: 16 MiB.
+pub const MAX_MAX_BODY: usize = 16 << 20;
+
+const TOP_KEYS: &[&str] = &["id", "name", "description", "enabled", "trigger", "steps", "vars"];
+const TRIGGER_KEYS: &[&str] = &["app", "event", "connection", "with"];
+const WEBHOOK_KEYS: &[&str] = &["path", "secret", "signature_header", "dedupe_key", "respond", "max_body", "rate_limit"];
+const STEP_KINDS: &[&str] = &["action", "filter", "branch", "foreach", "delay", "delay_until", "emit", "wait_for", "split"];
+const WEBHOOK_EVENT_KEYS: &[&str] = &["body", "headers", "query", "received_at", "path"];
+const RUN_KEYS: &[&str] = &["id", "recipe", "started_at", "attempt", "now"];
+
+struct Scope<'s> {
+    /// Steps whose output is visible here.
+    visible: &'s [String],
+    in_foreach: bool,
+    trigger_keys: Option<&'static [&'static str]>,
+}
+
+struct Validator<'a> {
+    map: Option<&'a SourceMap>,
+    registry: &'a Registry,
+    engine: &'static Engine,
+    diags: Vec<Diagnostic>,
+    step_ids: HashSet<String>,
+    secrets: BTreeSet<String>,
+    vars: Map<String, Value>,
+}
+
+fn is_slug(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+fn is_step_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
+
+/// Up to three valid names closest to `name`, for "did you mean".
+pub fn closest<'n>(name: &str, choices: impl IntoIterator<Item = &'n str>) -> Vec<&'n str> {
+    let mut scored: Vec<(usize, &str)> = choices.into_iter().map(|c| (levenshtein(name, c), c)).collect();
+    scored.sort();
+    let limit = (name.len() / 3).max(2);
+    scored.into_iter().filter(|(d, _)| *d <= limit).take(3).map(|(_, c)| c).collect()
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = if ca == *cb { 0 } else { 1 };
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// "unknown X `name`; did you mean `a`? Valid choices: a, b, c".
+fn unknown(what: &str, name: &str, choices: &[&str]) -> String {
+    let near = closest(name, choices.iter().copied());
+    let mut msg = format!("unknown {what} `{name}`");
+    if let Some(n) = near.first() {
+        msg.push_str(&format!("; did you mean `{n}`?"));
+    }
+    if choices.is_empty() {
+        msg.push_str(" (there are none)");
+    } else {
+        msg.push_str(&format!(" Valid choices: {}", choices.join(", ")));
+    }
+    msg
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}
+
+impl<'a> Validator<'a> {
+    fn err(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.map.and_then(|m| m.find(path));
+        self.diags.push(Diagnostic {
+            path: path.to_string(),
+            message: message.into(),
+            line: pos.map(|p| p.line),
+            column: pos.map(|p| p.column),
+        });
+    }
+
+    fn err_key(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.map.and_then(|m| m.key(path));
+        self.diags.push(Diagnostic {
+            path: path.to_string(),
+            message: message.into(),
+            line: pos.map(|p| p.line),
+            column: pos.map(|p| p.column),
+        });
+    }
+
+    fn object<'v>(&mut self, v: &'v Value, path: &str, what: &str) -> Option<&'v Map<String, Value>> {
+        match v {
+            Value::Object(m) => Some(m),
+            other => {
+                self.err(path, format!("{what} must be a map, found {}", type_name(other)));
+                None
+            }
+        }
+    }
+
+    fn known_keys(&mut self, m: &Map<String, Value>, path: &str, allowed: &[&str], what: &str) {
+        for k in m.keys() {
+            if !allowed.contains(&k.as_str()) {
+                let p = join_key(path, k);
+                self.err_key(&p, unknown(&format!("key in {what}"), k, allowed));
+            }
+        }
+    }
+
+    fn string<'v>(&mut self, m: &'v Map<String, Value>, key: &str, path: &str, required: bool) -> Option<&'v str> {
+        let p = join_key(path, key);
+        match m.get(key) {
+            None | Some(Value::Null) => {
+                if required {
+                    self.err(path, format!("`{key}` is required"));
+                }
+                None
+            }
+            Some(Value::String(s)) => Some(s),
+            Some(other) => {
+                self.err(&p, format!("must be a string, found {}", type_name(other)));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, v: &Value, path: &str) -> Option<Duration> {
+        match v {
+            Value::String(s) => match parse_duration(s) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.err(path, e);
+                    None
+                }
+            },
+            other => {
+                self.err(path, format!("must be a duration like `30s`, `15m`, `2h`, `3d` or `1w`, found {}", type_name(other)));
+                None
+            }
+        }
+    }
+
+    fn recipe(&mut self, value: &Value) -> Option<Recipe> {
+        let top = self.object(value, "", "a recipe")?;
+        self.known_keys(top, "", TOP_KEYS, "a recipe");
+
+        let id = self.string(top, "id", "", true).map(str::to_string);
+        if let Some(id) = &id
+            && !is_slug(id)
+        {
+            self.err("id", format!("`{id}` is not a valid id: use 1 to 63 lowercase letters, digits and dashes, starting with a letter or digit (for example `greet-signups`)"));
+        }
+        let name = self.string(top, "name", "", false).map(str::to_string);
+        let description = self.string(top, "description", "", false).map(str::to_string);
+        let enabled = match top.get("enabled") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                self.err("enabled", format!("must be true or false, found {}", type_name(other)));
+                true
+            }
+        };
+        if let Some(vars) = top.get("vars") {
+            if let Some(m) = self.object(vars, "vars", "`vars`") {
+                self.vars = m.clone();
+            }
+        }
+
+        let trigger = match top.get("trigger") {
+            Some(t) => self.trigger(t, id.as_deref()),
+            None => {
+                self.err("", "`trigger` is required: say what starts the recipe, for example `trigger: {app: webhook, event: catch}`");
+                None
+            }
+        };
+        let trigger_keys = match trigger.as_ref().map(|t| &t.config) {
+            Some(TriggerConfig::Webhook(_)) => Some(WEBHOOK_EVENT_KEYS),
+            Some(TriggerConfig::Cron(_)) => Some(&["fired_at"][..]),
+            _ => None,
+        };
+
+        let steps = match top.get("steps") {
+            Some(Value::Array(list)) if !list.is_empty() => {
+                let mut visible = vec![];
+                self.steps(list, "steps", &mut visible, false, trigger_keys)
+            }
+            Some(Value::Array(_)) => {
+                self.err("steps", "`steps` is empty; add at least one step");
+                None
+            }
+            Some(other) => {
+                self.err("steps", format!("`steps` must be a list, found {}", type_name(other)));
+                None
+            }
+            None => {
+                self.err("", "`steps` is required: a list of at least one step");
+                None
+            }
+        };
+
+        // The synchronous answer of a webhook is rendered when the run ends: every step is visible.
+        if let Some(Trigger { config: TriggerConfig::Webhook(WebhookConfig { respond: Respond::AfterRun { template, .. }, .. }), .. }) =
+            &trigger
+        {
+            let all: Vec<String> = self.step_ids.iter().cloned().collect();
+            let scope = Scope { visible: &all, in_foreach: false, trigger_keys };
+            let templates: Vec<Template> = template.templates().into_iter().cloned().collect();
+            for t in templates {
+                self.check_refs(&t, "trigger.with.respond.after_run", &scope);
+            }
+        }
+
+        let (id, trigger, steps) = (id?, trigger?, steps?);
+        Some(Recipe {
+            id,
+            name,
+            description,
+            enabled,
+            trigger,
+            steps,
+            vars: std::mem::take(&mut self.vars),
+            secrets: std::mem::take(&mut self.secrets),
+            source: value.clone(),
+        })
+    }
+
+    fn trigger(&mut self, v: &Value, recipe_id: Option<&str>) -> Option<Trigger> {
+        let t = self.object(v, "trigger", "`trigger`")?;
+        self.known_keys(t, "trigger", TRIGGER_KEYS, "`trigger`");
+        let app = self.string(t, "app", "trigger", true)?.to_string();
+        let event = self.string(t, "event", "trigger", true)?.to_string();
+        let connection = self.string(t, "connection", "trigger", false).map(str::to_string);
+        let empty = Value::Object(Map::new());
+        let with_v = t.get("with").unwrap_or(&empty);
+        let Some(connector) = self.registry.get(&app) else {
+            let apps = self.registry.app_ids();
+            self.err("trigger.app", unknown("app", &app, &apps));
+            return None;
+        };
+        let Some(spec) = connector.manifest.trigger(&event) else {
+            let events: Vec<&str> = connector.manifest.triggers.iter().map(|t| t.id.as_str()).collect();
+            self.err("trigger.event", unknown(&format!("trigger of `{app}`"), &event, &events));
+            return None;
+        };
+        let with = self.object(with_v, "trigger.with", "`trigger.with`")?;
+        let config = match spec.kind {
+            TriggerKind::Webhook => TriggerConfig::Webhook(self.webhook(with, recipe_id)?),
+            TriggerKind::Schedule => TriggerConfig::Cron(self.cron(with)?),
+            TriggerKind::Event => {
+                self.known_keys(with, "trigger.with", &["name"], "`enlace.event`");
+                let name = self.string(with, "name", "trigger.with", true)?.to_string();
+                if !is_event_name(&name) {
+                    self.err("trigger.with.name", format!("`{name}` is not a valid event name: use lowercase letters, digits, `_`, `-` and `.` (for example `contact.created`)"));
+                }
+                TriggerConfig::Event { name }
+            }
+            TriggerKind::Polling | TriggerKind::Subscribe => {
+                let schema = spec.config_schema.clone();
+                self.check_against_schema(with_v, &schema, "trigger.with");
+                TriggerConfig::Polling { with: with_v.clone() }
+            }
+        };
+        Some(Trigger { app, event, connection, config })
+    }
+
+    fn trigger_template(&mut self, v: &Value, path: &str, trigger_keys: Option<&'static [&'static str]>) -> Option<Template> {
+        let Value::String(s) = v else {
+            self.err(path, format!("must be a string (a template), found {}", type_name(v)));
+            return None;
+        };
+        let t = self.compile(s, path)?;
+        let scope = Scope { visible: &[], in_foreach: false, trigger_keys };
+        self.check_refs(&t, path, &scope);
+        Some(t)
+    }
+
+    fn webhook(&mut self, w: &Map<String, Value>, recipe_id: Option<&str>) -> Option<WebhookConfig> {
+        let base = "trigger.with";
+        self.known_keys(w, base, WEBHOOK_KEYS, "`webhook.catch`");
+        let path = match self.string(w, "path", base, false) {
+            Some(p) => p.to_string(),
+            None => recipe_id.unwrap_or_default().to_string(),
+        };
+        if !path.is_empty() && !is_hook_path(&path) {
+            self.err("trigger.with.path", format!("`{path}` is not a valid hook path: use letters, digits, `-`, `_`, `.` and `/` (for example `signups` or `shop/orders`), with no leading `/`"));
+        }
+        let secret = w.get("secret").and_then(|v| self.trigger_template(v, "trigger.with.secret", None));
+        let signature_header = self.string(w, "signature_header", base, false).unwrap_or("X-Enlace-Signature").to_ascii_lowercase();
+        if http_header_name_ok(&signature_header).is_err() {
+            self.err("trigger.with.signature_header", format!("`{signature_header}` is not a valid header name"));
+        }
+        let dedupe_key = w.get("dedupe_key").and_then(|v| self.trigger_template(v, "trigger.with.dedupe_key", Some(WEBHOOK_EVENT_KEYS)));
+        let respond = match w.get("respond") {
+            None | Some(Value::Null) => Respond::Accepted,
+            Some(Value::String(s)) if s == "accepted" => Respond::Accepted,
+            Some(Value::Object(r)) => {
+                let rp = "trigger.with.respond";
+                self.known_keys(r, rp, &["after_run", "timeout"], "`respond`");
+                let timeout = match r.get("timeout") {
+                    Some(v) => self.duration(v, "trigger.with.respond.timeout").unwrap_or(Duration::from_secs(10)),
+                    None => Duration::from_secs(10),
+                };
+                if timeout > Duration::from_secs(120) {
+                    self.err(
+                        "trigger.with.respond.timeout",
+                        "at most `120s`: callers rarely wait longer, and a held connection costs memory",
+                    );
+                }
+                match r.get("after_run") {
+                    Some(tv) => {
+                        let template = self.mapping(tv, "trigger.with.respond.after_run", false);
+                        Respond::AfterRun { template, timeout }
+                    }
+                    None => {
+                        self.err(rp, "`after_run` is required: the template to answer with when the run ends, for example `after_run: \"{{json steps.post.body}}\"`");
+                        Respond::Accepted
+                    }
+                }
+            }
+            Some(other) => {
+                self.err(
+                    "trigger.with.respond",
+                    format!("must be `accepted` or a map `{{after_run: TEMPLATE, timeout: \"10s\"}}`, found {}", type_name(other)),
+                );
+                Respond::Accepted
+            }
+        };
+        let max_body = match w.get("max_body") {
+            None | Some(Value::Null) => DEFAULT_MAX_BODY,
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0 && n as usize <= MAX_MAX_BODY) => n.as_u64().unwrap_or(0) as usize,
+            Some(other) => {
+                self.err("trigger.with.max_body", format!("must be a number of bytes between 1 and {MAX_MAX_BODY}, found {other}"));
+                DEFAULT_MAX_BODY
+            }
+        };
+        let rate_limit = match w.get("rate_limit") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => match parse_rate(s) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.err("trigger.with.rate_limit", e);
+                    None
+                }
+            },
+            Some(other) => {
+                self.err("trigger.with.rate_limit", format!("must be a string like `100/s` or `600/m`, found {}", type_name(other)));
+                None
+            }
+        };
+        Some(WebhookConfig { path, secret, signature_header, dedupe_key, respond, max_body, rate_limit })
+    }
+
+    fn cron(&mut self, w: &Map<String, Value>) -> Option<CronConfig> {
+        let base = "trigger.with";
+        self.known_keys(w, base, &["cron", "timezone"], "`schedule.cron`");
+        let expression = self.string(w, "cron", base, true)?.trim().to_string();
+        let fields = expression.split_whitespace().count();
+        let cron = if expression.starts_with('@') || fields == 5 {
+            match expression.parse::<croner::Cron>() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.err("trigger.with.cron", format!("`{expression}` is not a valid cron expression: {e}"));
+                    None
+                }
+            }
+        } else {
+            self.err("trigger.with.cron", format!("`{expression}` has {fields} fields; write 5: minute hour day-of-month month day-of-week (for example `0 9 * * MON-FRI`)"));
+            None
+        };
+        let timezone = match self.string(w, "timezone", base, false) {
+            None => chrono_tz::UTC,
+            Some(name) => match name.parse::<chrono_tz::Tz>() {
+                Ok(tz) => tz,
+                Err(_) => {
+                    self.err(
+                        "trigger.with.timezone",
+                        format!("unknown time zone `{name}`; use an IANA name like `Europe/Paris` or `America/New_York`"),
+                    );
+                    chrono_tz::UTC
+                }
+            },
+        };
+        Some(CronConfig { expression, cron: cron?, timezone })
+    }
+
+    fn compile(&mut self, source: &str, path: &str) -> Option<Template> {
+        match self.engine.compile(source) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.err(path, e.message);
+                None
+            }
+        }
+    }
+
+    fn compile_html(&mut self, source: &str, path: &str) -> Option<Template> {
+        match self.engine.compile_html(source) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.err(path, e.message);
+                None
+            }
+        }
+    }
+
+    /// Checks what a template reads against what exists at this point of the recipe.
+    fn check_refs(&mut self, t: &Template, path: &str, scope: &Scope<'_>) {
+        for r in t.references() {
+            let Some(root) = r.first() else { continue };
+            match root.as_str() {
+                "steps" => match r.get(1) {
+                    None => {}
+                    Some(id) if scope.visible.iter().any(|v| v == id) => {}
+                    Some(id) => {
+                        let msg = if self.step_ids.contains(id) {
+                            format!("`steps.{id}` is not available here: a template can only read steps that run before it")
+                        } else {
+                            let visible: Vec<&str> = scope.visible.iter().map(String::as_str).collect();
+                            let mut m = unknown("step", id, &visible);
+                            if visible.is_empty() {
+                                m = format!("unknown step `{id}`: no step runs before this one");
+                            }
+                            m
+                        };
+                        self.err(path, msg);
+                    }
+                },
+                "vars" => {
+                    if let Some(name) = r.get(1)
+                        && !self.vars.contains_key(name)
+                    {
+                        let names: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+                        let m = unknown("var", name, &names);
+                        self.err(path, format!("{m}; declare it under `vars:`"));
+                    }
+                }
+                "secrets" => {
+                    if let Some(name) = r.get(1) {
+                        self.secrets.insert(name.clone());
+                    }
+                }
+                "trigger" => {
+                    if let (Some(keys), Some(k)) = (scope.trigger_keys, r.get(1))
+                        && !keys.contains(&k.as_str())
+                    {
+                        self.err(path, unknown("field of the trigger's event", k, keys));
+                    }
+                }
+                "run" => {
+                    if let Some(k) = r.get(1)
+                        && !RUN_KEYS.contains(&k.as_str())
+                    {
+                        self.err(path, unknown("field of `run`", k, RUN_KEYS));
+                    }
+                }
+                "item" | "index" => {
+                    if !scope.in_foreach {
+                        self.err(path, format!("`{root}` only exists inside a `foreach` step"));
+                    }
+                }
+                "contact" => {
+                    self.err(path, "`contact` exists only in contact-scoped recipes (journeys), which this version does not run yet")
+                }
+                other => {
+                    let mut roots = vec!["trigger", "steps", "vars", "secrets", "run"];
+                    if scope.in_foreach {
+                        roots.extend(["item", "index"]);
+                    }
+                    self.err(path, unknown("name", other, &roots));
+                }
+            }
+        }
+    }
+
+    fn template_in_scope(&mut self, v: &Value, path: &str, scope: &Scope<'_>) -> Option<Template> {
+        let s = match v {
+            Value::String(s) => s.clone(),
+            Value::Bool(_) | Value::Number(_) => v.to_string(),
+            other => {
+                self.err(path, format!("must be a template string, found {}", type_name(other)));
+                return None;
+            }
+        };
+        let t = self.compile(&s, path)?;
+        self.check_refs(&t, path, scope);
+        Some(t)
+    }
+
+    /// Compiles a `with`-style value. Scope checks happen in `mapping_in_scope`.
+    fn mapping(&mut self, v: &Value, path: &str, html: bool) -> Mapping {
+        match v {
+            Value::String(s) => {
+                let t = if html { self.compile_html(s, path) } else { self.compile(s, path) };
+                match t {
+                    Some(t) if t.is_literal() => Mapping::Literal(Value::String(s.clone())),
+                    Some(t) => Mapping::Template(t),
+                    None => Mapping::Literal(Value::Null),
+                }
+            }
+            Value::Array(items) => {
+                Mapping::Array(items.iter().enumerate().map(|(i, x)| self.mapping(x, &join_index(path, i), html)).collect())
+            }
+            Value::Object(m) => Mapping::Object(m.iter().map(|(k, x)| (k.clone(), self.mapping(x, &join_key(path, k), html))).collect()),
+            other => Mapping::Literal(other.clone()),
+        }
+    }
+
+    fn mapping_in_scope(&mut self, v: &Value, path: &str, scope: &Scope<'_>, html_fields: &[String]) -> Mapping {
+        let m = match v {
+            Value::Object(obj) if !html_fields.is_empty() => Mapping::Object(
+                obj.iter()
+                    .map(|(k, x)| {
+                        let html = html_fields.iter().any(|h| h == k);
+                        (k.clone(), self.mapping(x, &join_key(path, k), html))
+                    })
+                    .collect(),
+            ),
+            _ => self.mapping(v, path, false),
+        };
+        self.check_mapping_refs(&m, path, scope);
+        m
+    }
+
+    fn check_mapping_refs(&mut self, m: &Mapping, path: &str, scope: &Scope<'_>) {
+        match m {
+            Mapping::Template(t) => self.check_refs(t, path, scope),
+            Mapping::Array(items) => {
+                for (i, x) in items.iter().enumerate() {
+                    self.check_mapping_refs(x, &join_index(path, i), scope);
+                }
+            }
+            Mapping::Object(fields) => {
+                for (k, x) in fields {
+                    self.check_mapping_refs(x, &join_key(path, k), scope);
+                }
+            }
+            Mapping::Literal(_) => {}
+        }
+    }
+
+    fn steps(
+        &mut self,
+        list: &[Value],
+        path: &str,
+        visible: &mut Vec<String>,
+        in_foreach: bool,
+        trigger_keys: Option<&'static [&'static str]>,
+    ) -> Option<Vec<Step>> {
+        let mut out = Vec::with_capacity(list.len());
+        let mut ok = true;
+        for (i, sv) in list.iter().enumerate() {
+            let sp = join_index(path, i);
+            match self.step(sv, &sp, visible, in_foreach, trigger_keys) {
+                Some(step) => {
+                    visible.push(step.id.clone());
+                    collect_ids(&step, visible);
+                    out.push(step);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn step(
+        &mut self,
+        v: &Value,
+        path: &str,
+        visible: &mut Vec<String>,
+        in_foreach: bool,
+        trigger_keys: Option<&'static [&'static str]>,
+    ) -> Option<Step> {
+        let m = self.object(v, path, "a step")?;
+        let id = self.string(m, "id", path, true).map(str::to_string);
+        if let Some(id) = &id {
+            if !is_step_id(id) {
+                self.err(&join_key(path, "id"), format!("`{id}` is not a valid step id: use lowercase letters, digits, `_` and `-`, starting with a letter (for example `send_welcome`)"));
+            } else if !self.step_ids.insert(id.clone()) {
+                self.err(&join_key(path, "id"), format!("the step id `{id}` is used twice; step ids are unique in a recipe"));
+            }
+        }
+        let name = self.string(m, "name", path, false).map(str::to_string);
+        let kinds: Vec<&str> =
+            STEP_KINDS.iter().copied().filter(|k| m.contains_key(*k) || (*k == "action" && m.contains_key("app"))).collect();
+        let kinds: Vec<&str> = kinds.into_iter().filter(|k| *k != "action" || m.contains_key("app") || m.contains_key("action")).collect();
+        let scope = Scope { visible, in_foreach, trigger_keys };
+        let kind = match kinds.as_slice() {
+            [] => {
+                self.err(path, format!("the step does not say what it does: give it one of `app` + `action`, `filter`, `branch`, `foreach`, `delay`, `delay_until` or `emit`; its keys are: {}", m.keys().cloned().collect::<Vec<_>>().join(", ")));
+                None
+            }
+            ["action"] => self.action_step(m, path, &scope),
+            ["filter"] => {
+                self.known_keys(m, path, &["id", "name", "filter"], "a filter step");
+                self.template_in_scope(&m["filter"], &join_key(path, "filter"), &scope).map(StepKind::Filter)
+            }
+            ["delay"] => {
+                self.known_keys(m, path, &["id", "name", "delay"], "a delay step");
+                self.duration(&m["delay"], &join_key(path, "delay")).map(|d| StepKind::Delay(Delay::For(d)))
+            }
+            ["delay_until"] => {
+                self.known_keys(m, path, &["id", "name", "delay_until", "timezone"], "a delay step");
+                let at = self.template_in_scope(&m["delay_until"], &join_key(path, "delay_until"), &scope);
+                let timezone = match m.get("timezone") {
+                    Some(Value::String(s)) if !s.contains("{{") => {
+                        if s.parse::<chrono_tz::Tz>().is_err() {
+                            self.err(&join_key(path, "timezone"), format!("unknown time zone `{s}`; use an IANA name like `Europe/Paris`"));
+                        }
+                        self.template_in_scope(&m["timezone"], &join_key(path, "timezone"), &scope)
+                    }
+                    Some(tz) => self.template_in_scope(tz, &join_key(path, "timezone"), &scope),
+                    None => None,
+                };
+                at.map(|at| StepKind::Delay(Delay::Until { at, timezone }))
+            }
+            ["emit"] => {
+                self.known_keys(m, path, &["id", "name", "emit", "data"], "an emit step");
+                let name = self.string(m, "emit", path, true).map(str::to_string);
+                if let Some(n) = &name
+                    && !is_event_name(n)
+                {
+                    self.err(&join_key(path, "emit"), format!("`{n}` is not a valid event name: use lowercase letters, digits, `_`, `-` and `.` (for example `lead.qualified`)"));
+                }
+                let data = match m.get("data") {
+                    Some(d) => self.mapping_in_scope(d, &join_key(path, "data"), &scope, &[]),
+                    None => Mapping::Literal(Value::Object(Map::new())),
+                };
+                name.map(|name| StepKind::Emit { name, data })
+            }
+            ["foreach"] => {
+                self.known_keys(m, path, &["id", "name", "foreach", "steps"], "a foreach step");
+                let items = self.template_in_scope(&m["foreach"], &join_key(path, "foreach"), &scope);
+                let inner = match m.get("steps") {
+                    Some(Value::Array(list)) if !list.is_empty() => {
+                        let mut vis = visible.clone();
+                        self.steps(list, &join_key(path, "steps"), &mut vis, true, trigger_keys)
+                    }
+                    _ => {
+                        self.err(path, "a foreach step needs `steps`: a non-empty list of the steps to run for each item");
+                        None
+                    }
+                };
+                match (items, inner) {
+                    (Some(items), Some(steps)) => Some(StepKind::Foreach { items, steps }),
+                    _ => None,
+                }
+            }
+            ["branch"] => {
+                self.known_keys(m, path, &["id", "name", "branch"], "a branch step");
+                self.branch(&m["branch"], &join_key(path, "branch"), visible, in_foreach, trigger_keys)
+            }
+            [k @ ("wait_for" | "split")] => {
+                self.err(path, format!("the step kind `{k}` belongs to journeys (contact-scoped recipes), which this version does not run yet; use `delay` or `branch` for now"));
+                None
+            }
+            several => {
+                self.err(
+                    path,
+                    format!(
+                        "a step does one thing, but this one has {}; split it into several steps",
+                        several.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" and ")
+                    ),
+                );
+                None
+            }
+        };
+        Some(Step { id: id?, name, kind: kind? })
+    }
+
+    fn branch(
+        &mut self,
+        v: &Value,
+        path: &str,
+        visible: &[String],
+        in_foreach: bool,
+        trigger_keys: Option<&'static [&'static str]>,
+    ) -> Option<StepKind> {
+        let Value::Array(arms_v) = v else {
+            self.err(
+                path,
+                format!(
+                    "must be a list of paths: `- if: TEMPLATE` with `steps`, and optionally a last `- else: [...]`; found {}",
+                    type_name(v)
+                ),
+            );
+            return None;
+        };
+        if arms_v.is_empty() {
+            self.err(path, "a branch needs at least one path");
+            return None;
+        }
+        let mut arms = vec![];
+        let mut otherwise = None;
+        let mut ok = true;
+        for (i, av) in arms_v.iter().enumerate() {
+            let ap = join_index(path, i);
+            let Some(a) = self.object(av, &ap, "a branch path") else {
+                ok = false;
+                continue;
+            };
+            let scope = Scope { visible, in_foreach, trigger_keys };
+            if let Some(else_v) = a.get("else") {
+                self.known_keys(a, &ap, &["else"], "an `else` path");
+                if i != arms_v.len() - 1 {
+                    self.err(&ap, "`else` must be the last path of a branch");
+                    ok = false;
+                }
+                match else_v {
+                    Value::Array(list) if !list.is_empty() => {
+                        let mut vis = visible.to_vec();
+                        otherwise = self.steps(list, &join_key(&ap, "else"), &mut vis, in_foreach, trigger_keys);
+                        ok &= otherwise.is_some();
+                    }
+                    _ => {
+                        self.err(&join_key(&ap, "else"), "`else` takes a non-empty list of steps");
+                        ok = false;
+                    }
+                }
+                continue;
+            }
+            self.known_keys(a, &ap, &["if", "steps"], "a branch path");
+            let cond = match a.get("if") {
+                Some(c) => self.template_in_scope(c, &join_key(&ap, "if"), &scope),
+                None => {
+                    self.err(&ap, "a branch path needs `if: TEMPLATE` (or is the last one, `else: [...]`)");
+                    None
+                }
+            };
+            let steps = match a.get("steps") {
+                Some(Value::Array(list)) if !list.is_empty() => {
+                    let mut vis = visible.to_vec();
+                    self.steps(list, &join_key(&ap, "steps"), &mut vis, in_foreach, trigger_keys)
+                }
+                _ => {
+                    self.err(&ap, "a branch path needs `steps`: a non-empty list");
+                    None
+                }
+            };
+            match (cond, steps) {
+                (Some(condition), Some(steps)) => arms.push(BranchArm { condition, steps }),
+                _ => ok = false,
+            }
+        }
+        if arms.is_empty() && ok {
+            self.err(path, "a branch needs at least one `if` path");
+            return None;
+        }
+        ok.then_some(StepKind::Branch { arms, otherwise })
+    }
+
+    fn action_step(&mut self, m: &Map<String, Value>, path: &str, scope: &Scope<'_>) -> Option<StepKind> {
+        self.known_keys(m, path, &["id", "name", "app", "action", "connection", "with", "retry", "on_error"], "an action step");
+        let app = self.string(m, "app", path, true)?.to_string();
+        let action = self.string(m, "action", path, true)?.to_string();
+        let connection = self.string(m, "connection", path, false).map(str::to_string);
+        let Some(connector) = self.registry.get(&app) else {
+            let apps: Vec<&str> = self.registry.apps().filter(|c| !c.manifest.actions.is_empty()).map(|c| c.id()).collect();
+            self.err(&join_key(path, "app"), unknown("app", &app, &apps));
+            return None;
+        };
+        let Some(spec) = connector.manifest.action(&action) else {
+            let actions: Vec<&str> = connector.manifest.actions.iter().map(|a| a.id.as_str()).collect();
+            self.err(&join_key(path, "action"), unknown(&format!("action of `{app}`"), &action, &actions));
+            return None;
+        };
+        let schema = spec.input_schema.clone();
+        let wp = join_key(path, "with");
+        let empty = Value::Object(Map::new());
+        let with_v = m.get("with").unwrap_or(&empty);
+        if !with_v.is_object() {
+            self.err(&wp, format!("`with` must be a map of the action's fields, found {}", type_name(with_v)));
+            return None;
+        }
+        self.check_against_schema(with_v, &schema, &wp);
+        let html_fields = html_fields(&schema);
+        let with = self.mapping_in_scope(with_v, &wp, scope, &html_fields);
+        let retry = match m.get("retry") {
+            None | Some(Value::Null) => RetryPolicy::default(),
+            Some(r) => self.retry(r, &join_key(path, "retry")),
+        };
+        let on_error = match m.get("on_error") {
+            None | Some(Value::Null) => OnError::Fail,
+            Some(Value::String(s)) if s == "fail" => OnError::Fail,
+            Some(Value::String(s)) if s == "continue" => OnError::Continue,
+            Some(other) => {
+                self.err(&join_key(path, "on_error"), format!("must be `fail` (the default: the run stops as failed, kept for replay) or `continue` (the error becomes the step's output), found {other}"));
+                OnError::Fail
+            }
+        };
+        Some(StepKind::Action(ActionStep { app, action, connection, with, retry, on_error }))
+    }
+
+    fn retry(&mut self, v: &Value, path: &str) -> RetryPolicy {
+        let mut p = RetryPolicy::default();
+        let Some(m) = self.object(v, path, "`retry`") else { return p };
+        self.known_keys(m, path, &["attempts", "backoff", "initial", "max"], "`retry`");
+        if let Some(a) = m.get("attempts") {
+            match a.as_u64() {
+                Some(n) if (1..=100).contains(&n) => p.attempts = n as u32,
+                _ => self.err(&join_key(path, "attempts"), format!("must be a whole number from 1 (no retry) to 100, found {a}")),
+            }
+        }
+        if let Some(b) = m.get("backoff") {
+            match b.as_str() {
+                Some("exponential") => p.backoff = Backoff::Exponential,
+                Some("fixed") => p.backoff = Backoff::Fixed,
+                _ => self.err(&join_key(path, "backoff"), format!("must be `exponential` or `fixed`, found {b}")),
+            }
+        }
+        if let Some(d) = m.get("initial").and_then(|v| self.duration(v, &join_key(path, "initial"))) {
+            p.initial = d;
+        }
+        if let Some(d) = m.get("max").and_then(|v| self.duration(v, &join_key(path, "max"))) {
+            p.max = d;
+        }
+        if p.max < p.initial {
+            self.err(path, "`max` is shorter than `initial`");
+        }
+        p
+    }
+
+    /// Checks a `with` map against the JSON schema an action or trigger declares: unknown
+    /// fields (with the valid ones listed), required fields, and the type and allowed values
+    /// of fields written as literals. Templates are checked when they run.
+    fn check_against_schema(&mut self, v: &Value, schema: &Value, path: &str) {
+        let props = schema.get("properties").and_then(Value::as_object);
+        let Value::Object(obj) = v else { return };
+        if let Some(props) = props {
+            let names: Vec<&str> = props.keys().map(String::as_str).collect();
+            let closed = schema.get("additionalProperties") == Some(&Value::Bool(false));
+            for (k, fv) in obj {
+                match props.get(k) {
+                    Some(ps) => self.check_literal(fv, ps, schema, &join_key(path, k)),
+                    None if closed => {
+                        let p = join_key(path, k);
+                        self.err_key(&p, unknown("field", k, &names));
+                    }
+                    None => {}
+                }
+            }
+        }
+        if let Some(req) = schema.get("required").and_then(Value::as_array) {
+            for r in req.iter().filter_map(Value::as_str) {
+                if !obj.contains_key(r) {
+                    let help = props.and_then(|p| p.get(r)).and_then(|p| p.get("description")).and_then(Value::as_str).unwrap_or("");
+                    let help = if help.is_empty() { String::new() } else { format!(" ({})", help.trim_end_matches('.')) };
+                    self.err(path, format!("the field `{r}` is required{help}"));
+                }
+            }
+        }
+    }
+
+    fn check_literal(&mut self, v: &Value, prop: &Value, root: &Value, path: &str) {
+        if v.as_str().is_some_and(|s| s.contains("{{")) {
+            return;
+        }
+        let prop = resolve_ref(prop, root);
+        let allowed = enum_values(prop, root);
+        if !allowed.is_empty() && !allowed.contains(v) {
+            let list: Vec<String> = allowed.iter().map(|a| a.as_str().map(str::to_string).unwrap_or_else(|| a.to_string())).collect();
+            let shown = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            let near = closest(&shown, list.iter().map(String::as_str));
+            let mut m = format!("`{shown}` is not allowed here");
+            if let Some(n) = near.first() {
+                m.push_str(&format!("; did you mean `{n}`?"));
+            }
+            m.push_str(&format!(" Valid choices: {}", list.join(", ")));
+            self.err(path, m);
+            return;
+        }
+        let types = schema_types(prop);
+        if types.is_empty() || v.is_null() {
+            return;
+        }
+        let ok = types.iter().any(|t| match (t.as_str(), v) {
+            ("string", Value::String(_)) => true,
+            ("integer", Value::Number(n)) => n.is_i64() || n.is_u64(),
+            ("number", Value::Number(_)) => true,
+            ("boolean", Value::Bool(_)) => true,
+            ("array", Value::Array(_)) => true,
+            ("object", Value::Object(_)) => true,
+            ("null", Value::Null) => true,
+            _ => false,
+        });
+        if !ok {
+            self.err(path, format!("must be {}, found {}", types.join(" or "), type_name(v)));
+        }
+    }
+}
+
+fn resolve_ref<'v>(prop: &'v Value, root: &'v Value) -> &'v Value {
+    if let Some(r) = prop.get("$ref").and_then(Value::as_str)
+        && let Some(name) = r.strip_prefix("#/$defs/")
+        && let Some(d) = root.get("$defs").and_then(|d| d.get(name))
+    {
+        return d;
+    }
+    prop
+}
+
+fn enum_values(prop: &Value, root: &Value) -> Vec<Value> {
+    if let Some(e) = prop.get("enum").and_then(Value::as_array) {
+        return e.clone();
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(list) = prop.get(key).and_then(Value::as_array) {
+            let mut out = vec![];
+            for alt in list {
+                let alt = resolve_ref(alt, root);
+                if let Some(c) = alt.get("const") {
+                    out.push(c.clone());
+                } else if let Some(e) = alt.get("enum").and_then(Value::as_array) {
+                    out.extend(e.iter().cloned());
+                } else if alt.get("type") == Some(&Value::String("null".into())) {
+                    continue;
+                } else {
+                    return vec![];
+                }
+            }
+            return out;
+        }
+    }
+    vec![]
+}
+
+fn schema_types(prop: &Value) -> Vec<String> {
+    match prop.get("type") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        _ => vec![],
+    }
+}
+
+/// Fields whose values go into HTML (`format: html` or `contentMediaType: text/html`):
+/// their templates escape what they insert.
+fn html_fields(schema: &Value) -> Vec<String> {
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| {
+            p.iter()
+                .filter(|(_, s)| {
+                    s.get("format").and_then(Value::as_str) == Some("html")
+                        || s.get("contentMediaType").and_then(Value::as_str) == Some("text/html")
+                })
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn collect_ids(step: &Step, out: &mut Vec<String>) {
+    let push_all = |steps: &[Step], out: &mut Vec<String>| {
+        for s in steps {
+            out.push(s.id.clone());
+            collect_ids(s, out);
+        }
+    };
+    match &step.kind {
+        StepKind::Branch { arms, otherwise } => {
+            for a in arms {
+                push_all(&a.steps, out);
+            }
+            if let Some(o) = otherwise {
+                push_all(o, out);
+            }
+        }
+        StepKind::Foreach { steps, .. } => push_all(steps, out),
+        _ => {}
+    }
+}
+
+fn is_event_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 100 && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'.'))
+}
+
+fn is_hook_path(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 200
+        && !s.starts_with('/')
+        && !s.ends_with('/')
+        && !s.contains("//")
+        && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'/'))
+}
+
+fn http_header_name_ok(s: &str) -> Result<(), ()> {
+    if !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)) { Ok(()) } else { Err(()) }
+}
+
+/// Parses `100/s`, `600/m`, `10/1s`, `5000/h`.
+pub fn parse_rate(s: &str) -> Result<(u32, Duration), String> {
+    let bad = || format!("`{s}` is not a rate: write calls per period, like `100/s`, `600/m` or `5000/h`");
+    let (n, per) = s.split_once('/').ok_or_else(bad)?;
+    let n: u32 = n.trim().parse().map_err(|_| bad())?;
+    if n == 0 {
+        return Err(format!("`{s}`: the number of calls must be at least 1"));
+    }
+    let per = per.trim();
+    let per = if per.chars().next().is_some_and(|c| c.is_ascii_digit()) { per.to_string() } else { format!("1{per}") };
+    let d = parse_duration(&per).map_err(|_| bad())?;
+    if d.is_zero() {
+        return Err(bad());
+    }
+    Ok((n, d))
+}

@@ -1,0 +1,821 @@
+//! The interpreter: runs one run's steps against its journal, and the poller that claims
+//! due runs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use enlace_core::action::ActionContext;
+use enlace_core::http::HttpTransport;
+use enlace_core::{ConnectorError, Credentials, ErrorClass};
+use enlace_kit::RecordingTransport;
+use enlace_recipe::model::{ActionStep, Delay, Mapping, OnError, Respond, Step, StepKind, TriggerConfig};
+use enlace_store::{NewEvent, RunRow, RunStatus, RunUpdate, StepRecord, StepStatus};
+use rand::Rng;
+use serde_json::{Map, Value, json};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::clock::rfc3339;
+use crate::mask::Masker;
+use crate::{DryCall, Inner, RunOutcome};
+
+/// Why the walk through the steps stopped before the end.
+enum Stop {
+    Filtered,
+    Park {
+        status: RunStatus,
+        due_at: i64,
+    },
+    Failed {
+        error: Value,
+    },
+    /// The run is no longer ours (cancelled, handed back) or the store failed: leave it.
+    Lost,
+}
+
+type Flow = Result<(), Stop>;
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Waits shorter than this are slept through in the worker; longer ones park the run.
+const SHORT_WAIT: Duration = Duration::from_millis(1000);
+
+pub(crate) async fn execute(inner: Arc<Inner>, run_id: String, permit: OwnedSemaphorePermit) {
+    let _permit = permit;
+    let detail = match inner.store.run_detail(&run_id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(run_id = %run_id, error = %e, "loading a run failed; it stays leased and is retried when the lease ends");
+            return;
+        }
+    };
+    let node = inner.config.node_id.clone();
+    if detail.run.status != RunStatus::Running || detail.run.owner.as_deref() != Some(node.as_str()) {
+        return;
+    }
+    let recipe = match inner.catalog.version(&inner.store, &detail.run.recipe_id, detail.run.recipe_version).await {
+        Ok(r) => r,
+        Err(e) => {
+            let error = json!({"class": "permanent", "message": e.to_string(), "hint": "fix the recipe, then replay the run with the latest version"});
+            finish(&inner, &detail.run, vec![], vec![], Err(Stop::Failed { error }), None).await;
+            return;
+        }
+    };
+    let secrets = match inner.store.secrets(&recipe.secrets.iter().cloned().collect::<Vec<_>>()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(run_id = %run_id, error = %e, "reading secrets failed");
+            return;
+        }
+    };
+    if let Some(missing) = recipe.secrets.iter().find(|n| !secrets.contains_key(*n)) {
+        let error = json!({"class": "permanent", "message": format!("the secret `{missing}` is not set"), "hint": format!("set it with `enlace secrets set {missing}` or PUT /api/v1/secrets/{missing}, then replay the run")});
+        finish(&inner, &detail.run, vec![], vec![], Err(Stop::Failed { error }), None).await;
+        return;
+    }
+    let now = inner.clock.now_ms();
+    let data = json!({
+        "trigger": detail.event.payload,
+        "steps": {},
+        "vars": Value::Object(recipe.vars.clone()),
+        "secrets": secrets,
+        "run": {
+            "id": detail.run.id,
+            "recipe": detail.run.recipe_id,
+            "started_at": rfc3339(detail.run.started_at.unwrap_or(now)),
+            "attempt": detail.run.attempt,
+            "now": rfc3339(now),
+        },
+    });
+    let next_seq = detail.steps.iter().map(|s| s.seq).max().unwrap_or(0) + 1;
+    let masker = Masker::new(secrets.into_values());
+    let mut ex = Exec {
+        inner: inner.clone(),
+        run: detail.run.clone(),
+        data,
+        journal: detail.steps.into_iter().map(|s| (s.key.clone(), s)).collect(),
+        next_seq,
+        pending: vec![],
+        emitted: vec![],
+        masker,
+        credentials: HashMap::new(),
+    };
+    let flow = ex.steps(&recipe.steps, String::new()).await;
+    let response = match (&flow, &recipe.trigger.config) {
+        (Ok(()), TriggerConfig::Webhook(w)) => match &w.respond {
+            Respond::AfterRun { template, .. } if has_waiter(&inner, &run_id) => Some(render_response(template, &ex.data)),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Exec { pending, emitted, .. } = ex;
+    finish(&inner, &detail.run, pending, emitted, flow, response).await;
+}
+
+fn has_waiter(inner: &Inner, run_id: &str) -> bool {
+    inner.waiters.lock().unwrap_or_else(|e| e.into_inner()).contains_key(run_id)
+}
+
+fn render_response(template: &Mapping, data: &Value) -> Value {
+    template.render(data, "respond.after_run").unwrap_or_else(|e| json!({"error": e.to_string()}))
+}
+
+async fn finish(inner: &Arc<Inner>, run: &RunRow, pending: Vec<StepRecord>, emitted: Vec<NewEvent>, flow: Flow, response: Option<Value>) {
+    let now = inner.clock.now_ms();
+    let (update, status, error) = match flow {
+        Ok(()) => (RunUpdate::Finish { status: RunStatus::Succeeded, error: None }, RunStatus::Succeeded, None),
+        Err(Stop::Filtered) => (RunUpdate::Finish { status: RunStatus::Filtered, error: None }, RunStatus::Filtered, None),
+        Err(Stop::Failed { error }) => {
+            (RunUpdate::Finish { status: RunStatus::Failed, error: Some(error.clone()) }, RunStatus::Failed, Some(error))
+        }
+        Err(Stop::Park { status, due_at }) => (RunUpdate::Park { status, due_at }, status, None),
+        Err(Stop::Lost) => {
+            notify(inner, &run.id, RunOutcome { run_id: run.id.clone(), status: RunStatus::Running, response: None, error: None });
+            return;
+        }
+    };
+    let any_emitted = !emitted.is_empty();
+    match inner.store.update_run(&run.id, &inner.config.node_id, pending, update, emitted, now).await {
+        Ok(true) => {
+            inner.metrics.runs.get_or_create(&vec![("status", status.as_str().to_string())]).inc();
+            match status {
+                RunStatus::Failed => {
+                    tracing::warn!(run_id = %run.id, recipe = %run.recipe_id, error = %error.as_ref().map(|e| e.to_string()).unwrap_or_default(), "run failed")
+                }
+                _ => tracing::debug!(run_id = %run.id, recipe = %run.recipe_id, status = %status, "run moved"),
+            }
+            if matches!(status, RunStatus::Queued | RunStatus::Waiting) || any_emitted {
+                inner.wake.notify_one();
+            }
+            notify(inner, &run.id, RunOutcome { run_id: run.id.clone(), status, response, error });
+        }
+        Ok(false) => tracing::info!(run_id = %run.id, "the run was cancelled or handed back while it ran; its last result is dropped"),
+        Err(e) => tracing::error!(run_id = %run.id, error = %e, "recording the end of a run failed; it runs again when its lease ends"),
+    }
+}
+
+fn notify(inner: &Inner, run_id: &str, outcome: RunOutcome) {
+    if let Some(tx) = inner.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(run_id) {
+        let _ = tx.send(outcome);
+    }
+}
+
+struct Exec {
+    inner: Arc<Inner>,
+    run: RunRow,
+    data: Value,
+    journal: HashMap<String, StepRecord>,
+    next_seq: i64,
+    /// Journal entries not yet written: flushed before any outside call, and with the end.
+    pending: Vec<StepRecord>,
+    emitted: Vec<NewEvent>,
+    masker: Masker,
+    credentials: HashMap<String, Credentials>,
+}
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !(s.is_empty() || s == "false" || s == "0"),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+impl Exec {
+    fn now(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    fn set_output(&mut self, id: &str, output: Value) {
+        if let Some(steps) = self.data.get_mut("steps").and_then(Value::as_object_mut) {
+            steps.insert(id.to_string(), output);
+        }
+    }
+
+    fn record(
+        &mut self,
+        key: &str,
+        step: &Step,
+        status: StepStatus,
+        input: Option<Value>,
+        output: Option<Value>,
+        error: Option<Value>,
+        attempts: i64,
+        started_at: i64,
+    ) {
+        let seq = match self.journal.get(key) {
+            Some(prev) => prev.seq,
+            None => {
+                let s = self.next_seq;
+                self.next_seq += 1;
+                s
+            }
+        };
+        let finished =
+            if matches!(status, StepStatus::Running | StepStatus::Waiting | StepStatus::Retrying) { None } else { Some(self.now()) };
+        let rec = StepRecord {
+            key: key.to_string(),
+            seq,
+            step_id: step.id.clone(),
+            kind: step.kind.name().to_string(),
+            status,
+            input,
+            output,
+            error,
+            attempts,
+            idempotency_key: matches!(step.kind, StepKind::Action(_)).then(|| format!("{}:{}", self.run.id, key)),
+            started_at,
+            finished_at: finished,
+        };
+        self.journal.insert(key.to_string(), rec.clone());
+        self.pending.retain(|p| p.key != key);
+        self.pending.push(rec);
+    }
+
+    /// Writes what is pending; `Lost` when the run is no longer ours.
+    async fn flush(&mut self) -> Flow {
+        if self.pending.is_empty() && self.emitted.is_empty() {
+            return Ok(());
+        }
+        let steps = std::mem::take(&mut self.pending);
+        let emitted = std::mem::take(&mut self.emitted);
+        let any_emitted = !emitted.is_empty();
+        match self.inner.store.record_steps(&self.run.id, &self.inner.config.node_id, steps, emitted, self.now()).await {
+            Ok(true) => {
+                if any_emitted {
+                    self.inner.wake.notify_one();
+                }
+                Ok(())
+            }
+            Ok(false) => Err(Stop::Lost),
+            Err(e) => {
+                tracing::error!(run_id = %self.run.id, error = %e, "writing the journal failed");
+                Err(Stop::Lost)
+            }
+        }
+    }
+
+    fn steps<'a>(&'a mut self, steps: &'a [Step], prefix: String) -> BoxFuture<'a, Flow> {
+        Box::pin(async move {
+            for step in steps {
+                let key = format!("{prefix}{}", step.id);
+                self.step(step, key, &prefix).await?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn step(&mut self, step: &Step, key: String, prefix: &str) -> Flow {
+        let prev = self.journal.get(&key).cloned();
+        let started = self.now();
+        match &step.kind {
+            StepKind::Action(a) => self.action(step, a, key, prev).await,
+            StepKind::Filter(t) => {
+                let passed = match &prev {
+                    Some(p) if matches!(p.status, StepStatus::Succeeded | StepStatus::Filtered) => {
+                        p.output.as_ref().and_then(|o| o.get("passed")).and_then(Value::as_bool).unwrap_or(false)
+                    }
+                    _ => match t.render_value(&self.data) {
+                        Ok(v) => truthy(&v),
+                        Err(e) => return self.template_failure(step, &key, "filter", e.message, started),
+                    },
+                };
+                let status = if passed { StepStatus::Succeeded } else { StepStatus::Filtered };
+                if prev.is_none() {
+                    self.record(&key, step, status, None, Some(json!({"passed": passed})), None, 0, started);
+                }
+                self.set_output(&step.id, json!({"passed": passed}));
+                if passed { Ok(()) } else { Err(Stop::Filtered) }
+            }
+            StepKind::Branch { arms, otherwise } => {
+                let chosen: Value = match prev.as_ref().and_then(|p| p.output.as_ref()).and_then(|o| o.get("path")) {
+                    Some(p) if prev.as_ref().is_some_and(|p| p.status == StepStatus::Succeeded) => p.clone(),
+                    _ => {
+                        let mut chosen = if otherwise.is_some() { json!("else") } else { Value::Null };
+                        for (i, arm) in arms.iter().enumerate() {
+                            match arm.condition.render_value(&self.data) {
+                                Ok(v) if truthy(&v) => {
+                                    chosen = json!(i);
+                                    break;
+                                }
+                                Ok(_) => {}
+                                Err(e) => return self.template_failure(step, &key, &format!("branch[{i}].if"), e.message, started),
+                            }
+                        }
+                        self.record(&key, step, StepStatus::Succeeded, None, Some(json!({"path": chosen})), None, 0, started);
+                        chosen
+                    }
+                };
+                self.set_output(&step.id, json!({"path": chosen}));
+                let inner_steps: Option<&[Step]> = match &chosen {
+                    Value::Number(n) => n.as_u64().and_then(|i| arms.get(i as usize)).map(|a| a.steps.as_slice()),
+                    Value::String(s) if s == "else" => otherwise.as_deref(),
+                    _ => None,
+                };
+                match inner_steps {
+                    Some(s) => self.steps(s, prefix.to_string()).await,
+                    None => Ok(()),
+                }
+            }
+            StepKind::Foreach { items, steps } => {
+                let list = match items.render_value(&self.data) {
+                    Ok(Value::Array(a)) => a,
+                    Ok(Value::Null) => vec![],
+                    Ok(other) => {
+                        let msg = format!("`foreach` needs a list, but the template gave {}", short(&other));
+                        return self.template_failure(step, &key, "foreach", msg, started);
+                    }
+                    Err(e) => return self.template_failure(step, &key, "foreach", e.message, started),
+                };
+                let saved_item = self.data.get("item").cloned();
+                let saved_index = self.data.get("index").cloned();
+                let inner_ids = direct_and_nested_ids(steps);
+                let mut per_item = Vec::with_capacity(list.len());
+                let mut per_step: HashMap<String, Vec<Value>> = HashMap::new();
+                for (i, item) in list.iter().enumerate() {
+                    if let Some(obj) = self.data.as_object_mut() {
+                        obj.insert("item".into(), item.clone());
+                        obj.insert("index".into(), json!(i));
+                    }
+                    for id in &inner_ids {
+                        if let Some(s) = self.data.get_mut("steps").and_then(Value::as_object_mut) {
+                            s.remove(id);
+                        }
+                    }
+                    self.steps(steps, format!("{prefix}{}[{i}].", step.id)).await?;
+                    let mut outs = Map::new();
+                    for id in &inner_ids {
+                        let v = self.data.get("steps").and_then(|s| s.get(id)).cloned().unwrap_or(Value::Null);
+                        per_step.entry(id.clone()).or_default().push(v.clone());
+                        outs.insert(id.clone(), v);
+                    }
+                    per_item.push(Value::Object(outs));
+                }
+                if let Some(obj) = self.data.as_object_mut() {
+                    match saved_item {
+                        Some(v) => obj.insert("item".into(), v),
+                        None => obj.remove("item"),
+                    };
+                    match saved_index {
+                        Some(v) => obj.insert("index".into(), v),
+                        None => obj.remove("index"),
+                    };
+                }
+                for (id, outs) in per_step {
+                    self.set_output(&id, Value::Array(outs));
+                }
+                if prev.is_none_or(|p| p.status != StepStatus::Succeeded) {
+                    self.record(&key, step, StepStatus::Succeeded, None, Some(json!({"count": list.len()})), None, 0, started);
+                }
+                self.set_output(&step.id, Value::Array(per_item));
+                Ok(())
+            }
+            StepKind::Delay(d) => {
+                let until = match prev
+                    .as_ref()
+                    .filter(|p| matches!(p.status, StepStatus::Waiting | StepStatus::Succeeded))
+                    .and_then(|p| p.output.as_ref())
+                    .and_then(|o| o.get("until_ms"))
+                    .and_then(Value::as_i64)
+                {
+                    Some(u) => u,
+                    None => match self.due_time(d) {
+                        Ok(u) => u,
+                        Err(msg) => return self.template_failure(step, &key, "delay_until", msg, started),
+                    },
+                };
+                let out = json!({"until": rfc3339(until), "until_ms": until});
+                self.set_output(&step.id, out.clone());
+                if prev.as_ref().is_some_and(|p| p.status == StepStatus::Succeeded) {
+                    return Ok(());
+                }
+                let started = prev.as_ref().map(|p| p.started_at).unwrap_or(started);
+                if until <= self.now() {
+                    self.record(&key, step, StepStatus::Succeeded, None, Some(out), None, 0, started);
+                    Ok(())
+                } else {
+                    self.record(&key, step, StepStatus::Waiting, None, Some(out), None, 0, started);
+                    Err(Stop::Park { status: RunStatus::Waiting, due_at: until })
+                }
+            }
+            StepKind::Emit { name, data } => {
+                if let Some(p) = prev.as_ref().filter(|p| p.status == StepStatus::Succeeded) {
+                    let out = p.output.clone().unwrap_or(Value::Null);
+                    self.set_output(&step.id, out);
+                    return Ok(());
+                }
+                let payload = match data.render(&self.data, "data") {
+                    Ok(v) => v,
+                    Err(e) => return self.template_failure(step, &key, &e.path, e.message, started),
+                };
+                let targets = self.inner.catalog.by_event(name);
+                let now = self.now();
+                for t in &targets {
+                    self.emitted.push(NewEvent {
+                        recipe_id: t.row.id.clone(),
+                        recipe_version: t.row.version,
+                        source: "emit".into(),
+                        dedupe_key: Some(format!("emit:{}:{}", self.run.id, key)),
+                        payload: payload.clone(),
+                        owner: None,
+                        lease_ms: 0,
+                        now,
+                    });
+                }
+                let out = json!({"event": name, "recipes": targets.iter().map(|t| t.row.id.clone()).collect::<Vec<_>>()});
+                let masked = self.masker.mask(&payload);
+                self.record(&key, step, StepStatus::Succeeded, Some(masked), Some(out.clone()), None, 0, started);
+                self.set_output(&step.id, out);
+                Ok(())
+            }
+        }
+    }
+
+    /// A template that cannot be rendered fails the run now: retrying will not fix it.
+    fn template_failure(&mut self, step: &Step, key: &str, field: &str, message: String, started: i64) -> Flow {
+        let error = json!({
+            "class": ErrorClass::BadInput.as_str(),
+            "path": field,
+            "message": message,
+            "hint": ErrorClass::BadInput.hint(),
+            "step": key,
+        });
+        self.record(key, step, StepStatus::Failed, None, None, Some(error.clone()), 0, started);
+        Err(Stop::Failed { error })
+    }
+
+    fn due_time(&self, d: &Delay) -> Result<i64, String> {
+        match d {
+            Delay::For(dur) => Ok(self.now() + dur.as_millis() as i64),
+            Delay::Until { at, timezone } => {
+                let v = at.render_value(&self.data).map_err(|e| e.message)?;
+                let tz = match timezone {
+                    Some(t) => {
+                        let name = t.render_string(&self.data).map_err(|e| e.message)?;
+                        Some(
+                            name.parse::<chrono_tz::Tz>()
+                                .map_err(|_| format!("unknown time zone `{name}`; use an IANA name like `Europe/Paris`"))?,
+                        )
+                    }
+                    None => None,
+                };
+                parse_time(&v, tz)
+            }
+        }
+    }
+
+    async fn credentials(&mut self, a: &ActionStep) -> Result<Credentials, ConnectorError> {
+        let Some(id) = &a.connection else { return Ok(Credentials::None) };
+        if let Some(c) = self.credentials.get(id) {
+            return Ok(c.clone());
+        }
+        match self.inner.store.connection(id).await {
+            Ok(Some((row, creds))) => {
+                if row.app != a.app && a.app != "http" {
+                    return Err(ConnectorError::bad_input(
+                        "connection",
+                        format!("the connection `{id}` is for `{}`, not `{}`", row.app, a.app),
+                    ));
+                }
+                self.masker = Masker::new(self.masker_values().into_iter().chain(creds.secret_values().into_iter().map(str::to_string)));
+                self.credentials.insert(id.clone(), creds.clone());
+                Ok(creds)
+            }
+            Ok(None) => Err(ConnectorError::bad_input(
+                "connection",
+                format!("no connection `{id}`; create it with `enlace connections create` or POST /api/v1/connections"),
+            )),
+            Err(e) => Err(ConnectorError::transient(format!("reading the connection `{id}` failed: {e}"))),
+        }
+    }
+
+    fn masker_values(&self) -> Vec<String> {
+        self.data
+            .get("secrets")
+            .and_then(Value::as_object)
+            .map(|m| m.values().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    }
+
+    async fn action(&mut self, step: &Step, a: &ActionStep, key: String, prev: Option<StepRecord>) -> Flow {
+        if let Some(p) = &prev {
+            match p.status {
+                StepStatus::Succeeded => {
+                    self.set_output(&step.id, p.output.clone().unwrap_or(Value::Null));
+                    return Ok(());
+                }
+                // on_error: continue recorded the error as the output, and the run went on.
+                StepStatus::Failed if a.on_error == OnError::Continue => {
+                    self.set_output(&step.id, p.output.clone().unwrap_or(Value::Null));
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        let started = self.now();
+        let inner = self.inner.clone();
+        let Some(connector) = inner.registry.get(&a.app) else {
+            return self.fail_action(
+                step,
+                a,
+                &key,
+                ConnectorError::permanent(format!("the app `{}` is not installed here", a.app)),
+                None,
+                prev.as_ref().map_or(1, |p| p.attempts.max(1)),
+                started,
+                false,
+            );
+        };
+        let Some(action) = connector.action(&a.action).cloned() else {
+            return self.fail_action(
+                step,
+                a,
+                &key,
+                ConnectorError::permanent(format!("the app `{}` has no action `{}`", a.app, a.action)),
+                None,
+                1,
+                started,
+                false,
+            );
+        };
+        let input = match a.with.render(&self.data, "with") {
+            Ok(v) => v,
+            Err(e) => return self.template_failure(step, &key, &e.path, e.message, started),
+        };
+        let idempotent = action.idempotent_for(&input);
+        let attempts_before = prev.as_ref().map_or(0, |p| p.attempts);
+        if let Some(p) = &prev
+            && p.status == StepStatus::Running
+            && !idempotent
+            && !inner.config.dry_run
+        {
+            let err = ConnectorError::MaybeDelivered {
+                message: "the call was in flight when the run was interrupted (a restart or a crash), so it may have been delivered; it is not sent again blindly".into(),
+            };
+            let masked = self.masker.mask(&input);
+            return self.fail_action(step, a, &key, err, Some(masked), attempts_before.max(1), p.started_at, idempotent);
+        }
+        let credentials = match self.credentials(a).await {
+            Ok(c) => c,
+            Err(e) => return self.fail_action(step, a, &key, e, None, attempts_before.max(1), started, idempotent),
+        };
+        // The connection's rate budget, shared by every recipe using it.
+        let limit_key = a.connection.clone().map(|c| format!("connection:{c}")).unwrap_or_else(|| format!("app:{}", a.app));
+        loop {
+            let wait = inner.limits.check(&limit_key, connector.manifest.rate_limit, self.now());
+            if wait.is_zero() {
+                break;
+            }
+            if wait > SHORT_WAIT {
+                let masked = self.masker.mask(&input);
+                let error = json!({"class": "rate_limited", "message": format!("waiting for the rate budget of `{limit_key}`"), "hint": ErrorClass::RateLimited.hint()});
+                self.record(&key, step, StepStatus::Retrying, Some(masked), None, Some(error), attempts_before, started);
+                return Err(Stop::Park { status: RunStatus::Queued, due_at: self.now() + wait.as_millis() as i64 });
+            }
+            tokio::time::sleep(wait).await;
+        }
+        let attempt = attempts_before + 1;
+        let masked = self.masker.mask(&input);
+        let idempotency_key = format!("{}:{}", self.run.id, key);
+        if !idempotent && !inner.config.dry_run {
+            // The marker that tells a restart this call may have left.
+            self.record(&key, step, StepStatus::Running, Some(masked.clone()), None, None, attempt, started);
+            self.flush().await?;
+        }
+        let recorder = inner.config.dry_run.then(|| Arc::new(RecordingTransport::default()));
+        let transport: Arc<dyn HttpTransport> = match &recorder {
+            Some(r) => r.clone(),
+            None => inner.transport.clone(),
+        };
+        let ctx = ActionContext {
+            run_id: self.run.id.clone(),
+            step_key: key.clone(),
+            attempt: attempt as u32,
+            idempotency_key,
+            credentials,
+            http: transport,
+            timeout: inner.config.step_timeout,
+        };
+        let t0 = Instant::now();
+        let result = if inner.config.dry_run {
+            let spec = action.spec();
+            if spec.http_only {
+                let _ = tokio::time::timeout(inner.config.step_timeout, action.call(&ctx, input)).await;
+            }
+            let requests = recorder.as_ref().map(|r| r.take()).unwrap_or_default();
+            inner.dry_log.lock().unwrap_or_else(|e| e.into_inner()).push(DryCall {
+                run_id: self.run.id.clone(),
+                step_key: key.clone(),
+                requests,
+                called: spec.http_only,
+            });
+            Ok(spec.sample.clone())
+        } else {
+            match tokio::time::timeout(inner.config.step_timeout, action.call(&ctx, input)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    Err(ConnectorError::MaybeDelivered { message: format!("no answer within {}s", inner.config.step_timeout.as_secs()) })
+                }
+            }
+        };
+        let elapsed = t0.elapsed();
+        inner
+            .metrics
+            .step_seconds
+            .get_or_create(&vec![("app", a.app.clone()), ("action", a.action.clone())])
+            .observe(elapsed.as_secs_f64());
+        match result {
+            Ok(output) => {
+                let masked_out = self.masker.mask(&output);
+                self.record(&key, step, StepStatus::Succeeded, Some(masked), Some(masked_out), None, attempt, started);
+                self.set_output(&step.id, output);
+                Ok(())
+            }
+            Err(e) => self.fail_action(step, a, &key, e, Some(masked), attempt, started, idempotent),
+        }
+    }
+
+    /// Decides what an action's error means: retry later, continue, or fail the run.
+    #[allow(clippy::too_many_arguments)]
+    fn fail_action(
+        &mut self,
+        step: &Step,
+        a: &ActionStep,
+        key: &str,
+        err: ConnectorError,
+        input: Option<Value>,
+        attempt: i64,
+        started: i64,
+        idempotent: bool,
+    ) -> Flow {
+        let class = err.class();
+        let now = self.now();
+        if class == ErrorClass::RateLimited {
+            let hold = err.retry_after().unwrap_or(Duration::from_secs(1));
+            let limit_key = a.connection.clone().map(|c| format!("connection:{c}")).unwrap_or_else(|| format!("app:{}", a.app));
+            self.inner.limits.hold(&limit_key, now + hold.as_millis() as i64);
+        }
+        let retryable = match class {
+            ErrorClass::RateLimited | ErrorClass::Transient => true,
+            ErrorClass::MaybeDelivered => idempotent,
+            ErrorClass::Auth | ErrorClass::Permanent | ErrorClass::BadInput => false,
+        };
+        let mut error = err.to_json();
+        error["step"] = json!(key);
+        error["attempts"] = json!(attempt);
+        if retryable && (attempt as u32) < a.retry.attempts {
+            let ceiling = a.retry.ceiling(attempt as u32 + 1);
+            let jitter = if ceiling.is_zero() { 0 } else { rand::rng().random_range(0..=ceiling.as_millis() as u64) };
+            let wait = Duration::from_millis(jitter).max(err.retry_after().unwrap_or(Duration::ZERO));
+            let due_at = now + wait.as_millis() as i64;
+            error["next_attempt_at"] = json!(rfc3339(due_at));
+            self.inner.metrics.retries.get_or_create(&vec![("class", class.as_str().to_string())]).inc();
+            tracing::info!(run_id = %self.run.id, step = %key, error_kind = class.as_str(), attempt, wait_ms = wait.as_millis() as u64, "step failed; retrying");
+            self.record(key, step, StepStatus::Retrying, input, None, Some(error), attempt, started);
+            return Err(Stop::Park { status: RunStatus::Queued, due_at });
+        }
+        if retryable {
+            error["hint"] = json!(format!("gave up after {attempt} attempts; replay the run when the target is back"));
+        }
+        if a.on_error == OnError::Continue {
+            let out = json!({"error": error});
+            self.record(key, step, StepStatus::Failed, input, Some(out.clone()), Some(error), attempt, started);
+            self.set_output(&step.id, out);
+            return Ok(());
+        }
+        self.record(key, step, StepStatus::Failed, input, None, Some(error.clone()), attempt, started);
+        Err(Stop::Failed { error })
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 80 { format!("{}…", &s[..s.char_indices().nth(80).map_or(s.len(), |(i, _)| i)]) } else { s }
+}
+
+fn direct_and_nested_ids(steps: &[Step]) -> Vec<String> {
+    let mut out = vec![];
+    for s in steps {
+        out.push(s.id.clone());
+        match &s.kind {
+            StepKind::Branch { arms, otherwise } => {
+                for a in arms {
+                    out.extend(direct_and_nested_ids(&a.steps));
+                }
+                if let Some(o) = otherwise {
+                    out.extend(direct_and_nested_ids(o));
+                }
+            }
+            StepKind::Foreach { steps, .. } => out.extend(direct_and_nested_ids(steps)),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A time from a template: RFC 3339, a local date-time (`2026-12-01T09:00`, read in `tz`,
+/// UTC if none), a date (midnight), or Unix seconds.
+pub(crate) fn parse_time(v: &Value, tz: Option<chrono_tz::Tz>) -> Result<i64, String> {
+    use chrono::{NaiveDate, NaiveDateTime, TimeZone};
+    match v {
+        Value::Number(n) => n.as_f64().map(|s| (s * 1000.0) as i64).ok_or_else(|| "not a time".to_string()),
+        Value::String(s) => {
+            let s = s.trim();
+            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+                return Ok(t.timestamp_millis());
+            }
+            let naive = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S")
+                .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M"))
+                .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S"))
+                .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M"))
+                .or_else(|_| NaiveDate::parse_from_str(s, "%Y-%m-%d").map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default()))
+                .map_err(|_| {
+                    format!(
+                        "`{s}` is not a time: use RFC 3339 (`2026-12-01T09:00:00Z`) or a local time (`2026-12-01T09:00`) with `timezone`"
+                    )
+                })?;
+            let tz = tz.unwrap_or(chrono_tz::UTC);
+            // In a daylight-saving gap the local time does not exist: take the first instant after it.
+            let t = tz
+                .from_local_datetime(&naive)
+                .earliest()
+                .or_else(|| tz.from_local_datetime(&(naive + chrono::Duration::hours(1))).earliest())
+                .ok_or_else(|| format!("`{s}` does not exist in {tz}"))?;
+            Ok(t.timestamp_millis())
+        }
+        other => Err(format!("`delay_until` needs a time, found {}", short(other))),
+    }
+}
+
+/// Claims due runs while worker slots are free; sleeps until the next due time (at most a
+/// second, so runs queued by other processes are seen too) or until woken.
+pub(crate) async fn poll_loop(inner: Arc<Inner>) {
+    let lease = inner.config.lease.as_millis() as i64;
+    loop {
+        if inner.shutdown.is_cancelled() {
+            return;
+        }
+        // Take as many slots as are free (at least one: wait for it).
+        let first = tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            p = inner.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let mut permits = vec![first];
+        while permits.len() < 64 {
+            match inner.slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let now = inner.clock.now_ms();
+        let claimed = match inner.store.claim_due(&inner.config.node_id, now, permits.len() as i64, lease).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming runs failed");
+                drop(permits);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let got = claimed.len();
+        for c in claimed {
+            let Some(p) = permits.pop() else { break };
+            let me = inner.clone();
+            tokio::spawn(async move { execute(me, c.run_id, p).await });
+        }
+        drop(permits);
+        if got > 0 {
+            continue;
+        }
+        let wait = match inner.store.next_due_at().await {
+            Ok(Some(due)) if !inner.clock.is_manual() => Duration::from_millis((due - inner.clock.now_ms()).clamp(0, 1000) as u64),
+            _ => Duration::from_millis(1000),
+        };
+        if wait.is_zero() {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = inner.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_in_zones() {
+        assert_eq!(parse_time(&json!("2026-12-01T09:00:00Z"), None).unwrap(), 1_764_579_600_000);
+        // 09:00 in Paris in December is 08:00 UTC.
+        assert_eq!(parse_time(&json!("2026-12-01T09:00"), Some(chrono_tz::Europe::Paris)).unwrap(), 1_764_576_000_000);
+        assert!(parse_time(&json!("next tuesday"), None).unwrap_err().contains("not a time"));
+        assert!(truthy(&json!("yes")) && !truthy(&json!("false")) && !truthy(&json!(0)) && !truthy(&Value::Null));
+    }
+}

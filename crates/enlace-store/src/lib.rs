@@ -1,0 +1,372 @@
+//! Enlace's durable store: the only crate that speaks SQL.
+//!
+//! One [`Store`] API over a backend. SQLite (WAL, `synchronous=FULL` by default) is the
+//! embedded default; the PostgreSQL backend plugs in behind the same methods, so callers do
+//! not change. The store holds recipes and their versions, the inbound event inbox, runs
+//! (which are also the queue and the durable timers) with their step journal, cron
+//! schedules, encrypted secrets and connections, and API tokens.
+//!
+//! Writes on SQLite go through one writer task that commits in groups: many webhook
+//! acceptances share one fsync, and each caller is answered only after its commit.
+//!
+//! Architecture invariant: no other crate contains SQL, and no method here decides policy
+//! (retries, what runs next): it stores what the runner decides, atomically.
+
+mod crypto;
+mod sqlite;
+mod types;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use enlace_core::Credentials;
+
+pub use crypto::SecretBox;
+pub use types::*;
+
+/// What went wrong in the store. Callers map these to API errors; none of them is "the
+/// caller's fault" except `NotFound`, `Conflict` and `Invalid`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("secret store: {0}")]
+    Crypto(String),
+    #[error("database: {0}")]
+    Database(String),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Database(format!("migration failed: {e}"))
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How hard SQLite syncs: `Full` survives power loss (the default), `Normal` survives a
+/// crash of the process but may lose the last commits on power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+/// Where the store lives.
+#[derive(Clone)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` or a path; `None` means `<data_dir>/enlace.db`.
+    pub database_url: Option<String>,
+    pub data_dir: PathBuf,
+    /// `ENLACE_SECRET_KEY`.
+    pub secret_key: Option<String>,
+    pub synchronous: Synchronous,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("database_url", &self.database_url.as_ref().map(|u| redact_url(u)))
+            .field("data_dir", &self.data_dir)
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "[secret]"))
+            .field("synchronous", &self.synchronous)
+            .finish()
+    }
+}
+
+/// A database URL with its password hidden, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}://{}:[secret]@{}", &url[..s], user, &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(Arc<sqlite::Sqlite>),
+}
+
+/// The store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $b:ident => $e:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($b) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating if needed) the store and applies pending migrations.
+    pub async fn open(cfg: &StoreConfig) -> Result<Store> {
+        let url = cfg.database_url.clone().unwrap_or_default();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Err(StoreError::Config(
+                "PostgreSQL is not supported by this build yet (it comes with the \"Scale out on PostgreSQL\" work); use SQLite: leave --database-url unset, or give sqlite://PATH".into(),
+            ));
+        }
+        let path: PathBuf = if url.is_empty() {
+            cfg.data_dir.join("enlace.db")
+        } else if let Some(p) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            PathBuf::from(p.split('?').next().unwrap_or(p))
+        } else if !url.contains("://") {
+            PathBuf::from(&url)
+        } else {
+            return Err(StoreError::Config(format!("unsupported database URL `{}`: use sqlite://PATH", redact_url(&url))));
+        };
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| StoreError::Config(format!("cannot create the data directory {}: {e}", cfg.data_dir.display())))?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let secrets = SecretBox::load(cfg.secret_key.as_deref(), Some(&cfg.data_dir))?;
+        let db = sqlite::Sqlite::open(&path, secrets, cfg.synchronous).await?;
+        Ok(Store { backend: Backend::Sqlite(Arc::new(db)) })
+    }
+
+    /// A store in a fresh temporary directory (tests, `enlace run`). The directory is removed
+    /// when the last clone of the store is dropped.
+    pub async fn temporary() -> Result<Store> {
+        let dir = std::env::temp_dir().join(format!("enlace-tmp-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
+        let secrets = SecretBox::from_key(&rand_key());
+        let mut db = sqlite::Sqlite::open(&dir.join("enlace.db"), secrets, Synchronous::Normal).await?;
+        db.remove_on_drop(dir);
+        Ok(Store { backend: Backend::Sqlite(Arc::new(db)) })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        dispatch!(self, _b => "sqlite")
+    }
+
+    /// The file of an SQLite store.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        dispatch!(self, b => Some(b.path()))
+    }
+
+    /// Succeeds when the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        dispatch!(self, b => b.ping().await)
+    }
+
+    /// Finishes pending writes and closes the database.
+    pub async fn close(&self) {
+        dispatch!(self, b => b.close().await)
+    }
+
+    // ---- recipes ----
+
+    /// Saves a recipe: a new version when the body changed, and its flags either way.
+    pub async fn save_recipe(&self, r: SaveRecipe, now: Millis) -> Result<Saved> {
+        dispatch!(self, b => b.save_recipe(r, now).await)
+    }
+    pub async fn get_recipe(&self, id: &str) -> Result<Option<RecipeRow>> {
+        dispatch!(self, b => b.get_recipe(id).await)
+    }
+    pub async fn list_recipes(&self) -> Result<Vec<RecipeRow>> {
+        dispatch!(self, b => b.list_recipes().await)
+    }
+    pub async fn recipe_version(&self, id: &str, version: i64) -> Result<Option<RecipeVersion>> {
+        dispatch!(self, b => b.recipe_version(id, version).await)
+    }
+    pub async fn recipe_versions(&self, id: &str) -> Result<Vec<RecipeVersion>> {
+        dispatch!(self, b => b.recipe_versions(id).await)
+    }
+    /// Enables or disables; `None` when there is no such recipe.
+    pub async fn set_enabled(&self, id: &str, enabled: bool, now: Millis) -> Result<Option<RecipeRow>> {
+        dispatch!(self, b => b.set_enabled(id, enabled, now).await)
+    }
+    /// The latest `updated_at` of any recipe: a cheap check for changes made elsewhere.
+    pub async fn recipes_updated_at(&self) -> Result<Millis> {
+        dispatch!(self, b => b.recipes_updated_at().await)
+    }
+
+    // ---- inbox and queue ----
+
+    /// Stores an event and the run it starts, atomically; a repeated dedupe key starts nothing.
+    pub async fn accept_event(&self, e: NewEvent) -> Result<Accepted> {
+        dispatch!(self, b => b.accept_event(e).await)
+    }
+    /// Takes up to `limit` due runs for `owner`.
+    pub async fn claim_due(&self, owner: &str, now: Millis, limit: i64, lease_ms: i64) -> Result<Vec<Claimed>> {
+        dispatch!(self, b => b.claim_due(owner, now, limit, lease_ms).await)
+    }
+    /// The earliest due time of any queued or waiting run.
+    pub async fn next_due_at(&self) -> Result<Option<Millis>> {
+        dispatch!(self, b => b.next_due_at().await)
+    }
+    pub async fn run_detail(&self, run_id: &str) -> Result<Option<RunDetail>> {
+        dispatch!(self, b => b.run_detail(run_id).await)
+    }
+    pub async fn get_run(&self, run_id: &str) -> Result<Option<RunRow>> {
+        dispatch!(self, b => b.get_run(run_id).await)
+    }
+    /// Writes step journal entries (insert or replace by key) and the events they emitted,
+    /// in one transaction, if `owner` still holds the run; `false` (nothing written) when
+    /// it does not (the run was cancelled or handed back meanwhile).
+    pub async fn record_steps(
+        &self,
+        run_id: &str,
+        owner: &str,
+        steps: Vec<StepRecord>,
+        emitted: Vec<NewEvent>,
+        now: Millis,
+    ) -> Result<bool> {
+        dispatch!(self, b => b.record_steps(run_id, owner, steps, emitted, now).await)
+    }
+    /// Moves a run its owner holds: finish it or park it, with the steps that decided it and
+    /// the events it emitted, in one transaction. Returns `false`, changing nothing, when the
+    /// run is no longer the owner's to move (cancelled meanwhile).
+    pub async fn update_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        steps: Vec<StepRecord>,
+        update: RunUpdate,
+        emitted: Vec<NewEvent>,
+        now: Millis,
+    ) -> Result<bool> {
+        dispatch!(self, b => b.update_run(run_id, owner, steps, update, emitted, now).await)
+    }
+    /// Returns every run `owner` holds to the queue (a draining shutdown).
+    pub async fn release_owned(&self, owner: &str, now: Millis) -> Result<u64> {
+        dispatch!(self, b => b.release_owned(owner, now).await)
+    }
+    /// Returns to the queue every run left `running` by a process that died. Only safe
+    /// when no other process runs workers on this store (SQLite's data-directory lock).
+    pub async fn recover_orphans(&self, now: Millis) -> Result<u64> {
+        dispatch!(self, b => b.recover_orphans(now).await)
+    }
+
+    // ---- schedules ----
+
+    /// Cron recipes whose next tick is due.
+    pub async fn due_schedules(&self, now: Millis) -> Result<Vec<(String, Millis)>> {
+        dispatch!(self, b => b.due_schedules(now).await)
+    }
+    /// Fires the tick `expected` of a schedule exactly once: moves it to `next` and stores
+    /// the event and run, or does nothing (returns `None`) if another node already did.
+    pub async fn fire_schedule(&self, recipe_id: &str, expected: Millis, next: Millis, event: NewEvent) -> Result<Option<Accepted>> {
+        dispatch!(self, b => b.fire_schedule(recipe_id, expected, next, event).await)
+    }
+
+    // ---- run history ----
+
+    pub async fn list_runs(&self, f: &RunFilter) -> Result<Vec<RunRow>> {
+        dispatch!(self, b => b.list_runs(f).await)
+    }
+    /// Counts of runs by status.
+    pub async fn run_counts(&self) -> Result<BTreeMap<String, i64>> {
+        dispatch!(self, b => b.run_counts().await)
+    }
+    pub async fn cancel_run(&self, run_id: &str, now: Millis) -> Result<RunRow> {
+        dispatch!(self, b => b.cancel_run(run_id, now).await)
+    }
+    /// Queues a failed or cancelled run again from its first unfinished step; completed
+    /// steps keep their outputs and are not called again.
+    pub async fn replay_run(&self, run_id: &str, r: Replay) -> Result<RunRow> {
+        dispatch!(self, b => b.replay_run(run_id, r).await)
+    }
+
+    // ---- secrets ----
+
+    pub async fn set_secret(&self, name: &str, value: &str, now: Millis) -> Result<()> {
+        dispatch!(self, b => b.set_secret(name, value, now).await)
+    }
+    /// The values of the named secrets that exist.
+    pub async fn secrets(&self, names: &[String]) -> Result<BTreeMap<String, String>> {
+        dispatch!(self, b => b.secrets(names).await)
+    }
+    pub async fn list_secrets(&self) -> Result<Vec<(String, Millis)>> {
+        dispatch!(self, b => b.list_secrets().await)
+    }
+    pub async fn delete_secret(&self, name: &str) -> Result<bool> {
+        dispatch!(self, b => b.delete_secret(name).await)
+    }
+
+    // ---- connections ----
+
+    pub async fn create_connection(
+        &self,
+        id: &str,
+        app: &str,
+        name: &str,
+        credentials: &Credentials,
+        now: Millis,
+    ) -> Result<ConnectionRow> {
+        dispatch!(self, b => b.create_connection(id, app, name, credentials, now).await)
+    }
+    pub async fn connection(&self, id: &str) -> Result<Option<(ConnectionRow, Credentials)>> {
+        dispatch!(self, b => b.connection(id).await)
+    }
+    pub async fn list_connections(&self) -> Result<Vec<ConnectionRow>> {
+        dispatch!(self, b => b.list_connections().await)
+    }
+    pub async fn delete_connection(&self, id: &str) -> Result<bool> {
+        dispatch!(self, b => b.delete_connection(id).await)
+    }
+
+    // ---- API tokens ----
+
+    /// Creates a token; the plain token is returned once and only its hash is kept.
+    pub async fn create_token(&self, name: &str, now: Millis) -> Result<(TokenRow, String)> {
+        dispatch!(self, b => b.create_token(name, now).await)
+    }
+    pub async fn verify_token(&self, token: &str) -> Result<Option<TokenRow>> {
+        dispatch!(self, b => b.verify_token(token).await)
+    }
+    pub async fn list_tokens(&self) -> Result<Vec<TokenRow>> {
+        dispatch!(self, b => b.list_tokens().await)
+    }
+    pub async fn revoke_token(&self, name: &str) -> Result<bool> {
+        dispatch!(self, b => b.revoke_token(name).await)
+    }
+}
+
+fn rand_key() -> [u8; 32] {
+    use rand::RngCore;
+    let mut k = [0u8; 32];
+    rand::rng().fill_bytes(&mut k);
+    k
+}
+
+/// A new id: UUIDv7, time-ordered, so ids sort by creation.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Hashes an API token for storage and lookup.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}

@@ -1,0 +1,61 @@
+//! `/api/v1`: recipes, runs, connectors, connections, secrets and tokens. Every handler is
+//! described with `#[utoipa::path]` and mounted through utoipa-axum's router, so the
+//! OpenAPI document and the routes cannot drift apart.
+
+pub mod admin;
+pub mod auth;
+pub mod connectors;
+pub mod recipes;
+pub mod runs;
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Enlace API", description = "Recipes, runs, connectors, connections, secrets and tokens. Every request needs `Authorization: Bearer <token>` (create one with `enlace tokens create NAME`). Errors share one shape: `{code, message, path?, request_id}`."),
+    modifiers(&Security),
+    security(("bearer" = [])),
+    components(schemas(crate::error::ErrorBody, crate::error::Code))
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("enl_...").build()),
+        );
+    }
+}
+
+/// Every API route with its documentation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(recipes::list, recipes::create))
+        .routes(routes!(recipes::validate))
+        .routes(routes!(recipes::get, recipes::update))
+        .routes(routes!(recipes::enable))
+        .routes(routes!(recipes::disable))
+        .routes(routes!(recipes::versions))
+        .routes(routes!(recipes::version))
+        .routes(routes!(runs::list))
+        .routes(routes!(runs::get))
+        .routes(routes!(runs::replay))
+        .routes(routes!(runs::cancel))
+        .routes(routes!(connectors::list))
+        .routes(routes!(connectors::get))
+        .routes(routes!(admin::list_connections, admin::create_connection))
+        .routes(routes!(admin::delete_connection))
+        .routes(routes!(admin::list_secrets))
+        .routes(routes!(admin::put_secret, admin::delete_secret))
+        .routes(routes!(admin::list_tokens, admin::create_token))
+        .routes(routes!(admin::revoke_token))
+}
