@@ -1,1 +1,9 @@
-fn main() {}
+//! Enlace's one end-to-end test binary: everything here runs on loopback against real
+//! parts (the real router on 127.0.0.1:0, a real SQLite store, real HTTP targets, the real
+//! `enlace` binary).
+
+mod cli;
+mod recipes;
+mod runner;
+mod server;
+mod support;

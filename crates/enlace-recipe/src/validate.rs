@@ -83,6 +83,7 @@ pub fn check(value: &Value, map: Option<&SourceMap>, file: Option<&str>, registr
         engine: Engine::global(),
         diags: vec![],
         step_ids: HashSet::new(),
+        all_ids: HashSet::new(),
         secrets: BTreeSet::new(),
         vars: Map::new(),
     };
@@ -122,6 +123,8 @@ struct Validator<'a> {
     engine: &'static Engine,
     diags: Vec<Diagnostic>,
     step_ids: HashSet<String>,
+    /// Every step id written anywhere in the recipe, valid or not.
+    all_ids: HashSet<String>,
     secrets: BTreeSet<String>,
     vars: Map<String, Value>,
 }
@@ -164,19 +167,39 @@ fn levenshtein(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// "unknown X `name`; did you mean `a`? Valid choices: a, b, c".
+/// "unknown X `name` PLACE; did you mean `a`? Valid choices: a, b, c".
 fn unknown(what: &str, name: &str, choices: &[&str]) -> String {
+    unknown_in(what, name, "", choices)
+}
+
+fn unknown_in(what: &str, name: &str, place: &str, choices: &[&str]) -> String {
     let near = closest(name, choices.iter().copied());
     let mut msg = format!("unknown {what} `{name}`");
+    if !place.is_empty() {
+        msg.push(' ');
+        msg.push_str(place);
+    }
     if let Some(n) = near.first() {
         msg.push_str(&format!("; did you mean `{n}`?"));
-    }
-    if choices.is_empty() {
+        if choices.is_empty() {
+            return msg;
+        }
+        msg.push_str(&format!(" Valid choices: {}", choices.join(", ")));
+    } else if choices.is_empty() {
         msg.push_str(" (there are none)");
     } else {
-        msg.push_str(&format!(" Valid choices: {}", choices.join(", ")));
+        msg.push_str(&format!("; valid choices: {}", choices.join(", ")));
     }
     msg
+}
+
+/// A field's description, on one line, first sentence only: for "the field X is required".
+fn first_sentence(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.find(". ") {
+        Some(i) => one_line[..i].to_string(),
+        None => one_line.trim_end_matches('.').to_string(),
+    }
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -225,7 +248,7 @@ impl<'a> Validator<'a> {
         for k in m.keys() {
             if !allowed.contains(&k.as_str()) {
                 let p = join_key(path, k);
-                self.err_key(&p, unknown(&format!("key in {what}"), k, allowed));
+                self.err_key(&p, unknown_in("key", k, &format!("in {what}"), allowed));
             }
         }
     }
@@ -283,12 +306,15 @@ impl<'a> Validator<'a> {
                 true
             }
         };
-        if let Some(vars) = top.get("vars") {
-            if let Some(m) = self.object(vars, "vars", "`vars`") {
-                self.vars = m.clone();
-            }
+        if let Some(vars) = top.get("vars")
+            && let Some(m) = self.object(vars, "vars", "`vars`")
+        {
+            self.vars = m.clone();
         }
 
+        if let Some(steps) = top.get("steps") {
+            collect_raw_ids(steps, &mut self.all_ids);
+        }
         let trigger = match top.get("trigger") {
             Some(t) => self.trigger(t, id.as_deref()),
             None => {
@@ -362,7 +388,7 @@ impl<'a> Validator<'a> {
         };
         let Some(spec) = connector.manifest.trigger(&event) else {
             let events: Vec<&str> = connector.manifest.triggers.iter().map(|t| t.id.as_str()).collect();
-            self.err("trigger.event", unknown(&format!("trigger of `{app}`"), &event, &events));
+            self.err("trigger.event", unknown_in("trigger", &event, &format!("in the app `{app}`"), &events));
             return None;
         };
         let with = self.object(with_v, "trigger.with", "`trigger.with`")?;
@@ -535,7 +561,7 @@ impl<'a> Validator<'a> {
                     None => {}
                     Some(id) if scope.visible.iter().any(|v| v == id) => {}
                     Some(id) => {
-                        let msg = if self.step_ids.contains(id) {
+                        let msg = if self.all_ids.contains(id) {
                             format!("`steps.{id}` is not available here: a template can only read steps that run before it")
                         } else {
                             let visible: Vec<&str> = scope.visible.iter().map(String::as_str).collect();
@@ -566,14 +592,14 @@ impl<'a> Validator<'a> {
                     if let (Some(keys), Some(k)) = (scope.trigger_keys, r.get(1))
                         && !keys.contains(&k.as_str())
                     {
-                        self.err(path, unknown("field of the trigger's event", k, keys));
+                        self.err(path, unknown_in("field", k, "in the trigger's event", keys));
                     }
                 }
                 "run" => {
                     if let Some(k) = r.get(1)
                         && !RUN_KEYS.contains(&k.as_str())
                     {
-                        self.err(path, unknown("field of `run`", k, RUN_KEYS));
+                        self.err(path, unknown_in("field", k, "in `run`", RUN_KEYS));
                     }
                 }
                 "item" | "index" => {
@@ -673,12 +699,14 @@ impl<'a> Validator<'a> {
         let mut ok = true;
         for (i, sv) in list.iter().enumerate() {
             let sp = join_index(path, i);
-            match self.step(sv, &sp, visible, in_foreach, trigger_keys) {
-                Some(step) => {
-                    visible.push(step.id.clone());
-                    collect_ids(&step, visible);
-                    out.push(step);
-                }
+            let step = self.step(sv, &sp, visible, in_foreach, trigger_keys);
+            // A step that did not validate is still visible to the next ones: one mistake
+            // gives one diagnostic, not one per step that reads it.
+            let mut ids = HashSet::new();
+            collect_raw_ids(&Value::Array(vec![sv.clone()]), &mut ids);
+            visible.extend(ids);
+            match step {
+                Some(step) => out.push(step),
                 None => ok = false,
             }
         }
@@ -883,7 +911,7 @@ impl<'a> Validator<'a> {
         };
         let Some(spec) = connector.manifest.action(&action) else {
             let actions: Vec<&str> = connector.manifest.actions.iter().map(|a| a.id.as_str()).collect();
-            self.err(&join_key(path, "action"), unknown(&format!("action of `{app}`"), &action, &actions));
+            self.err(&join_key(path, "action"), unknown_in("action", &action, &format!("in the app `{app}`"), &actions));
             return None;
         };
         let schema = spec.input_schema.clone();
@@ -965,8 +993,13 @@ impl<'a> Validator<'a> {
         if let Some(req) = schema.get("required").and_then(Value::as_array) {
             for r in req.iter().filter_map(Value::as_str) {
                 if !obj.contains_key(r) {
-                    let help = props.and_then(|p| p.get(r)).and_then(|p| p.get("description")).and_then(Value::as_str).unwrap_or("");
-                    let help = if help.is_empty() { String::new() } else { format!(" ({})", help.trim_end_matches('.')) };
+                    let help = props
+                        .and_then(|p| p.get(r))
+                        .and_then(|p| p.get("description"))
+                        .and_then(Value::as_str)
+                        .map(first_sentence)
+                        .unwrap_or_default();
+                    let help = if help.is_empty() { String::new() } else { format!(": {help}") };
                     self.err(path, format!("the field `{r}` is required{help}"));
                 }
             }
@@ -978,7 +1011,7 @@ impl<'a> Validator<'a> {
             return;
         }
         let prop = resolve_ref(prop, root);
-        let allowed = enum_values(prop, root);
+        let allowed: Vec<Value> = enum_values(prop, root).into_iter().filter(|v| !v.is_null()).collect();
         if !allowed.is_empty() && !allowed.contains(v) {
             let list: Vec<String> = allowed.iter().map(|a| a.as_str().map(str::to_string).unwrap_or_else(|| a.to_string())).collect();
             let shown = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
@@ -1072,24 +1105,26 @@ fn html_fields(schema: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn collect_ids(step: &Step, out: &mut Vec<String>) {
-    let push_all = |steps: &[Step], out: &mut Vec<String>| {
-        for s in steps {
-            out.push(s.id.clone());
-            collect_ids(s, out);
+/// Step ids in a raw list of steps, nested ones included.
+fn collect_raw_ids(v: &Value, out: &mut HashSet<String>) {
+    let Value::Array(list) = v else { return };
+    for s in list {
+        let Value::Object(m) = s else { continue };
+        if let Some(Value::String(id)) = m.get("id") {
+            out.insert(id.clone());
         }
-    };
-    match &step.kind {
-        StepKind::Branch { arms, otherwise } => {
+        if let Some(inner) = m.get("steps") {
+            collect_raw_ids(inner, out);
+        }
+        if let Some(Value::Array(arms)) = m.get("branch") {
             for a in arms {
-                push_all(&a.steps, out);
-            }
-            if let Some(o) = otherwise {
-                push_all(o, out);
+                for key in ["steps", "else"] {
+                    if let Some(inner) = a.get(key) {
+                        collect_raw_ids(inner, out);
+                    }
+                }
             }
         }
-        StepKind::Foreach { steps, .. } => push_all(steps, out),
-        _ => {}
     }
 }
 

@@ -160,6 +160,16 @@ fn notify(inner: &Inner, run_id: &str, outcome: RunOutcome) {
     }
 }
 
+/// One journal entry's content, before it gets its key and sequence number.
+struct Entry {
+    status: StepStatus,
+    input: Option<Value>,
+    output: Option<Value>,
+    error: Option<Value>,
+    attempts: i64,
+    started_at: i64,
+}
+
 struct Exec {
     inner: Arc<Inner>,
     run: RunRow,
@@ -195,17 +205,8 @@ impl Exec {
         }
     }
 
-    fn record(
-        &mut self,
-        key: &str,
-        step: &Step,
-        status: StepStatus,
-        input: Option<Value>,
-        output: Option<Value>,
-        error: Option<Value>,
-        attempts: i64,
-        started_at: i64,
-    ) {
+    fn record(&mut self, key: &str, step: &Step, e: Entry) {
+        let Entry { status, input, output, error, attempts, started_at } = e;
         let seq = match self.journal.get(key) {
             Some(prev) => prev.seq,
             None => {
@@ -285,7 +286,18 @@ impl Exec {
                 };
                 let status = if passed { StepStatus::Succeeded } else { StepStatus::Filtered };
                 if prev.is_none() {
-                    self.record(&key, step, status, None, Some(json!({"passed": passed})), None, 0, started);
+                    self.record(
+                        &key,
+                        step,
+                        Entry {
+                            status,
+                            input: None,
+                            output: Some(json!({"passed": passed})),
+                            error: None,
+                            attempts: 0,
+                            started_at: started,
+                        },
+                    );
                 }
                 self.set_output(&step.id, json!({"passed": passed}));
                 if passed { Ok(()) } else { Err(Stop::Filtered) }
@@ -305,7 +317,18 @@ impl Exec {
                                 Err(e) => return self.template_failure(step, &key, &format!("branch[{i}].if"), e.message, started),
                             }
                         }
-                        self.record(&key, step, StepStatus::Succeeded, None, Some(json!({"path": chosen})), None, 0, started);
+                        self.record(
+                            &key,
+                            step,
+                            Entry {
+                                status: StepStatus::Succeeded,
+                                input: None,
+                                output: Some(json!({"path": chosen})),
+                                error: None,
+                                attempts: 0,
+                                started_at: started,
+                            },
+                        );
                         chosen
                     }
                 };
@@ -368,7 +391,18 @@ impl Exec {
                     self.set_output(&id, Value::Array(outs));
                 }
                 if prev.is_none_or(|p| p.status != StepStatus::Succeeded) {
-                    self.record(&key, step, StepStatus::Succeeded, None, Some(json!({"count": list.len()})), None, 0, started);
+                    self.record(
+                        &key,
+                        step,
+                        Entry {
+                            status: StepStatus::Succeeded,
+                            input: None,
+                            output: Some(json!({"count": list.len()})),
+                            error: None,
+                            attempts: 0,
+                            started_at: started,
+                        },
+                    );
                 }
                 self.set_output(&step.id, Value::Array(per_item));
                 Ok(())
@@ -394,10 +428,32 @@ impl Exec {
                 }
                 let started = prev.as_ref().map(|p| p.started_at).unwrap_or(started);
                 if until <= self.now() {
-                    self.record(&key, step, StepStatus::Succeeded, None, Some(out), None, 0, started);
+                    self.record(
+                        &key,
+                        step,
+                        Entry {
+                            status: StepStatus::Succeeded,
+                            input: None,
+                            output: Some(out),
+                            error: None,
+                            attempts: 0,
+                            started_at: started,
+                        },
+                    );
                     Ok(())
                 } else {
-                    self.record(&key, step, StepStatus::Waiting, None, Some(out), None, 0, started);
+                    self.record(
+                        &key,
+                        step,
+                        Entry {
+                            status: StepStatus::Waiting,
+                            input: None,
+                            output: Some(out),
+                            error: None,
+                            attempts: 0,
+                            started_at: started,
+                        },
+                    );
                     Err(Stop::Park { status: RunStatus::Waiting, due_at: until })
                 }
             }
@@ -427,7 +483,18 @@ impl Exec {
                 }
                 let out = json!({"event": name, "recipes": targets.iter().map(|t| t.row.id.clone()).collect::<Vec<_>>()});
                 let masked = self.masker.mask(&payload);
-                self.record(&key, step, StepStatus::Succeeded, Some(masked), Some(out.clone()), None, 0, started);
+                self.record(
+                    &key,
+                    step,
+                    Entry {
+                        status: StepStatus::Succeeded,
+                        input: Some(masked),
+                        output: Some(out.clone()),
+                        error: None,
+                        attempts: 0,
+                        started_at: started,
+                    },
+                );
                 self.set_output(&step.id, out);
                 Ok(())
             }
@@ -443,7 +510,11 @@ impl Exec {
             "hint": ErrorClass::BadInput.hint(),
             "step": key,
         });
-        self.record(key, step, StepStatus::Failed, None, None, Some(error.clone()), 0, started);
+        self.record(
+            key,
+            step,
+            Entry { status: StepStatus::Failed, input: None, output: None, error: Some(error.clone()), attempts: 0, started_at: started },
+        );
         Err(Stop::Failed { error })
     }
 
@@ -572,7 +643,18 @@ impl Exec {
             if wait > SHORT_WAIT {
                 let masked = self.masker.mask(&input);
                 let error = json!({"class": "rate_limited", "message": format!("waiting for the rate budget of `{limit_key}`"), "hint": ErrorClass::RateLimited.hint()});
-                self.record(&key, step, StepStatus::Retrying, Some(masked), None, Some(error), attempts_before, started);
+                self.record(
+                    &key,
+                    step,
+                    Entry {
+                        status: StepStatus::Retrying,
+                        input: Some(masked),
+                        output: None,
+                        error: Some(error),
+                        attempts: attempts_before,
+                        started_at: started,
+                    },
+                );
                 return Err(Stop::Park { status: RunStatus::Queued, due_at: self.now() + wait.as_millis() as i64 });
             }
             tokio::time::sleep(wait).await;
@@ -582,7 +664,23 @@ impl Exec {
         let idempotency_key = format!("{}:{}", self.run.id, key);
         if !idempotent && !inner.config.dry_run {
             // The marker that tells a restart this call may have left.
-            self.record(&key, step, StepStatus::Running, Some(masked.clone()), None, None, attempt, started);
+            self.record(
+                &key,
+                step,
+                Entry {
+                    status: StepStatus::Running,
+                    input: Some(masked.clone()),
+                    output: None,
+                    error: None,
+                    attempts: attempt,
+                    started_at: started,
+                },
+            );
+            self.flush().await?;
+        } else if self.pending.iter().any(|p| p.kind == "action") {
+            // An earlier call's result must be durable before another call leaves: after a
+            // crash it must not look unfinished. (Filters, branches and emits replay
+            // deterministically, so they can wait for the next write.)
             self.flush().await?;
         }
         let recorder = inner.config.dry_run.then(|| Arc::new(RecordingTransport::default()));
@@ -630,7 +728,18 @@ impl Exec {
         match result {
             Ok(output) => {
                 let masked_out = self.masker.mask(&output);
-                self.record(&key, step, StepStatus::Succeeded, Some(masked), Some(masked_out), None, attempt, started);
+                self.record(
+                    &key,
+                    step,
+                    Entry {
+                        status: StepStatus::Succeeded,
+                        input: Some(masked),
+                        output: Some(masked_out),
+                        error: None,
+                        attempts: attempt,
+                        started_at: started,
+                    },
+                );
                 self.set_output(&step.id, output);
                 Ok(())
             }
@@ -674,7 +783,11 @@ impl Exec {
             error["next_attempt_at"] = json!(rfc3339(due_at));
             self.inner.metrics.retries.get_or_create(&vec![("class", class.as_str().to_string())]).inc();
             tracing::info!(run_id = %self.run.id, step = %key, error_kind = class.as_str(), attempt, wait_ms = wait.as_millis() as u64, "step failed; retrying");
-            self.record(key, step, StepStatus::Retrying, input, None, Some(error), attempt, started);
+            self.record(
+                key,
+                step,
+                Entry { status: StepStatus::Retrying, input, output: None, error: Some(error), attempts: attempt, started_at: started },
+            );
             return Err(Stop::Park { status: RunStatus::Queued, due_at });
         }
         if retryable {
@@ -682,11 +795,26 @@ impl Exec {
         }
         if a.on_error == OnError::Continue {
             let out = json!({"error": error});
-            self.record(key, step, StepStatus::Failed, input, Some(out.clone()), Some(error), attempt, started);
+            self.record(
+                key,
+                step,
+                Entry {
+                    status: StepStatus::Failed,
+                    input,
+                    output: Some(out.clone()),
+                    error: Some(error),
+                    attempts: attempt,
+                    started_at: started,
+                },
+            );
             self.set_output(&step.id, out);
             return Ok(());
         }
-        self.record(key, step, StepStatus::Failed, input, None, Some(error.clone()), attempt, started);
+        self.record(
+            key,
+            step,
+            Entry { status: StepStatus::Failed, input, output: None, error: Some(error.clone()), attempts: attempt, started_at: started },
+        );
         Err(Stop::Failed { error })
     }
 }
@@ -812,9 +940,9 @@ mod tests {
 
     #[test]
     fn times_in_zones() {
-        assert_eq!(parse_time(&json!("2026-12-01T09:00:00Z"), None).unwrap(), 1_764_579_600_000);
+        assert_eq!(parse_time(&json!("2026-12-01T09:00:00Z"), None).unwrap(), 1_796_115_600_000);
         // 09:00 in Paris in December is 08:00 UTC.
-        assert_eq!(parse_time(&json!("2026-12-01T09:00"), Some(chrono_tz::Europe::Paris)).unwrap(), 1_764_576_000_000);
+        assert_eq!(parse_time(&json!("2026-12-01T09:00"), Some(chrono_tz::Europe::Paris)).unwrap(), 1_796_112_000_000);
         assert!(parse_time(&json!("next tuesday"), None).unwrap_err().contains("not a time"));
         assert!(truthy(&json!("yes")) && !truthy(&json!("false")) && !truthy(&json!(0)) && !truthy(&Value::Null));
     }

@@ -467,11 +467,11 @@ async fn fire_schedules(inner: &Arc<Inner>) -> Result<usize, RunnerError> {
             lease_ms: 0,
             now,
         };
-        if let Some(a) = inner.store.fire_schedule(&recipe_id, tick, next, event).await? {
-            if !a.duplicate {
-                inner.metrics.events_accepted.get_or_create(&vec![("source", "cron".to_string())]).inc();
-                fired += 1;
-            }
+        if let Some(a) = inner.store.fire_schedule(&recipe_id, tick, next, event).await?
+            && !a.duplicate
+        {
+            inner.metrics.events_accepted.get_or_create(&vec![("source", "cron".to_string())]).inc();
+            fired += 1;
         }
     }
     if fired > 0 {

@@ -250,9 +250,7 @@ fn parse_body(content_type: &str, raw: &[u8]) -> ApiResult<Value> {
     }
     let looks_json = matches!(raw.iter().find(|b| !b.is_ascii_whitespace()), Some(b'{') | Some(b'['));
     if content_type.contains("json") || (content_type.is_empty() && looks_json) {
-        return serde_json::from_slice(raw).map_err(|e| {
-            ApiError::new(Code::InvalidJson, format!("the body is not valid JSON: {e} (line {}, column {})", e.line(), e.column()))
-        });
+        return serde_json::from_slice(raw).map_err(|e| ApiError::new(Code::InvalidJson, format!("the body is not valid JSON: {e}")));
     }
     if content_type.starts_with("application/x-www-form-urlencoded") {
         let mut map = Map::new();

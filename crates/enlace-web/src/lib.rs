@@ -188,11 +188,10 @@ async fn reshape_rejection(resp: Response) -> Response {
     let text = String::from_utf8_lossy(&bytes).trim().to_string();
     let code = match status {
         StatusCode::METHOD_NOT_ALLOWED => {
-            return ApiError::new(
-                Code::InvalidRequest,
-                format!("method not allowed here{}", if text.is_empty() { String::new() } else { format!(": {text}") }),
-            )
-            .into_response();
+            let mut r =
+                ApiError::new(Code::InvalidRequest, "this route does not take that method; see /api/v1/openapi.json").into_response();
+            *r.status_mut() = status;
+            return r;
         }
         StatusCode::PAYLOAD_TOO_LARGE => Code::PayloadTooLarge,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::UnsupportedMediaType,
