@@ -303,3 +303,36 @@ async fn openapi_covers_every_api_route_and_metrics_count() {
     let m = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(m.contains("enlace_http_requests_total"), "{m}");
 }
+
+#[tokio::test]
+async fn connection_credentials_are_sent_and_never_shown() {
+    let target = Target::start().await;
+    let s = TestServer::start().await;
+    let r = s
+        .api(Method::POST, "/api/v1/connections")
+        .json(&json!({"id": "crm", "app": "http", "name": "Our CRM", "credentials": {"kind": "bearer", "token": "tok_live_123456"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let listed = s.api(Method::GET, "/api/v1/connections").send().await.unwrap().text().await.unwrap();
+    assert!(listed.contains("Our CRM") && !listed.contains("tok_live_123456"), "{listed}");
+    let bad = s.api(Method::POST, "/api/v1/connections").json(&json!({"id": "Bad Id", "app": "http", "credentials": {"kind": "none"}})).send().await.unwrap();
+    assert_eq!(bad.json::<Value>().await.unwrap()["path"], "id");
+    let yaml = format!(
+        "id: withconn\ntrigger: {{app: webhook, event: catch}}\nsteps:\n  - id: call\n    app: http\n    action: request\n    connection: crm\n    on_error: continue\n    with: {{method: GET, url: \"{}\"}}\n  - id: after\n    app: http\n    action: request\n    with: {{method: POST, url: \"{}\", json: {{previous: \"{{{{steps.call.error.class}}}}\"}}}}\n",
+        target.url("/me"),
+        target.url("/after")
+    );
+    target.script("/me", vec![Answer::status(403, r#"{"message":"forbidden"}"#)]);
+    s.api(Method::POST, "/api/v1/recipes").header("content-type", "application/yaml").body(yaml).send().await.unwrap();
+    let r: Value = s.http.post(s.url("/hooks/withconn")).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let run_id = r["run_id"].as_str().unwrap();
+    status(&s.store, run_id, RunStatus::Succeeded).await;
+    let got = target.received_on("/me");
+    assert_eq!(got[0].header("authorization").as_deref(), Some("Bearer tok_live_123456"));
+    // on_error: continue turned the refusal into the step's output and went on.
+    assert_eq!(target.received_on("/after")[0].body, json!({"previous": "auth"}));
+    let detail = s.api(Method::GET, &format!("/api/v1/runs/{run_id}")).send().await.unwrap().text().await.unwrap();
+    assert!(!detail.contains("tok_live_123456"), "{detail}");
+}

@@ -10,7 +10,7 @@ use enlace_core::http::HttpTransport;
 use enlace_core::{ConnectorError, Credentials, ErrorClass};
 use enlace_kit::RecordingTransport;
 use enlace_recipe::model::{ActionStep, Delay, Mapping, OnError, Respond, Step, StepKind, TriggerConfig};
-use enlace_store::{NewEvent, RunRow, RunStatus, RunUpdate, StepRecord, StepStatus};
+use enlace_store::{NewEvent, RunDetail, RunRow, RunStatus, RunUpdate, StepRecord, StepStatus};
 use rand::Rng;
 use serde_json::{Map, Value, json};
 use tokio::sync::OwnedSemaphorePermit;
@@ -39,15 +39,20 @@ type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 
 /// Waits shorter than this are slept through in the worker; longer ones park the run.
 const SHORT_WAIT: Duration = Duration::from_millis(1000);
 
-pub(crate) async fn execute(inner: Arc<Inner>, run_id: String, permit: OwnedSemaphorePermit) {
+/// Runs a run this node holds. `fresh` is the run just accepted by this process (its event
+/// in hand, no journal yet), which saves reading it back.
+pub(crate) async fn execute(inner: Arc<Inner>, run_id: String, permit: OwnedSemaphorePermit, fresh: Option<RunDetail>) {
     let _permit = permit;
-    let detail = match inner.store.run_detail(&run_id).await {
-        Ok(Some(d)) => d,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::error!(run_id = %run_id, error = %e, "loading a run failed; it stays leased and is retried when the lease ends");
-            return;
-        }
+    let detail = match fresh {
+        Some(d) => d,
+        None => match inner.store.run_detail(&run_id).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(run_id = %run_id, error = %e, "loading a run failed; it stays leased and is retried when the lease ends");
+                return;
+            }
+        },
     };
     let node = inner.config.node_id.clone();
     if detail.run.status != RunStatus::Running || detail.run.owner.as_deref() != Some(node.as_str()) {
@@ -912,7 +917,7 @@ pub(crate) async fn poll_loop(inner: Arc<Inner>) {
         for c in claimed {
             let Some(p) = permits.pop() else { break };
             let me = inner.clone();
-            tokio::spawn(async move { execute(me, c.run_id, p).await });
+            tokio::spawn(async move { execute(me, c.run_id, p, None).await });
         }
         drop(permits);
         if got > 0 {

@@ -31,7 +31,7 @@ use enlace_core::Registry;
 use enlace_core::http::{HttpRequest, HttpTransport};
 use enlace_recipe::Recipe;
 use enlace_recipe::model::TriggerConfig;
-use enlace_store::{Accepted, NewEvent, RecipeRow, Replay, RunDetail, RunRow, RunStatus, SaveRecipe, Saved, Store, StoreError};
+use enlace_store::{Accepted, EventRow, NewEvent, RecipeRow, Replay, RunDetail, RunRow, RunStatus, SaveRecipe, Saved, Store, StoreError};
 use serde_json::Value;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -302,6 +302,9 @@ impl Runner {
         let permit: Option<OwnedSemaphorePermit> =
             if inner.shutdown.is_cancelled() { None } else { inner.slots.clone().try_acquire_owned().ok() };
         let source = inc.source;
+        let owner = permit.as_ref().map(|_| inner.config.node_id.clone());
+        // Keep what the worker needs, so that it does not read the run back.
+        let keep = permit.as_ref().map(|_| (inc.recipe_id.clone(), inc.payload.clone(), inc.dedupe_key.clone()));
         let accepted = inner
             .store
             .accept_event(NewEvent {
@@ -310,7 +313,7 @@ impl Runner {
                 source: source.to_string(),
                 dedupe_key: inc.dedupe_key,
                 payload: inc.payload,
-                owner: permit.as_ref().map(|_| inner.config.node_id.clone()),
+                owner: owner.clone(),
                 lease_ms: inner.config.lease.as_millis() as i64,
                 now,
             })
@@ -332,7 +335,34 @@ impl Runner {
             Some(p) => {
                 let me = inner.clone();
                 let run_id = accepted.run_id.clone();
-                tokio::spawn(async move { exec::execute(me, run_id, p).await });
+                let fresh = keep.map(|(recipe_id, payload, dedupe_key)| RunDetail {
+                    run: RunRow {
+                        id: accepted.run_id.clone(),
+                        recipe_id: recipe_id.clone(),
+                        recipe_version: inc.recipe_version,
+                        event_id: accepted.event_id.clone(),
+                        status: RunStatus::Running,
+                        due_at: Some(now),
+                        attempt: 1,
+                        owner,
+                        replay_of: None,
+                        error: None,
+                        created_at: now,
+                        started_at: Some(now),
+                        finished_at: None,
+                        updated_at: now,
+                    },
+                    event: EventRow {
+                        id: accepted.event_id.clone(),
+                        recipe_id,
+                        source: source.to_string(),
+                        dedupe_key,
+                        payload,
+                        received_at: now,
+                    },
+                    steps: vec![],
+                });
+                tokio::spawn(async move { exec::execute(me, run_id, p, fresh).await });
             }
             None => inner.wake.notify_one(),
         }
@@ -386,7 +416,7 @@ impl Runner {
                     .acquire_owned()
                     .await
                     .map_err(|_| RunnerError::Conflict("the runner is shutting down".into()))?;
-                exec::execute(self.inner.clone(), c.run_id, permit).await;
+                exec::execute(self.inner.clone(), c.run_id, permit, None).await;
                 total += 1;
             }
         }
