@@ -416,3 +416,26 @@ steps:
     assert_eq!(d.steps[0].input.as_ref().unwrap()["headers"]["X-Key"], "[secret]");
     assert_eq!(d.steps[0].input.as_ref().unwrap()["json"]["note"], "key is [secret]");
 }
+
+#[tokio::test]
+async fn a_caller_that_goes_away_never_leaves_a_run_without_its_worker() {
+    let target = Target::start().await;
+    let (runner, _clock, store) = manual_runner(None).await;
+    install(&runner, &one_call_recipe(&target, "/t", "")).await;
+    // Callers abandon `accept` at every point of its way (a webhook client disconnecting).
+    for i in 0..60u64 {
+        let r = runner.clone();
+        let h = tokio::spawn(async move { start_run(&r, "call", json!({"email": "x@y.z"})).await });
+        for _ in 0..(i % 6) {
+            tokio::task::yield_now().await;
+        }
+        h.abort();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let runs = store.list_runs(&enlace_store::RunFilter { limit: 1000, ..Default::default() }).await.unwrap();
+    for r in &runs {
+        let r = settled(&store, &r.id).await;
+        assert_eq!(r.status, RunStatus::Succeeded, "run {} was stored and then left behind", r.id);
+    }
+    assert_eq!(target.received_on("/t").len(), runs.len());
+}

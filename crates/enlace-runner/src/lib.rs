@@ -296,77 +296,15 @@ impl Runner {
 
     /// Stores an event and its run durably, then starts the run at once when a worker slot
     /// is free. With `wait`, the receiver gets the outcome when the run ends or parks.
+    ///
+    /// Cancellation-safe: the work runs in its own task, so a caller that goes away (a
+    /// webhook client that disconnects) cannot leave a stored run without its worker.
     pub async fn accept(&self, inc: Incoming) -> Result<(Accepted, Option<oneshot::Receiver<RunOutcome>>), RunnerError> {
-        let inner = &self.inner;
-        let now = inner.clock.now_ms();
-        let permit: Option<OwnedSemaphorePermit> =
-            if inner.shutdown.is_cancelled() { None } else { inner.slots.clone().try_acquire_owned().ok() };
-        let source = inc.source;
-        let owner = permit.as_ref().map(|_| inner.config.node_id.clone());
-        // Keep what the worker needs, so that it does not read the run back.
-        let keep = permit.as_ref().map(|_| (inc.recipe_id.clone(), inc.payload.clone(), inc.dedupe_key.clone()));
-        let accepted = inner
-            .store
-            .accept_event(NewEvent {
-                recipe_id: inc.recipe_id,
-                recipe_version: inc.recipe_version,
-                source: source.to_string(),
-                dedupe_key: inc.dedupe_key,
-                payload: inc.payload,
-                owner: owner.clone(),
-                lease_ms: inner.config.lease.as_millis() as i64,
-                now,
-            })
-            .await?;
-        let labels = vec![("source", source.to_string())];
-        if accepted.duplicate {
-            inner.metrics.events_duplicate.get_or_create(&labels).inc();
-            return Ok((accepted, None));
+        let inner = self.inner.clone();
+        match tokio::spawn(async move { accept_inner(inner, inc).await }).await {
+            Ok(r) => r,
+            Err(e) => Err(RunnerError::Invalid(format!("accepting the event failed: {e}"))),
         }
-        inner.metrics.events_accepted.get_or_create(&labels).inc();
-        let rx = if inc.wait {
-            let (tx, rx) = oneshot::channel();
-            inner.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(accepted.run_id.clone(), tx);
-            Some(rx)
-        } else {
-            None
-        };
-        match permit {
-            Some(p) => {
-                let me = inner.clone();
-                let run_id = accepted.run_id.clone();
-                let fresh = keep.map(|(recipe_id, payload, dedupe_key)| RunDetail {
-                    run: RunRow {
-                        id: accepted.run_id.clone(),
-                        recipe_id: recipe_id.clone(),
-                        recipe_version: inc.recipe_version,
-                        event_id: accepted.event_id.clone(),
-                        status: RunStatus::Running,
-                        due_at: Some(now),
-                        attempt: 1,
-                        owner,
-                        replay_of: None,
-                        error: None,
-                        created_at: now,
-                        started_at: Some(now),
-                        finished_at: None,
-                        updated_at: now,
-                    },
-                    event: EventRow {
-                        id: accepted.event_id.clone(),
-                        recipe_id,
-                        source: source.to_string(),
-                        dedupe_key,
-                        payload,
-                        received_at: now,
-                    },
-                    steps: vec![],
-                });
-                tokio::spawn(async move { exec::execute(me, run_id, p, fresh).await });
-            }
-            None => inner.wake.notify_one(),
-        }
-        Ok((accepted, rx))
     }
 
     /// Stops waiting for a run's outcome (the caller gave up).
@@ -470,6 +408,79 @@ impl Runner {
     pub fn take_dry_calls(&self) -> Vec<DryCall> {
         std::mem::take(&mut *self.inner.dry_log.lock().unwrap_or_else(|e| e.into_inner()))
     }
+}
+
+async fn accept_inner(inner: Arc<Inner>, inc: Incoming) -> Result<(Accepted, Option<oneshot::Receiver<RunOutcome>>), RunnerError> {
+    let inner = &inner;
+    let now = inner.clock.now_ms();
+    let permit: Option<OwnedSemaphorePermit> =
+        if inner.shutdown.is_cancelled() { None } else { inner.slots.clone().try_acquire_owned().ok() };
+    let source = inc.source;
+    let owner = permit.as_ref().map(|_| inner.config.node_id.clone());
+    // Keep what the worker needs, so that it does not read the run back.
+    let keep = permit.as_ref().map(|_| (inc.recipe_id.clone(), inc.payload.clone(), inc.dedupe_key.clone()));
+    let accepted = inner
+        .store
+        .accept_event(NewEvent {
+            recipe_id: inc.recipe_id,
+            recipe_version: inc.recipe_version,
+            source: source.to_string(),
+            dedupe_key: inc.dedupe_key,
+            payload: inc.payload,
+            owner: owner.clone(),
+            lease_ms: inner.config.lease.as_millis() as i64,
+            now,
+        })
+        .await?;
+    let labels = vec![("source", source.to_string())];
+    if accepted.duplicate {
+        inner.metrics.events_duplicate.get_or_create(&labels).inc();
+        return Ok((accepted, None));
+    }
+    inner.metrics.events_accepted.get_or_create(&labels).inc();
+    let rx = if inc.wait {
+        let (tx, rx) = oneshot::channel();
+        inner.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(accepted.run_id.clone(), tx);
+        Some(rx)
+    } else {
+        None
+    };
+    match permit {
+        Some(p) => {
+            let me = inner.clone();
+            let run_id = accepted.run_id.clone();
+            let fresh = keep.map(|(recipe_id, payload, dedupe_key)| RunDetail {
+                run: RunRow {
+                    id: accepted.run_id.clone(),
+                    recipe_id: recipe_id.clone(),
+                    recipe_version: inc.recipe_version,
+                    event_id: accepted.event_id.clone(),
+                    status: RunStatus::Running,
+                    due_at: Some(now),
+                    attempt: 1,
+                    owner,
+                    replay_of: None,
+                    error: None,
+                    created_at: now,
+                    started_at: Some(now),
+                    finished_at: None,
+                    updated_at: now,
+                },
+                event: EventRow {
+                    id: accepted.event_id.clone(),
+                    recipe_id,
+                    source: source.to_string(),
+                    dedupe_key,
+                    payload,
+                    received_at: now,
+                },
+                steps: vec![],
+            });
+            tokio::spawn(async move { exec::execute(me, run_id, p, fresh).await });
+        }
+        None => inner.wake.notify_one(),
+    }
+    Ok((accepted, rx))
 }
 
 /// The first tick of a cron schedule strictly after `after_ms`.
