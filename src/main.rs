@@ -16,6 +16,9 @@ use enlace_runner::{ManualClock, Runner, RunnerConfig, SystemClock};
 use enlace_store::{RunFilter, RunStatus, Store, StoreConfig, Synchronous};
 use serde_json::{Value, json};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "enlace", version, about = "Enlace: an integration hub for marketing automation", long_about = None)]
 struct Cli {

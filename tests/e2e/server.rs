@@ -317,7 +317,12 @@ async fn connection_credentials_are_sent_and_never_shown() {
     assert_eq!(r.status(), 201);
     let listed = s.api(Method::GET, "/api/v1/connections").send().await.unwrap().text().await.unwrap();
     assert!(listed.contains("Our CRM") && !listed.contains("tok_live_123456"), "{listed}");
-    let bad = s.api(Method::POST, "/api/v1/connections").json(&json!({"id": "Bad Id", "app": "http", "credentials": {"kind": "none"}})).send().await.unwrap();
+    let bad = s
+        .api(Method::POST, "/api/v1/connections")
+        .json(&json!({"id": "Bad Id", "app": "http", "credentials": {"kind": "none"}}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.json::<Value>().await.unwrap()["path"], "id");
     let yaml = format!(
         "id: withconn\ntrigger: {{app: webhook, event: catch}}\nsteps:\n  - id: call\n    app: http\n    action: request\n    connection: crm\n    on_error: continue\n    with: {{method: GET, url: \"{}\"}}\n  - id: after\n    app: http\n    action: request\n    with: {{method: POST, url: \"{}\", json: {{previous: \"{{{{steps.call.error.class}}}}\"}}}}\n",
@@ -335,4 +340,27 @@ async fn connection_credentials_are_sent_and_never_shown() {
     assert_eq!(target.received_on("/after")[0].body, json!({"previous": "auth"}));
     let detail = s.api(Method::GET, &format!("/api/v1/runs/{run_id}")).send().await.unwrap().text().await.unwrap();
     assert!(!detail.contains("tok_live_123456"), "{detail}");
+}
+
+#[tokio::test]
+async fn concurrent_webhooks_batch_into_one_run_each_and_duplicates_into_none() {
+    let (s, target) = setup().await;
+    // 20 copies of one event at once: one run, and every answer names it.
+    let body = payload("evt_storm");
+    let sig = sign("whsec_test", &body);
+    let answers = futures::future::join_all((0..20).map(|_| post_hook(&s, &body, Some(sig.clone())))).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for r in answers {
+        assert!(matches!(r.status().as_u16(), 200 | 202));
+        ids.insert(r.json::<Value>().await.unwrap()["run_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    // 150 different events at once: 150 runs, each delivered once.
+    let bodies: Vec<Vec<u8>> = (0..150).map(|i| payload(&format!("evt_{i}"))).collect();
+    let answers = futures::future::join_all(bodies.iter().map(|b| post_hook(&s, b, Some(sign("whsec_test", b))))).await;
+    assert!(answers.iter().all(|r| r.status() == 202));
+    let got = target.wait_for("/sink", 151).await;
+    let distinct: std::collections::BTreeSet<String> = got.iter().map(|r| r.body["event_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(distinct.len(), 151);
+    assert_eq!(run_count(&s).await, 151);
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono_tz::Tz;
 use serde_json::{Map, Value};
 
-use crate::template::{RenderError, Template};
+use crate::template::{Data, RenderError, Template};
 
 /// A recipe ready to run.
 #[derive(Debug, Clone)]
@@ -255,17 +255,21 @@ pub struct MappingError {
 }
 
 impl Mapping {
-    /// Renders every template, keeping keys and structure.
+    /// Renders every template, keeping keys and structure (copies `data` once; see
+    /// [`Mapping::eval`]).
     pub fn render(&self, data: &Value, path: &str) -> Result<Value, MappingError> {
+        self.eval(&Data::new(data.clone()), path)
+    }
+
+    /// Renders every template against data already wrapped.
+    pub fn eval(&self, data: &Data, path: &str) -> Result<Value, MappingError> {
         match self {
             Mapping::Literal(v) => Ok(v.clone()),
-            Mapping::Template(t) => {
-                t.render_value(data).map_err(|e: RenderError| MappingError { path: path.to_string(), message: e.message })
-            }
+            Mapping::Template(t) => t.eval(data).map_err(|e: RenderError| MappingError { path: path.to_string(), message: e.message }),
             Mapping::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, m) in items.iter().enumerate() {
-                    out.push(m.render(data, &format!("{path}[{i}]"))?);
+                    out.push(m.eval(data, &format!("{path}[{i}]"))?);
                 }
                 Ok(Value::Array(out))
             }
@@ -273,7 +277,7 @@ impl Mapping {
                 let mut out = Map::with_capacity(fields.len());
                 for (k, m) in fields {
                     let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                    out.insert(k.clone(), m.render(data, &p)?);
+                    out.insert(k.clone(), m.eval(data, &p)?);
                 }
                 Ok(Value::Object(out))
             }

@@ -10,6 +10,7 @@ use enlace_core::http::HttpTransport;
 use enlace_core::{ConnectorError, Credentials, ErrorClass};
 use enlace_kit::RecordingTransport;
 use enlace_recipe::model::{ActionStep, Delay, Mapping, OnError, Respond, Step, StepKind, TriggerConfig};
+use enlace_recipe::template::Data;
 use enlace_store::{NewEvent, RunDetail, RunRow, RunStatus, RunUpdate, StepRecord, StepStatus};
 use rand::Rng;
 use serde_json::{Map, Value, json};
@@ -97,7 +98,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, run_id: String, permit: OwnedSema
     let mut ex = Exec {
         inner: inner.clone(),
         run: detail.run.clone(),
-        data,
+        data: Data::new(data),
         journal: detail.steps.into_iter().map(|s| (s.key.clone(), s)).collect(),
         next_seq,
         pending: vec![],
@@ -121,8 +122,8 @@ fn has_waiter(inner: &Inner, run_id: &str) -> bool {
     inner.waiters.lock().unwrap_or_else(|e| e.into_inner()).contains_key(run_id)
 }
 
-fn render_response(template: &Mapping, data: &Value) -> Value {
-    template.render(data, "respond.after_run").unwrap_or_else(|e| json!({"error": e.to_string()}))
+fn render_response(template: &Mapping, data: &Data) -> Value {
+    template.eval(data, "respond.after_run").unwrap_or_else(|e| json!({"error": e.to_string()}))
 }
 
 async fn finish(inner: &Arc<Inner>, run: &RunRow, pending: Vec<StepRecord>, emitted: Vec<NewEvent>, flow: Flow, response: Option<Value>) {
@@ -178,7 +179,7 @@ struct Entry {
 struct Exec {
     inner: Arc<Inner>,
     run: RunRow,
-    data: Value,
+    data: Data,
     journal: HashMap<String, StepRecord>,
     next_seq: i64,
     /// Journal entries not yet written: flushed before any outside call, and with the end.
@@ -205,7 +206,7 @@ impl Exec {
     }
 
     fn set_output(&mut self, id: &str, output: Value) {
-        if let Some(steps) = self.data.get_mut("steps").and_then(Value::as_object_mut) {
+        if let Some(steps) = self.data.get_mut().get_mut("steps").and_then(Value::as_object_mut) {
             steps.insert(id.to_string(), output);
         }
     }
@@ -284,7 +285,7 @@ impl Exec {
                     Some(p) if matches!(p.status, StepStatus::Succeeded | StepStatus::Filtered) => {
                         p.output.as_ref().and_then(|o| o.get("passed")).and_then(Value::as_bool).unwrap_or(false)
                     }
-                    _ => match t.render_value(&self.data) {
+                    _ => match t.eval(&self.data) {
                         Ok(v) => truthy(&v),
                         Err(e) => return self.template_failure(step, &key, "filter", e.message, started),
                     },
@@ -313,7 +314,7 @@ impl Exec {
                     _ => {
                         let mut chosen = if otherwise.is_some() { json!("else") } else { Value::Null };
                         for (i, arm) in arms.iter().enumerate() {
-                            match arm.condition.render_value(&self.data) {
+                            match arm.condition.eval(&self.data) {
                                 Ok(v) if truthy(&v) => {
                                     chosen = json!(i);
                                     break;
@@ -349,7 +350,7 @@ impl Exec {
                 }
             }
             StepKind::Foreach { items, steps } => {
-                let list = match items.render_value(&self.data) {
+                let list = match items.eval(&self.data) {
                     Ok(Value::Array(a)) => a,
                     Ok(Value::Null) => vec![],
                     Ok(other) => {
@@ -358,31 +359,31 @@ impl Exec {
                     }
                     Err(e) => return self.template_failure(step, &key, "foreach", e.message, started),
                 };
-                let saved_item = self.data.get("item").cloned();
-                let saved_index = self.data.get("index").cloned();
+                let saved_item = self.data.get().get("item").cloned();
+                let saved_index = self.data.get().get("index").cloned();
                 let inner_ids = direct_and_nested_ids(steps);
                 let mut per_item = Vec::with_capacity(list.len());
                 let mut per_step: HashMap<String, Vec<Value>> = HashMap::new();
                 for (i, item) in list.iter().enumerate() {
-                    if let Some(obj) = self.data.as_object_mut() {
+                    if let Some(obj) = self.data.get_mut().as_object_mut() {
                         obj.insert("item".into(), item.clone());
                         obj.insert("index".into(), json!(i));
                     }
                     for id in &inner_ids {
-                        if let Some(s) = self.data.get_mut("steps").and_then(Value::as_object_mut) {
+                        if let Some(s) = self.data.get_mut().get_mut("steps").and_then(Value::as_object_mut) {
                             s.remove(id);
                         }
                     }
                     self.steps(steps, format!("{prefix}{}[{i}].", step.id)).await?;
                     let mut outs = Map::new();
                     for id in &inner_ids {
-                        let v = self.data.get("steps").and_then(|s| s.get(id)).cloned().unwrap_or(Value::Null);
+                        let v = self.data.get().get("steps").and_then(|s| s.get(id)).cloned().unwrap_or(Value::Null);
                         per_step.entry(id.clone()).or_default().push(v.clone());
                         outs.insert(id.clone(), v);
                     }
                     per_item.push(Value::Object(outs));
                 }
-                if let Some(obj) = self.data.as_object_mut() {
+                if let Some(obj) = self.data.get_mut().as_object_mut() {
                     match saved_item {
                         Some(v) => obj.insert("item".into(), v),
                         None => obj.remove("item"),
@@ -468,7 +469,7 @@ impl Exec {
                     self.set_output(&step.id, out);
                     return Ok(());
                 }
-                let payload = match data.render(&self.data, "data") {
+                let payload = match data.eval(&self.data, "data") {
                     Ok(v) => v,
                     Err(e) => return self.template_failure(step, &key, &e.path, e.message, started),
                 };
@@ -527,10 +528,10 @@ impl Exec {
         match d {
             Delay::For(dur) => Ok(self.now() + dur.as_millis() as i64),
             Delay::Until { at, timezone } => {
-                let v = at.render_value(&self.data).map_err(|e| e.message)?;
+                let v = at.eval(&self.data).map_err(|e| e.message)?;
                 let tz = match timezone {
                     Some(t) => {
-                        let name = t.render_string(&self.data).map_err(|e| e.message)?;
+                        let name = t.eval_string(&self.data).map_err(|e| e.message)?;
                         Some(
                             name.parse::<chrono_tz::Tz>()
                                 .map_err(|_| format!("unknown time zone `{name}`; use an IANA name like `Europe/Paris`"))?,
@@ -570,6 +571,7 @@ impl Exec {
 
     fn masker_values(&self) -> Vec<String> {
         self.data
+            .get()
             .get("secrets")
             .and_then(Value::as_object)
             .map(|m| m.values().filter_map(|v| v.as_str().map(str::to_string)).collect())
@@ -617,7 +619,7 @@ impl Exec {
                 false,
             );
         };
-        let input = match a.with.render(&self.data, "with") {
+        let input = match a.with.eval(&self.data, "with") {
             Ok(v) => v,
             Err(e) => return self.template_failure(step, &key, &e.path, e.message, started),
         };

@@ -10,7 +10,7 @@ use std::time::Duration;
 use enlace_core::Credentials;
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Connection, Executor, Row, SqliteConnection, SqlitePool};
+use sqlx::{ConnectOptions, Connection, Executor, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::crypto::SecretBox;
@@ -23,6 +23,10 @@ type Work = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Re
 struct Job {
     work: Work,
     reply: oneshot::Sender<Result<Box<dyn Any + Send>>>,
+    /// Run in a savepoint, so that its failure undoes only its own writes. Jobs on the hot
+    /// path (accepting, journaling, finishing runs) fail only when the database does, and
+    /// skip the savepoint's two round trips: their failure rolls the whole batch back.
+    isolated: bool,
 }
 
 enum Msg {
@@ -64,7 +68,9 @@ impl Sqlite {
             .foreign_keys(true)
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-16000")
-            .statement_cache_capacity(256);
+            .statement_cache_capacity(256)
+            // Statements are not logged: the hot path runs thousands a second.
+            .log_statements(log::LevelFilter::Off);
         let mut conn = SqliteConnection::connect_with(&base.clone().create_if_missing(true)).await?;
         MIGRATOR.run(&mut conn).await?;
         let read = SqlitePoolOptions::new().max_connections(4).min_connections(1).connect_with(base.clone().read_only(true)).await?;
@@ -81,8 +87,26 @@ impl Sqlite {
         &self.path
     }
 
-    /// Runs `f` in the writer's next transaction; answers after the commit.
+    /// Runs `f` in the writer's next transaction, in a savepoint of its own; answers after
+    /// the commit.
     async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.submit(f, true).await
+    }
+
+    /// Like `write`, without a savepoint: for jobs that fail only when the database does.
+    async fn write_fast<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.submit(f, false).await
+    }
+
+    async fn submit<T, F>(&self, f: F, isolated: bool) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
@@ -94,7 +118,7 @@ impl Sqlite {
                 Ok(Box::new(v) as Box<dyn Any + Send>)
             })
         });
-        self.writer.send(Msg::Job(Job { work, reply })).await.map_err(|_| StoreError::Closed)?;
+        self.writer.send(Msg::Job(Job { work, reply, isolated })).await.map_err(|_| StoreError::Closed)?;
         let out = rx.await.map_err(|_| StoreError::Closed)??;
         out.downcast::<T>().map(|b| *b).map_err(|_| StoreError::Database("internal: writer returned the wrong type".into()))
     }
@@ -158,17 +182,32 @@ async fn run_batch(conn: &mut SqliteConnection, batch: Vec<Job>) {
     }
     let single = batch.len() == 1;
     let mut done = Vec::with_capacity(batch.len());
-    for job in batch {
-        if !single && let Err(e) = conn.execute("SAVEPOINT job").await {
+    let mut jobs = batch.into_iter();
+    while let Some(job) = jobs.next() {
+        let savepoint = job.isolated && !single;
+        if savepoint && let Err(e) = conn.execute("SAVEPOINT job").await {
             done.push((job.reply, Err(e.into())));
             continue;
         }
         let r = (job.work)(conn).await;
-        if !single {
+        if savepoint {
             let end = if r.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
             if let Err(e) = conn.execute(end).await {
                 tracing::error!(error = %e, "savepoint failed");
             }
+        } else if let Err(e) = &r {
+            // Without a savepoint, a failure may leave part of the job written: undo the
+            // whole batch, and tell every job of it.
+            let _ = conn.execute("ROLLBACK").await;
+            let msg = e.to_string();
+            let _ = job.reply.send(r);
+            for (reply, _) in done {
+                let _ = reply.send(Err(StoreError::Database(format!("rolled back with the rest of its batch: {msg}"))));
+            }
+            for j in jobs {
+                let _ = j.reply.send(Err(StoreError::Database(format!("rolled back with the rest of its batch: {msg}"))));
+            }
+            return;
         }
         done.push((job.reply, r));
     }
@@ -280,9 +319,19 @@ fn step_row(r: &SqliteRow) -> StepRecord {
 
 async fn insert_event(c: &mut SqliteConnection, e: &NewEvent) -> Result<Accepted> {
     let event_id = new_id();
+    let run_id = new_id();
     let payload = json_text(&e.payload);
-    let inserted = sqlx::query(
-        "INSERT INTO events (id, recipe_id, source, dedupe_key, payload, received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    let (status, owner, lease) = match &e.owner {
+        Some(o) => (RunStatus::Running, Some(o.as_str()), Some(e.now + e.lease_ms)),
+        None => (RunStatus::Queued, None, None),
+    };
+    let started = if status == RunStatus::Running { Some(e.now) } else { None };
+    // One round trip: the run is inserted only when the event was (a seen dedupe key
+    // inserts neither).
+    let done = sqlx::query(
+        "INSERT INTO events (id, recipe_id, source, dedupe_key, payload, received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING;
+         INSERT INTO runs (id, recipe_id, recipe_version, event_id, status, due_at, owner, lease_until, created_at, started_at, updated_at)
+           SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE changes() = 1",
     )
     .bind(&event_id)
     .bind(&e.recipe_id)
@@ -290,41 +339,75 @@ async fn insert_event(c: &mut SqliteConnection, e: &NewEvent) -> Result<Accepted
     .bind(&e.dedupe_key)
     .bind(&payload)
     .bind(e.now)
+    .bind(&run_id)
+    .bind(&e.recipe_id)
+    .bind(e.recipe_version)
+    .bind(&event_id)
+    .bind(status.as_str())
+    .bind(e.now)
+    .bind(owner)
+    .bind(lease)
+    .bind(e.now)
+    .bind(started)
+    .bind(e.now)
     .execute(&mut *c)
     .await?;
-    if inserted.rows_affected() == 0 {
-        // The dedupe key was seen: answer with the run the first event started.
-        let row = sqlx::query("SELECT e.id AS event_id, r.id AS run_id FROM events e JOIN runs r ON r.event_id = e.id WHERE e.recipe_id = ? AND e.dedupe_key = ? ORDER BY r.created_at LIMIT 1")
-            .bind(&e.recipe_id)
-            .bind(&e.dedupe_key)
-            .fetch_optional(&mut *c)
-            .await?;
-        return match row {
-            Some(r) => Ok(Accepted { run_id: r.get("run_id"), event_id: r.get("event_id"), duplicate: true }),
-            None => Err(StoreError::Conflict("the dedupe key was seen but its run is gone".into())),
-        };
+    if done.rows_affected() == 2 {
+        return Ok(Accepted { run_id, event_id, duplicate: false });
     }
-    let run_id = new_id();
-    let (status, owner, lease) = match &e.owner {
-        Some(o) => (RunStatus::Running, Some(o.as_str()), Some(e.now + e.lease_ms)),
-        None => (RunStatus::Queued, None, None),
-    };
-    let started = if status == RunStatus::Running { Some(e.now) } else { None };
-    sqlx::query("INSERT INTO runs (id, recipe_id, recipe_version, event_id, status, due_at, owner, lease_until, created_at, started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-        .bind(&run_id)
+    // The dedupe key was seen: answer with the run the first event started.
+    let row = sqlx::query("SELECT e.id AS event_id, r.id AS run_id FROM events e JOIN runs r ON r.event_id = e.id WHERE e.recipe_id = ? AND e.dedupe_key = ? ORDER BY r.created_at LIMIT 1")
         .bind(&e.recipe_id)
-        .bind(e.recipe_version)
-        .bind(&event_id)
-        .bind(status.as_str())
-        .bind(e.now)
-        .bind(owner)
-        .bind(lease)
-        .bind(e.now)
-        .bind(started)
-        .bind(e.now)
-        .execute(&mut *c)
+        .bind(&e.dedupe_key)
+        .fetch_optional(&mut *c)
         .await?;
-    Ok(Accepted { run_id, event_id, duplicate: false })
+    match row {
+        Some(r) => Ok(Accepted { run_id: r.get("run_id"), event_id: r.get("event_id"), duplicate: true }),
+        None => Err(StoreError::Database(format!("storing the event inserted {} rows instead of 2", done.rows_affected()))),
+    }
+}
+
+/// The common end of a run, in one round trip: the run finishes (if `owner` still holds it)
+/// and its last step is journaled.
+async fn finish_with_step(
+    c: &mut SqliteConnection,
+    run_id: &str,
+    owner: &str,
+    status: RunStatus,
+    error: Option<&Value>,
+    s: &StepRecord,
+    now: Millis,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE runs SET status = ?, error = ?, finished_at = ?, due_at = NULL, owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ? AND status = 'running' AND owner = ?;
+         INSERT INTO steps (run_id, key, seq, step_id, kind, status, input, output, error, attempts, idempotency_key, started_at, finished_at)
+           SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE changes() = 1
+         ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output,
+           error = excluded.error, attempts = excluded.attempts, idempotency_key = excluded.idempotency_key,
+           started_at = excluded.started_at, finished_at = excluded.finished_at",
+    )
+    .bind(status.as_str())
+    .bind(error.map(json_text))
+    .bind(now)
+    .bind(now)
+    .bind(run_id)
+    .bind(owner)
+    .bind(run_id)
+    .bind(&s.key)
+    .bind(s.seq)
+    .bind(&s.step_id)
+    .bind(&s.kind)
+    .bind(s.status.as_str())
+    .bind(s.input.as_ref().map(json_text))
+    .bind(s.output.as_ref().map(json_text))
+    .bind(s.error.as_ref().map(json_text))
+    .bind(s.attempts)
+    .bind(&s.idempotency_key)
+    .bind(s.started_at)
+    .bind(s.finished_at)
+    .execute(&mut *c)
+    .await?;
+    Ok(done.rows_affected() >= 1)
 }
 
 async fn upsert_step(c: &mut SqliteConnection, run_id: &str, s: &StepRecord) -> Result<()> {
@@ -520,12 +603,12 @@ impl Sqlite {
     // ---- inbox and queue ----
 
     pub(crate) async fn accept_event(&self, e: NewEvent) -> Result<Accepted> {
-        self.write(move |c| Box::pin(async move { insert_event(c, &e).await })).await
+        self.write_fast(move |c| Box::pin(async move { insert_event(c, &e).await })).await
     }
 
     pub(crate) async fn claim_due(&self, owner: &str, now: Millis, limit: i64, lease_ms: i64) -> Result<Vec<Claimed>> {
         let owner = owner.to_string();
-        self.write(move |c| {
+        self.write_fast(move |c| {
             Box::pin(async move {
                 let rows = sqlx::query(
                     "UPDATE runs SET status = 'running', owner = ?, lease_until = ?, started_at = COALESCE(started_at, ?), updated_at = ?
@@ -599,7 +682,7 @@ impl Sqlite {
         now: Millis,
     ) -> Result<bool> {
         let (run_id, owner) = (run_id.to_string(), owner.to_string());
-        self.write(move |c| {
+        self.write_fast(move |c| {
             Box::pin(async move {
                 let mine = sqlx::query("UPDATE runs SET updated_at = ? WHERE id = ? AND status = 'running' AND owner = ?")
                     .bind(now)
@@ -632,8 +715,11 @@ impl Sqlite {
         now: Millis,
     ) -> Result<bool> {
         let (run_id, owner) = (run_id.to_string(), owner.to_string());
-        self.write(move |c| {
+        self.write_fast(move |c| {
             Box::pin(async move {
+                if let ([step], RunUpdate::Finish { status, error }, true) = (steps.as_slice(), &update, emitted.is_empty()) {
+                    return finish_with_step(c, &run_id, &owner, *status, error.as_ref(), step, now).await;
+                }
                 let res = match &update {
                     RunUpdate::Finish { status, error } => {
                         sqlx::query("UPDATE runs SET status = ?, error = ?, finished_at = ?, due_at = NULL, owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ? AND status = 'running' AND owner = ?")
@@ -674,7 +760,7 @@ impl Sqlite {
 
     pub(crate) async fn release_owned(&self, owner: &str, now: Millis) -> Result<u64> {
         let owner = owner.to_string();
-        self.write(move |c| {
+        self.write_fast(move |c| {
             Box::pin(async move {
                 let r = sqlx::query("UPDATE runs SET status = 'queued', due_at = ?, owner = NULL, lease_until = NULL, updated_at = ? WHERE status = 'running' AND owner = ?")
                     .bind(now)
@@ -689,7 +775,7 @@ impl Sqlite {
     }
 
     pub(crate) async fn recover_orphans(&self, now: Millis) -> Result<u64> {
-        self.write(move |c| {
+        self.write_fast(move |c| {
             Box::pin(async move {
                 let r = sqlx::query("UPDATE runs SET status = 'queued', due_at = ?, owner = NULL, lease_until = NULL, updated_at = ? WHERE status = 'running'")
                     .bind(now)
@@ -714,7 +800,7 @@ impl Sqlite {
 
     pub(crate) async fn fire_schedule(&self, recipe_id: &str, expected: Millis, next: Millis, event: NewEvent) -> Result<Option<Accepted>> {
         let recipe_id = recipe_id.to_string();
-        self.write(move |c| {
+        self.write_fast(move |c| {
             Box::pin(async move {
                 let r = sqlx::query("UPDATE schedules SET next_at = ? WHERE recipe_id = ? AND next_at = ?")
                     .bind(next)

@@ -164,6 +164,29 @@ impl PartialEq for Template {
     }
 }
 
+/// The data templates read, wrapped once so that rendering many templates copies nothing.
+/// (Handlebars renders against its own context type; building it from a borrowed value
+/// means a deep copy per render, which dominated the cost of a run.)
+pub struct Data(Context);
+
+impl Data {
+    pub fn new(value: Value) -> Data {
+        Data(Context::from(value))
+    }
+    pub fn get(&self) -> &Value {
+        self.0.data()
+    }
+    pub fn get_mut(&mut self) -> &mut Value {
+        self.0.data_mut()
+    }
+}
+
+impl fmt::Debug for Data {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Data(..)")
+    }
+}
+
 impl Template {
     /// True when the source contains no `{{` at all (a plain literal string).
     pub fn is_literal(&self) -> bool {
@@ -177,17 +200,34 @@ impl Template {
     }
 
     /// Renders to a JSON value: a single expression keeps its JSON type; a literal gives the
-    /// string; anything else renders to a string.
+    /// string; anything else renders to a string. Copies `data` once; to render many
+    /// templates against the same data, wrap it in a [`Data`] and use [`Template::eval`].
     pub fn render_value(&self, data: &Value) -> Result<Value, RenderError> {
+        match &self.inner.body {
+            Body::Literal => Ok(Value::String(self.inner.source.clone())),
+            _ => self.eval(&Data::new(data.clone())),
+        }
+    }
+
+    /// Renders to a string (see [`Template::render_value`] for the copy of `data`).
+    pub fn render_string(&self, data: &Value) -> Result<String, RenderError> {
+        match &self.inner.body {
+            Body::Literal => Ok(self.inner.source.clone()),
+            _ => self.eval_string(&Data::new(data.clone())),
+        }
+    }
+
+    /// [`Template::render_value`] against data already wrapped: no copy.
+    pub fn eval(&self, data: &Data) -> Result<Value, RenderError> {
         match &self.inner.body {
             Body::Literal => Ok(Value::String(self.inner.source.clone())),
             Body::Single { value, escape, .. } => {
                 let reg = self.registry();
-                let ctx = Context::from(data.clone());
+                let ctx = &data.0;
                 let mut rc = RenderContext::new(None);
-                let v = value.expand(reg, &ctx, &mut rc).map_err(|e| self.render_error(e, data))?;
+                let v = value.expand(reg, ctx, &mut rc).map_err(|e| self.render_error(e, ctx.data()))?;
                 if v.is_value_missing() {
-                    return Err(RenderError { message: self.missing(v.relative_path().map(String::as_str), data) });
+                    return Err(RenderError { message: self.missing(v.relative_path().map(String::as_str), ctx.data()) });
                 }
                 let v = v.value().clone();
                 Ok(match v {
@@ -199,9 +239,8 @@ impl Template {
         }
     }
 
-    /// Renders to a string: a single expression whose value is a list or an object renders
-    /// as compact JSON, a string as itself, null as "".
-    pub fn render_string(&self, data: &Value) -> Result<String, RenderError> {
+    /// [`Template::render_string`] against data already wrapped: no copy.
+    pub fn eval_string(&self, data: &Data) -> Result<String, RenderError> {
         match &self.inner.body {
             Body::Literal => Ok(self.inner.source.clone()),
             Body::Single { ast, .. } | Body::Text(ast) => self.render_ast(ast, data),
@@ -229,12 +268,11 @@ impl Template {
         if self.inner.html { &self.inner.regs.html } else { &self.inner.regs.plain }
     }
 
-    fn render_ast(&self, ast: &Ast, data: &Value) -> Result<String, RenderError> {
+    fn render_ast(&self, ast: &Ast, data: &Data) -> Result<String, RenderError> {
         let reg = self.registry();
-        let ctx = Context::from(data.clone());
         let mut rc = RenderContext::new(None);
         let mut out = StringOutput::new();
-        ast.render(reg, &ctx, &mut rc, &mut out).map_err(|e| self.render_error(e, data))?;
+        ast.render(reg, &data.0, &mut rc, &mut out).map_err(|e| self.render_error(e, data.0.data()))?;
         out.into_string().map_err(|e| RenderError { message: e.to_string() })
     }
 
