@@ -121,6 +121,9 @@ async fn hook(State(state): State<AppState>, body: Bytes) -> Response {
 #[tokio::main]
 async fn main() {
     let cfg = config();
+    // reqwest is built with `rustls-no-provider` in this workspace: without a provider,
+    // building a Client panics even if only plain http is used.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(256)

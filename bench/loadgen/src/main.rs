@@ -16,13 +16,12 @@
 //! Prints a human-readable report and one machine-readable line:
 //! `LOADGEN_SUMMARY rate=.. scheduled=.. completed=.. ok=.. ... p50_ms=.. p99_ms=.. max_ms=..`
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{Mutex, Semaphore};
-use tokio::time::Instant;
+use tokio::sync::Semaphore;
 
 struct Args {
     url: String,
@@ -105,6 +104,7 @@ struct Counters {
 struct Sample {
     from_scheduled_us: u64,
     from_sent_us: u64,
+    client_delay_us: u64,
 }
 
 fn pct(sorted: &[u64], p: f64) -> f64 {
@@ -116,7 +116,69 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
     sorted[rank.min(sorted.len()) - 1] as f64 / 1000.0
 }
 
-async fn run(args: Args) {
+struct Shared {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    body: Bytes,
+    content_type: String,
+    sem: Arc<Semaphore>,
+    counters: Counters,
+    samples: Mutex<Vec<Sample>>,
+    waited_for_slot: AtomicU64,
+}
+
+/// One request, scheduled at `scheduled`; its latency counts from then.
+async fn one(sh: Arc<Shared>, scheduled: Instant, measured: bool) {
+    let permit = match sh.sem.clone().try_acquire_owned() {
+        Ok(p) => p,
+        Err(_) => {
+            sh.waited_for_slot.fetch_add(1, Ordering::Relaxed);
+            sh.sem.clone().acquire_owned().await.expect("semaphore closed")
+        }
+    };
+    let sent = Instant::now();
+    let res =
+        sh.client.post(sh.url.clone()).header(reqwest::header::CONTENT_TYPE, sh.content_type.as_str()).body(sh.body.clone()).send().await;
+    let c = &sh.counters;
+    let outcome = match res {
+        Ok(resp) => {
+            let status = resp.status();
+            match resp.bytes().await {
+                Ok(_) if status.is_success() => Ok(()),
+                Ok(_) => Err(&c.status_err),
+                Err(e) if e.is_timeout() => Err(&c.timeout),
+                Err(_) => Err(&c.other),
+            }
+        }
+        Err(e) if e.is_timeout() => Err(&c.timeout),
+        Err(e) if e.is_connect() => Err(&c.connect),
+        Err(_) => Err(&c.other),
+    };
+    let done = Instant::now();
+    drop(permit);
+    if !measured {
+        return;
+    }
+    match outcome {
+        Ok(()) => {
+            c.ok.fetch_add(1, Ordering::Relaxed);
+            let s = Sample {
+                from_scheduled_us: done.saturating_duration_since(scheduled).as_micros() as u64,
+                from_sent_us: done.saturating_duration_since(sent).as_micros() as u64,
+                client_delay_us: sent.saturating_duration_since(scheduled).as_micros() as u64,
+            };
+            sh.samples.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+        }
+        Err(counter) => {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn run(args: Args, rt: tokio::runtime::Handle) {
+    // reqwest is built with `rustls-no-provider` in this workspace: without a provider,
+    // building a Client panics even if only plain http is used.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(args.max_in_flight)
@@ -133,82 +195,58 @@ async fn run(args: Args) {
     // The first requests open the connections the rate needs; --warmup keeps them out of
     // the figures.
     let period = Duration::from_secs_f64(1.0 / args.rate);
-    let sem = Arc::new(Semaphore::new(args.max_in_flight));
-    let counters = Arc::new(Counters::default());
     let total = ((args.warmup + args.duration).as_secs_f64() * args.rate).round() as u64;
     let warm_n = (args.warmup.as_secs_f64() * args.rate).round() as u64;
-    let samples = Arc::new(Mutex::new(Vec::<Sample>::with_capacity((total - warm_n) as usize)));
-    let waited_for_slot = Arc::new(AtomicU64::new(0));
-    let mut late_sends = 0u64; // the send loop itself fell > 1 ms behind schedule
-    let mut tasks = tokio::task::JoinSet::new();
+    let sh = Arc::new(Shared {
+        client,
+        url,
+        body: args.body.clone(),
+        content_type: args.content_type.clone(),
+        sem: Arc::new(Semaphore::new(args.max_in_flight)),
+        counters: Counters::default(),
+        samples: Mutex::new(Vec::with_capacity((total - warm_n) as usize)),
+        waited_for_slot: AtomicU64::new(0),
+    });
 
+    // The pacer is a plain thread: tokio's timer has a 1 ms granularity (a sleep ends on
+    // the next millisecond tick), which alone would add ~1 ms to every latency measured
+    // from the schedule; a thread sleep ends within ~0.1 ms. It hands each request to the
+    // runtime at its time and never waits for an answer.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let start = Instant::now() + Duration::from_millis(50);
-    for i in 0..total {
-        let scheduled = start + period.mul_f64(i as f64);
-        tokio::time::sleep_until(scheduled).await;
-        if Instant::now().saturating_duration_since(scheduled) > Duration::from_millis(1) {
-            late_sends += 1;
+    let pacer_sh = sh.clone();
+    let pacer = std::thread::spawn(move || {
+        let mut late_sends = 0u64;
+        for i in 0..total {
+            let scheduled = start + period.mul_f64(i as f64);
+            let now = Instant::now();
+            if scheduled > now {
+                std::thread::sleep(scheduled - now);
+            } else if now - scheduled > Duration::from_millis(1) {
+                late_sends += 1;
+            }
+            let h = rt.spawn(one(pacer_sh.clone(), scheduled, i >= warm_n));
+            if tx.send(h).is_err() {
+                break;
+            }
         }
-        let measured = i >= warm_n;
-        let (client, url, body, ct) = (client.clone(), url.clone(), args.body.clone(), args.content_type.clone());
-        let (sem, counters, samples, waited) = (sem.clone(), counters.clone(), samples.clone(), waited_for_slot.clone());
-        tasks.spawn(async move {
-            let permit = match sem.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => {
-                    waited.fetch_add(1, Ordering::Relaxed);
-                    sem.acquire_owned().await.expect("semaphore closed")
-                }
-            };
-            let sent = Instant::now();
-            let res = client.post(url).header(reqwest::header::CONTENT_TYPE, ct).body(body).send().await;
-            let outcome = match res {
-                Ok(resp) => {
-                    let status = resp.status();
-                    match resp.bytes().await {
-                        Ok(_) if status.is_success() => Ok(()),
-                        Ok(_) => Err(&counters.status_err),
-                        Err(e) if e.is_timeout() => Err(&counters.timeout),
-                        Err(_) => Err(&counters.other),
-                    }
-                }
-                Err(e) if e.is_timeout() => Err(&counters.timeout),
-                Err(e) if e.is_connect() => Err(&counters.connect),
-                Err(_) => Err(&counters.other),
-            };
-            let done = Instant::now();
-            drop(permit);
-            if !measured {
-                return;
-            }
-            match outcome {
-                Ok(()) => {
-                    counters.ok.fetch_add(1, Ordering::Relaxed);
-                    let s = Sample {
-                        from_scheduled_us: done.saturating_duration_since(scheduled).as_micros() as u64,
-                        from_sent_us: done.saturating_duration_since(sent).as_micros() as u64,
-                    };
-                    samples.lock().await.push(s);
-                }
-                Err(c) => {
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-        // Reap finished tasks now and then so the set does not grow without bound.
-        while tasks.try_join_next().is_some() {}
+        (late_sends, Instant::now())
+    });
+    while let Some(h) = rx.recv().await {
+        let _ = h.await;
     }
-    let send_end = Instant::now();
-    while tasks.join_next().await.is_some() {}
+    let (late_sends, send_end) = pacer.join().expect("pacer thread");
     let measured_secs = args.duration.as_secs_f64();
     let behind_ms = send_end.saturating_duration_since(start + period.mul_f64(total as f64)).as_secs_f64() * 1000.0;
 
-    let samples = std::mem::take(&mut *samples.lock().await);
+    let samples = std::mem::take(&mut *sh.samples.lock().unwrap_or_else(|e| e.into_inner()));
     let mut sched: Vec<u64> = samples.iter().map(|s| s.from_scheduled_us).collect();
     let mut sent: Vec<u64> = samples.iter().map(|s| s.from_sent_us).collect();
+    let mut delay: Vec<u64> = samples.iter().map(|s| s.client_delay_us).collect();
     sched.sort_unstable();
     sent.sort_unstable();
-    let c = &counters;
+    delay.sort_unstable();
+    let c = &sh.counters;
     let (ok, st, to, co, ot) = (
         c.ok.load(Ordering::Relaxed),
         c.status_err.load(Ordering::Relaxed),
@@ -219,7 +257,11 @@ async fn run(args: Args) {
     let scheduled = total - warm_n;
     let mean = if sched.is_empty() { 0.0 } else { sched.iter().sum::<u64>() as f64 / sched.len() as f64 / 1000.0 };
 
-    println!("target rate {:.0}/s for {measured_secs:.0} s (after {:.0} s warm-up): {scheduled} requests scheduled", args.rate, args.warmup.as_secs_f64());
+    println!(
+        "target rate {:.0}/s for {measured_secs:.0} s (after {:.0} s warm-up): {scheduled} requests scheduled",
+        args.rate,
+        args.warmup.as_secs_f64()
+    );
     println!("  ok {ok}, non-2xx {st}, timeouts {to}, connect errors {co}, other errors {ot}");
     println!(
         "  latency from the scheduled send (CO-safe): p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms  mean {mean:.2} ms",
@@ -238,13 +280,20 @@ async fn run(args: Args) {
         pct(&sent, 100.0)
     );
     println!(
-        "  sends > 1 ms behind schedule: {late_sends}; waited for an in-flight slot (max {}): {}; send loop ended {behind_ms:.1} ms behind",
+        "  client-side delay, schedule to send:        p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        pct(&delay, 50.0),
+        pct(&delay, 99.0),
+        pct(&delay, 100.0)
+    );
+    println!(
+        "  pacer > 1 ms behind schedule: {late_sends} times; waited for an in-flight slot (max {}): {}; pacer ended {behind_ms:.1} ms behind",
         args.max_in_flight,
-        waited_for_slot.load(Ordering::Relaxed)
+        sh.waited_for_slot.load(Ordering::Relaxed)
     );
     println!(
         "LOADGEN_SUMMARY rate={:.0} duration_s={measured_secs:.0} scheduled={scheduled} ok={ok} err_status={st} err_timeout={to} err_connect={co} err_other={ot} \
-         p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} p999_ms={:.2} max_ms={:.2} mean_ms={mean:.2} svc_p50_ms={:.2} svc_p99_ms={:.2} late_sends={late_sends}",
+         p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} p999_ms={:.2} max_ms={:.2} mean_ms={mean:.2} svc_p50_ms={:.2} svc_p99_ms={:.2} \
+         client_delay_p99_ms={:.2} late_sends={late_sends}",
         args.rate,
         pct(&sched, 50.0),
         pct(&sched, 90.0),
@@ -253,6 +302,7 @@ async fn run(args: Args) {
         pct(&sched, 100.0),
         pct(&sent, 50.0),
         pct(&sent, 99.0),
+        pct(&delay, 99.0),
     );
 }
 
@@ -264,7 +314,8 @@ fn main() {
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()
     }
     .expect("building the runtime");
-    rt.block_on(run(args));
+    let handle = rt.handle().clone();
+    rt.block_on(run(args, handle));
 }
 
 #[cfg(test)]

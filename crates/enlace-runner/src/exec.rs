@@ -481,7 +481,7 @@ impl Exec {
                         recipe_version: t.row.version,
                         source: "emit".into(),
                         dedupe_key: Some(format!("emit:{}:{}", self.run.id, key)),
-                        payload: payload.clone(),
+                        payload: payload.to_string(),
                         owner: None,
                         lease_ms: 0,
                         now,

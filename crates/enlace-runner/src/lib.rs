@@ -301,10 +301,22 @@ impl Runner {
     /// webhook client that disconnects) cannot leave a stored run without its worker.
     pub async fn accept(&self, inc: Incoming) -> Result<(Accepted, Option<oneshot::Receiver<RunOutcome>>), RunnerError> {
         let inner = self.inner.clone();
-        match tokio::spawn(async move { accept_inner(inner, inc).await }).await {
-            Ok(r) => r,
-            Err(e) => Err(RunnerError::Invalid(format!("accepting the event failed: {e}"))),
-        }
+        let (tx, rx) = oneshot::channel();
+        // One task stores the event, answers, and then runs the run (when a slot is free).
+        tokio::spawn(async move {
+            match accept_inner(inner.clone(), inc).await {
+                Ok((accepted, waiter, start)) => {
+                    let _ = tx.send(Ok((accepted, waiter)));
+                    if let Some((run_id, permit, fresh)) = start {
+                        exec::execute(inner, run_id, permit, fresh).await;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+        rx.await.map_err(|_| RunnerError::Invalid("accepting the event failed: the task ended early".into()))?
     }
 
     /// Stops waiting for a run's outcome (the caller gave up).
@@ -410,7 +422,13 @@ impl Runner {
     }
 }
 
-async fn accept_inner(inner: Arc<Inner>, inc: Incoming) -> Result<(Accepted, Option<oneshot::Receiver<RunOutcome>>), RunnerError> {
+/// A run to start at once: its id, its worker slot, and what the worker needs to know.
+type Start = (String, OwnedSemaphorePermit, Option<RunDetail>);
+
+async fn accept_inner(
+    inner: Arc<Inner>,
+    inc: Incoming,
+) -> Result<(Accepted, Option<oneshot::Receiver<RunOutcome>>, Option<Start>), RunnerError> {
     let inner = &inner;
     let now = inner.clock.now_ms();
     let permit: Option<OwnedSemaphorePermit> =
@@ -418,7 +436,8 @@ async fn accept_inner(inner: Arc<Inner>, inc: Incoming) -> Result<(Accepted, Opt
     let source = inc.source;
     let owner = permit.as_ref().map(|_| inner.config.node_id.clone());
     // Keep what the worker needs, so that it does not read the run back.
-    let keep = permit.as_ref().map(|_| (inc.recipe_id.clone(), inc.payload.clone(), inc.dedupe_key.clone()));
+    let payload_text = serde_json::to_string(&inc.payload).map_err(|e| RunnerError::Invalid(format!("the event cannot be stored: {e}")))?;
+    let keep = permit.as_ref().map(|_| (inc.recipe_id.clone(), inc.payload, inc.dedupe_key.clone()));
     let accepted = inner
         .store
         .accept_event(NewEvent {
@@ -426,7 +445,7 @@ async fn accept_inner(inner: Arc<Inner>, inc: Incoming) -> Result<(Accepted, Opt
             recipe_version: inc.recipe_version,
             source: source.to_string(),
             dedupe_key: inc.dedupe_key,
-            payload: inc.payload,
+            payload: payload_text,
             owner: owner.clone(),
             lease_ms: inner.config.lease.as_millis() as i64,
             now,
@@ -435,7 +454,7 @@ async fn accept_inner(inner: Arc<Inner>, inc: Incoming) -> Result<(Accepted, Opt
     let labels = vec![("source", source.to_string())];
     if accepted.duplicate {
         inner.metrics.events_duplicate.get_or_create(&labels).inc();
-        return Ok((accepted, None));
+        return Ok((accepted, None, None));
     }
     inner.metrics.events_accepted.get_or_create(&labels).inc();
     let rx = if inc.wait {
@@ -447,7 +466,6 @@ async fn accept_inner(inner: Arc<Inner>, inc: Incoming) -> Result<(Accepted, Opt
     };
     match permit {
         Some(p) => {
-            let me = inner.clone();
             let run_id = accepted.run_id.clone();
             let fresh = keep.map(|(recipe_id, payload, dedupe_key)| RunDetail {
                 run: RunRow {
@@ -476,11 +494,11 @@ async fn accept_inner(inner: Arc<Inner>, inc: Incoming) -> Result<(Accepted, Opt
                 },
                 steps: vec![],
             });
-            tokio::spawn(async move { exec::execute(me, run_id, p, fresh).await });
+            return Ok((accepted, rx, Some((run_id, p, fresh))));
         }
         None => inner.wake.notify_one(),
     }
-    Ok((accepted, rx))
+    Ok((accepted, rx, None))
 }
 
 /// The first tick of a cron schedule strictly after `after_ms`.
@@ -503,7 +521,7 @@ async fn fire_schedules(inner: &Arc<Inner>) -> Result<usize, RunnerError> {
             recipe_version: cur.row.version,
             source: "cron".into(),
             dedupe_key: Some(format!("cron:{tick}")),
-            payload: serde_json::json!({"fired_at": clock::rfc3339(tick)}),
+            payload: serde_json::json!({"fired_at": clock::rfc3339(tick)}).to_string(),
             owner: None,
             lease_ms: 0,
             now,

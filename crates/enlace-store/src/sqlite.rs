@@ -29,10 +29,65 @@ struct Job {
     isolated: bool,
 }
 
+/// Accepting an event: the hottest write, batched into multi-row inserts.
+struct AcceptJob {
+    event: NewEvent,
+    reply: oneshot::Sender<Result<Accepted>>,
+}
+
+/// Finishing a run with its last step: the other hot write, batched the same way.
+struct FinishJob {
+    run_id: String,
+    owner: String,
+    status: RunStatus,
+    error: Option<Value>,
+    step: StepRecord,
+    now: Millis,
+    reply: oneshot::Sender<Result<bool>>,
+}
+
 enum Msg {
     Job(Job),
+    Accept(Box<AcceptJob>),
+    Finish(Box<FinishJob>),
     /// Commit what is pending, close the connection, answer, stop.
     Close(oneshot::Sender<()>),
+}
+
+#[derive(Default)]
+struct Batch {
+    jobs: Vec<Job>,
+    accepts: Vec<AcceptJob>,
+    finishes: Vec<FinishJob>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.jobs.len() + self.accepts.len() + self.finishes.len()
+    }
+
+    fn push(&mut self, m: Msg) -> Option<oneshot::Sender<()>> {
+        match m {
+            Msg::Job(j) => self.jobs.push(j),
+            Msg::Accept(a) => self.accepts.push(*a),
+            Msg::Finish(f) => self.finishes.push(*f),
+            Msg::Close(done) => return Some(done),
+        }
+        None
+    }
+
+    /// Answers every job with the same error (nothing of the batch was written).
+    fn fail(self, msg: &str) {
+        for j in self.jobs {
+            let _ = j.reply.send(Err(StoreError::Database(msg.to_string())));
+        }
+        for a in self.accepts {
+            let _ = a.reply.send(Err(StoreError::Database(msg.to_string())));
+        }
+        for f in self.finishes {
+            let _ = f.reply.send(Err(StoreError::Database(msg.to_string())));
+        }
+    }
 }
 
 pub(crate) struct Sqlite {
@@ -137,34 +192,30 @@ impl Sqlite {
     }
 }
 
-/// The writer: takes every job waiting, runs them in one transaction (each in a savepoint,
-/// so one failing job does not sink the others), commits once, then answers each.
+/// The writer: takes every job waiting, runs them in one transaction, commits once, then
+/// answers each. Accepts and finishes go in as multi-row statements; other jobs one by one,
+/// each in a savepoint when it may fail on its own.
 async fn writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>) {
-    let mut closing: Option<oneshot::Sender<()>> = None;
     while let Some(first) = rx.recv().await {
-        let mut batch = Vec::with_capacity(64);
-        match first {
-            Msg::Job(j) => batch.push(j),
-            Msg::Close(done) => closing = Some(done),
-        }
+        let mut batch = Batch::default();
+        let mut closing = batch.push(first);
         while closing.is_none() && batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(Msg::Job(j)) => batch.push(j),
-                Ok(Msg::Close(done)) => closing = Some(done),
+                Ok(m) => closing = batch.push(m),
                 Err(_) => break,
             }
         }
-        if !batch.is_empty() {
+        if batch.len() > 0 {
             run_batch(&mut conn, batch).await;
         }
         if let Some(done) = closing.take() {
             rx.close();
             // Answer what arrived after the close request: nothing more is written.
+            let mut late = Batch::default();
             while let Ok(m) = rx.try_recv() {
-                if let Msg::Job(j) = m {
-                    let _ = j.reply.send(Err(StoreError::Closed));
-                }
+                let _ = late.push(m);
             }
+            late.fail("the store is shutting down");
             let _ = conn.close().await;
             let _ = done.send(());
             return;
@@ -172,18 +223,176 @@ async fn writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>) {
     }
 }
 
-async fn run_batch(conn: &mut SqliteConnection, batch: Vec<Job>) {
-    if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
-        let msg = e.to_string();
-        for j in batch {
-            let _ = j.reply.send(Err(StoreError::Database(msg.clone())));
+/// Most rows one multi-row statement carries (a handful of fixed sizes keeps the prepared
+/// statement cache small).
+const CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+fn chunks<T>(mut items: Vec<T>) -> Vec<Vec<T>> {
+    let mut out = vec![];
+    while !items.is_empty() {
+        let size = CHUNKS.iter().copied().find(|c| *c <= items.len()).unwrap_or(1);
+        let rest = items.split_off(size);
+        out.push(items);
+        items = rest;
+    }
+    out
+}
+
+fn placeholders(rows: usize, cols: usize) -> String {
+    let row = format!("({})", vec!["?"; cols].join(", "));
+    vec![row; rows].join(", ")
+}
+
+/// Stores many events and their runs: two statements per chunk. A repeated dedupe key
+/// inserts nothing and answers with the first event's run.
+async fn accept_many(c: &mut SqliteConnection, accepts: &[AcceptJob]) -> Result<Vec<Accepted>> {
+    struct Prepared {
+        event_id: String,
+        run_id: String,
+        payload: String,
+    }
+    let prepared: Vec<Prepared> =
+        accepts.iter().map(|a| Prepared { event_id: new_id(), run_id: new_id(), payload: a.event.payload.clone() }).collect();
+    let mut inserted: std::collections::HashSet<String> = std::collections::HashSet::with_capacity(accepts.len());
+    let idx: Vec<usize> = (0..accepts.len()).collect();
+    for chunk in chunks(idx.clone()) {
+        let sql = format!(
+            "INSERT INTO events (id, recipe_id, source, dedupe_key, payload, received_at) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+            placeholders(chunk.len(), 6)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for &i in &chunk {
+            let (e, p) = (&accepts[i].event, &prepared[i]);
+            q = q.bind(&p.event_id).bind(&e.recipe_id).bind(&e.source).bind(&e.dedupe_key).bind(&p.payload).bind(e.now);
         }
+        for row in q.fetch_all(&mut *c).await? {
+            inserted.insert(row.get::<String, _>(0));
+        }
+    }
+    let fresh: Vec<usize> = idx.iter().copied().filter(|&i| inserted.contains(&prepared[i].event_id)).collect();
+    for chunk in chunks(fresh) {
+        let sql = format!(
+            "INSERT INTO runs (id, recipe_id, recipe_version, event_id, status, due_at, owner, lease_until, created_at, started_at, updated_at) VALUES {}",
+            placeholders(chunk.len(), 11)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for &i in &chunk {
+            let (e, p) = (&accepts[i].event, &prepared[i]);
+            let (status, lease, started) = match &e.owner {
+                Some(_) => (RunStatus::Running, Some(e.now + e.lease_ms), Some(e.now)),
+                None => (RunStatus::Queued, None, None),
+            };
+            q = q
+                .bind(&p.run_id)
+                .bind(&e.recipe_id)
+                .bind(e.recipe_version)
+                .bind(&p.event_id)
+                .bind(status.as_str())
+                .bind(e.now)
+                .bind(&e.owner)
+                .bind(lease)
+                .bind(e.now)
+                .bind(started)
+                .bind(e.now);
+        }
+        q.execute(&mut *c).await?;
+    }
+    let mut out = Vec::with_capacity(accepts.len());
+    for (i, a) in accepts.iter().enumerate() {
+        let p = &prepared[i];
+        if inserted.contains(&p.event_id) {
+            out.push(Accepted { run_id: p.run_id.clone(), event_id: p.event_id.clone(), duplicate: false });
+            continue;
+        }
+        // The dedupe key was seen (possibly earlier in this very batch): the first run.
+        let row = sqlx::query("SELECT e.id AS event_id, r.id AS run_id FROM events e JOIN runs r ON r.event_id = e.id WHERE e.recipe_id = ? AND e.dedupe_key = ? ORDER BY r.created_at LIMIT 1")
+            .bind(&a.event.recipe_id)
+            .bind(&a.event.dedupe_key)
+            .fetch_optional(&mut *c)
+            .await?;
+        match row {
+            Some(r) => out.push(Accepted { run_id: r.get("run_id"), event_id: r.get("event_id"), duplicate: true }),
+            None => return Err(StoreError::Database("an event was neither stored nor a duplicate".into())),
+        }
+    }
+    Ok(out)
+}
+
+/// Finishes many runs with their last step: two statements per chunk. A run its owner no
+/// longer holds (cancelled meanwhile) is left as it is, and its step is not written.
+async fn finish_many(c: &mut SqliteConnection, finishes: &[FinishJob]) -> Result<Vec<bool>> {
+    let mut moved: std::collections::HashSet<String> = std::collections::HashSet::with_capacity(finishes.len());
+    let idx: Vec<usize> = (0..finishes.len()).collect();
+    for chunk in chunks(idx.clone()) {
+        let sql = format!(
+            "UPDATE runs SET status = v.column3, error = v.column4, finished_at = v.column5, due_at = NULL, owner = NULL, lease_until = NULL, updated_at = v.column5
+             FROM (VALUES {}) AS v WHERE runs.id = v.column1 AND runs.status = 'running' AND runs.owner = v.column2 RETURNING runs.id",
+            placeholders(chunk.len(), 5)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for &i in &chunk {
+            let f = &finishes[i];
+            q = q.bind(&f.run_id).bind(&f.owner).bind(f.status.as_str()).bind(f.error.as_ref().map(json_text)).bind(f.now);
+        }
+        for row in q.fetch_all(&mut *c).await? {
+            moved.insert(row.get::<String, _>(0));
+        }
+    }
+    let steps: Vec<usize> = idx.iter().copied().filter(|&i| moved.contains(&finishes[i].run_id)).collect();
+    for chunk in chunks(steps) {
+        let sql = format!(
+            "INSERT INTO steps (run_id, key, seq, step_id, kind, status, input, output, error, attempts, idempotency_key, started_at, finished_at) VALUES {}
+             ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output,
+               error = excluded.error, attempts = excluded.attempts, idempotency_key = excluded.idempotency_key,
+               started_at = excluded.started_at, finished_at = excluded.finished_at",
+            placeholders(chunk.len(), 13)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for &i in &chunk {
+            let (f, st) = (&finishes[i], &finishes[i].step);
+            q = q
+                .bind(&f.run_id)
+                .bind(&st.key)
+                .bind(st.seq)
+                .bind(&st.step_id)
+                .bind(&st.kind)
+                .bind(st.status.as_str())
+                .bind(st.input.as_ref().map(json_text))
+                .bind(st.output.as_ref().map(json_text))
+                .bind(st.error.as_ref().map(json_text))
+                .bind(st.attempts)
+                .bind(&st.idempotency_key)
+                .bind(st.started_at)
+                .bind(st.finished_at);
+        }
+        q.execute(&mut *c).await?;
+    }
+    Ok(finishes.iter().map(|f| moved.contains(&f.run_id)).collect())
+}
+
+async fn run_batch(conn: &mut SqliteConnection, batch: Batch) {
+    if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
+        batch.fail(&e.to_string());
         return;
     }
-    let single = batch.len() == 1;
-    let mut done = Vec::with_capacity(batch.len());
-    let mut jobs = batch.into_iter();
-    while let Some(job) = jobs.next() {
+    let Batch { jobs, accepts, finishes } = batch;
+    let accepted = if accepts.is_empty() { Ok(vec![]) } else { accept_many(conn, &accepts).await };
+    let finished = match &accepted {
+        Ok(_) if !finishes.is_empty() => finish_many(conn, &finishes).await,
+        _ => Ok(vec![]),
+    };
+    let (accepted, finished) = match (accepted, finished) {
+        (Ok(a), Ok(f)) => (a, f),
+        (Err(e), _) | (_, Err(e)) => {
+            let _ = conn.execute("ROLLBACK").await;
+            Batch { jobs, accepts, finishes }.fail(&format!("rolled back with the rest of its batch: {e}"));
+            return;
+        }
+    };
+    let single = jobs.len() == 1 && accepts.is_empty() && finishes.is_empty();
+    let mut done = Vec::with_capacity(jobs.len());
+    let mut rest = jobs.into_iter();
+    while let Some(job) = rest.next() {
         let savepoint = job.isolated && !single;
         if savepoint && let Err(e) = conn.execute("SAVEPOINT job").await {
             done.push((job.reply, Err(e.into())));
@@ -199,14 +408,13 @@ async fn run_batch(conn: &mut SqliteConnection, batch: Vec<Job>) {
             // Without a savepoint, a failure may leave part of the job written: undo the
             // whole batch, and tell every job of it.
             let _ = conn.execute("ROLLBACK").await;
-            let msg = e.to_string();
+            let msg = format!("rolled back with the rest of its batch: {e}");
             let _ = job.reply.send(r);
+            let jobs: Vec<Job> = rest.collect();
             for (reply, _) in done {
-                let _ = reply.send(Err(StoreError::Database(format!("rolled back with the rest of its batch: {msg}"))));
+                let _ = reply.send(Err(StoreError::Database(msg.clone())));
             }
-            for j in jobs {
-                let _ = j.reply.send(Err(StoreError::Database(format!("rolled back with the rest of its batch: {msg}"))));
-            }
+            Batch { jobs, accepts, finishes }.fail(&msg);
             return;
         }
         done.push((job.reply, r));
@@ -223,13 +431,20 @@ async fn run_batch(conn: &mut SqliteConnection, batch: Vec<Job>) {
             for (reply, r) in done {
                 let _ = reply.send(r);
             }
+            for (a, r) in accepts.into_iter().zip(accepted) {
+                let _ = a.reply.send(Ok(r));
+            }
+            for (f, r) in finishes.into_iter().zip(finished) {
+                let _ = f.reply.send(Ok(r));
+            }
         }
         Err(e) => {
             let _ = conn.execute("ROLLBACK").await;
-            let msg = e.to_string();
+            let msg = format!("commit failed: {e}");
             for (reply, _) in done {
-                let _ = reply.send(Err(StoreError::Database(format!("commit failed: {msg}"))));
+                let _ = reply.send(Err(StoreError::Database(msg.clone())));
             }
+            Batch { jobs: vec![], accepts, finishes }.fail(&msg);
         }
     }
 }
@@ -320,7 +535,7 @@ fn step_row(r: &SqliteRow) -> StepRecord {
 async fn insert_event(c: &mut SqliteConnection, e: &NewEvent) -> Result<Accepted> {
     let event_id = new_id();
     let run_id = new_id();
-    let payload = json_text(&e.payload);
+    let payload = &e.payload;
     let (status, owner, lease) = match &e.owner {
         Some(o) => (RunStatus::Running, Some(o.as_str()), Some(e.now + e.lease_ms)),
         None => (RunStatus::Queued, None, None),
@@ -337,7 +552,7 @@ async fn insert_event(c: &mut SqliteConnection, e: &NewEvent) -> Result<Accepted
     .bind(&e.recipe_id)
     .bind(&e.source)
     .bind(&e.dedupe_key)
-    .bind(&payload)
+    .bind(payload)
     .bind(e.now)
     .bind(&run_id)
     .bind(&e.recipe_id)
@@ -365,49 +580,6 @@ async fn insert_event(c: &mut SqliteConnection, e: &NewEvent) -> Result<Accepted
         Some(r) => Ok(Accepted { run_id: r.get("run_id"), event_id: r.get("event_id"), duplicate: true }),
         None => Err(StoreError::Database(format!("storing the event inserted {} rows instead of 2", done.rows_affected()))),
     }
-}
-
-/// The common end of a run, in one round trip: the run finishes (if `owner` still holds it)
-/// and its last step is journaled.
-async fn finish_with_step(
-    c: &mut SqliteConnection,
-    run_id: &str,
-    owner: &str,
-    status: RunStatus,
-    error: Option<&Value>,
-    s: &StepRecord,
-    now: Millis,
-) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE runs SET status = ?, error = ?, finished_at = ?, due_at = NULL, owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ? AND status = 'running' AND owner = ?;
-         INSERT INTO steps (run_id, key, seq, step_id, kind, status, input, output, error, attempts, idempotency_key, started_at, finished_at)
-           SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE changes() = 1
-         ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output,
-           error = excluded.error, attempts = excluded.attempts, idempotency_key = excluded.idempotency_key,
-           started_at = excluded.started_at, finished_at = excluded.finished_at",
-    )
-    .bind(status.as_str())
-    .bind(error.map(json_text))
-    .bind(now)
-    .bind(now)
-    .bind(run_id)
-    .bind(owner)
-    .bind(run_id)
-    .bind(&s.key)
-    .bind(s.seq)
-    .bind(&s.step_id)
-    .bind(&s.kind)
-    .bind(s.status.as_str())
-    .bind(s.input.as_ref().map(json_text))
-    .bind(s.output.as_ref().map(json_text))
-    .bind(s.error.as_ref().map(json_text))
-    .bind(s.attempts)
-    .bind(&s.idempotency_key)
-    .bind(s.started_at)
-    .bind(s.finished_at)
-    .execute(&mut *c)
-    .await?;
-    Ok(done.rows_affected() >= 1)
 }
 
 async fn upsert_step(c: &mut SqliteConnection, run_id: &str, s: &StepRecord) -> Result<()> {
@@ -603,7 +775,9 @@ impl Sqlite {
     // ---- inbox and queue ----
 
     pub(crate) async fn accept_event(&self, e: NewEvent) -> Result<Accepted> {
-        self.write_fast(move |c| Box::pin(async move { insert_event(c, &e).await })).await
+        let (reply, rx) = oneshot::channel();
+        self.writer.send(Msg::Accept(Box::new(AcceptJob { event: e, reply }))).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     pub(crate) async fn claim_due(&self, owner: &str, now: Millis, limit: i64, lease_ms: i64) -> Result<Vec<Claimed>> {
@@ -715,11 +889,18 @@ impl Sqlite {
         now: Millis,
     ) -> Result<bool> {
         let (run_id, owner) = (run_id.to_string(), owner.to_string());
+        if steps.len() == 1
+            && emitted.is_empty()
+            && let RunUpdate::Finish { status, error } = &update
+        {
+            let (reply, rx) = oneshot::channel();
+            let step = steps.into_iter().next().ok_or_else(|| StoreError::Database("internal: no step".into()))?;
+            let job = FinishJob { run_id, owner, status: *status, error: error.clone(), step, now, reply };
+            self.writer.send(Msg::Finish(Box::new(job))).await.map_err(|_| StoreError::Closed)?;
+            return rx.await.map_err(|_| StoreError::Closed)?;
+        }
         self.write_fast(move |c| {
             Box::pin(async move {
-                if let ([step], RunUpdate::Finish { status, error }, true) = (steps.as_slice(), &update, emitted.is_empty()) {
-                    return finish_with_step(c, &run_id, &owner, *status, error.as_ref(), step, now).await;
-                }
                 let res = match &update {
                     RunUpdate::Finish { status, error } => {
                         sqlx::query("UPDATE runs SET status = ?, error = ?, finished_at = ?, due_at = NULL, owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ? AND status = 'running' AND owner = ?")

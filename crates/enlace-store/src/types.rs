@@ -158,7 +158,8 @@ pub struct NewEvent {
     pub recipe_version: i64,
     pub source: String,
     pub dedupe_key: Option<String>,
-    pub payload: Value,
+    /// The event as JSON text (the caller serialises it, so that it keeps its value).
+    pub payload: String,
     /// The node that runs it at once (the run is stored as `running`, leased to it), or
     /// `None` to queue it for any worker.
     pub owner: Option<String>,
