@@ -1,19 +1,25 @@
 //! Enlace's durable store: the only crate that speaks SQL.
 //!
-//! One [`Store`] API over a backend. SQLite (WAL, `synchronous=FULL` by default) is the
-//! embedded default; the PostgreSQL backend plugs in behind the same methods, so callers do
-//! not change. The store holds recipes and their versions, the inbound event inbox, runs
-//! (which are also the queue and the durable timers) with their step journal, cron
-//! schedules, encrypted secrets and connections, and API tokens.
+//! One [`Store`] API over two backends. SQLite (WAL, `synchronous=FULL` by default) is the
+//! embedded default, for one node; PostgreSQL (`postgres://` URLs) lets several nodes share
+//! one store: runs are claimed with `FOR UPDATE SKIP LOCKED`, leased and heartbeaten, and
+//! `NOTIFY` wakes the other nodes' pollers. Callers do not change with the backend. The
+//! store holds recipes and their versions, the inbound event inbox, runs (which are also
+//! the queue and the durable timers) with their step journal, cron schedules, encrypted
+//! secrets and connections, and API tokens.
 //!
 //! Writes on SQLite go through one writer task that commits in groups: many webhook
-//! acceptances share one fsync, and each caller is answered only after its commit.
+//! acceptances share one fsync, and each caller is answered only after its commit. On
+//! PostgreSQL every write is one transaction on a pooled connection (the server groups
+//! commits itself), and the hot writes are single statements.
 //!
 //! Architecture invariant: no other crate contains SQL, and no method here decides policy
 //! (retries, what runs next): it stores what the runner decides, atomically.
 
 mod crypto;
+mod pg;
 mod sqlite;
+pub mod testing;
 mod types;
 
 use std::collections::BTreeMap;
@@ -47,7 +53,10 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Database(e.to_string())
+        match e {
+            sqlx::Error::PoolClosed => StoreError::Closed,
+            e => StoreError::Database(e.to_string()),
+        }
     }
 }
 
@@ -70,7 +79,10 @@ pub enum Synchronous {
 /// Where the store lives.
 #[derive(Clone)]
 pub struct StoreConfig {
-    /// `sqlite://PATH` or a path; `None` means `<data_dir>/enlace.db`.
+    /// `sqlite://PATH` or a path; `None` means `<data_dir>/enlace.db`. Or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (also `postgresql://`), with sqlx's
+    /// connection parameters and `pool_max_conns=N`: the size of the connection pool
+    /// (default 10).
     pub database_url: Option<String>,
     pub data_dir: PathBuf,
     /// `ENLACE_SECRET_KEY`.
@@ -104,6 +116,7 @@ pub fn redact_url(url: &str) -> String {
 #[derive(Clone)]
 enum Backend {
     Sqlite(Arc<sqlite::Sqlite>),
+    Postgres(Arc<pg::Pg>),
 }
 
 /// The store. Cheap to clone.
@@ -122,6 +135,7 @@ macro_rules! dispatch {
     ($self:ident, $b:ident => $e:expr) => {
         match &$self.backend {
             Backend::Sqlite($b) => $e,
+            Backend::Postgres($b) => $e,
         }
     };
 }
@@ -131,9 +145,17 @@ impl Store {
     pub async fn open(cfg: &StoreConfig) -> Result<Store> {
         let url = cfg.database_url.clone().unwrap_or_default();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(StoreError::Config(
-                "PostgreSQL is not supported by this build yet (it comes with the \"Scale out on PostgreSQL\" work); use SQLite: leave --database-url unset, or give sqlite://PATH".into(),
-            ));
+            // Every node of a PostgreSQL store must use the same key: give them all
+            // ENLACE_SECRET_KEY (the key file is per machine). The store's check value
+            // refuses a node with another key.
+            if cfg.secret_key.as_deref().is_none_or(|k| k.trim().is_empty()) {
+                std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+                    StoreError::Config(format!("cannot create the data directory {} for secret.key: {e}", cfg.data_dir.display()))
+                })?;
+            }
+            let secrets = SecretBox::load(cfg.secret_key.as_deref(), Some(&cfg.data_dir))?;
+            let db = pg::Pg::open(&url, secrets).await?;
+            return Ok(Store { backend: Backend::Postgres(Arc::new(db)) });
         }
         let path: PathBuf = if url.is_empty() {
             cfg.data_dir.join("enlace.db")
@@ -142,7 +164,10 @@ impl Store {
         } else if !url.contains("://") {
             PathBuf::from(&url)
         } else {
-            return Err(StoreError::Config(format!("unsupported database URL `{}`: use sqlite://PATH", redact_url(&url))));
+            return Err(StoreError::Config(format!(
+                "unsupported database URL `{}`: use sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+                redact_url(&url)
+            )));
         };
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| StoreError::Config(format!("cannot create the data directory {}: {e}", cfg.data_dir.display())))?;
@@ -165,13 +190,39 @@ impl Store {
         Ok(Store { backend: Backend::Sqlite(Arc::new(db)) })
     }
 
+    /// `sqlite` or `postgres`.
     pub fn backend_name(&self) -> &'static str {
-        dispatch!(self, _b => "sqlite")
+        match &self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
     }
 
-    /// The file of an SQLite store.
+    /// The file of an SQLite store; `None` on PostgreSQL.
     pub fn sqlite_path(&self) -> Option<&Path> {
-        dispatch!(self, b => Some(b.path()))
+        match &self.backend {
+            Backend::Sqlite(b) => Some(b.path()),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// Wakes the pollers of this process when a run may have become due anywhere: on
+    /// PostgreSQL, a listener on the channel `enlace_runs` fires it on every notification
+    /// (every transaction that queues a run or moves its due time sends one), so a node
+    /// learns of work another node queued without polling. Each notification wakes every
+    /// task waiting on it and leaves a permit for the next one to wait. `None` on SQLite,
+    /// where only this process writes and its runner knows when it queues work.
+    pub fn wakeups(&self) -> Option<Arc<tokio::sync::Notify>> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(b) => Some(b.wakeups()),
+        }
+    }
+
+    /// Whether rate limits are kept in the store, shared by every node ([`Store::rate_acquire`]):
+    /// true on PostgreSQL. On SQLite the runner limits in process.
+    pub fn shared_rate_limits(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
     }
 
     /// Succeeds when the database answers.
@@ -258,12 +309,27 @@ impl Store {
     ) -> Result<bool> {
         dispatch!(self, b => b.update_run(run_id, owner, steps, update, emitted, now).await)
     }
+    /// Extends the lease of every run `owner` holds to `now + lease_ms`: a live node calls it
+    /// well within its lease, so that [`Store::reap_expired`] leaves its runs alone. Returns
+    /// how many runs it holds.
+    pub async fn heartbeat(&self, owner: &str, now: Millis, lease_ms: i64) -> Result<u64> {
+        dispatch!(self, b => b.heartbeat(owner, now, lease_ms).await)
+    }
+    /// Returns to the queue (due now, no owner) every running run whose lease ran out before
+    /// `now`: its owner died or lost the database. Safe with many nodes: a node that only
+    /// lost its lease cannot write over the new owner, since every write of a run checks its
+    /// owner. Returns how many.
+    pub async fn reap_expired(&self, now: Millis) -> Result<u64> {
+        dispatch!(self, b => b.reap_expired(now).await)
+    }
     /// Returns every run `owner` holds to the queue (a draining shutdown).
     pub async fn release_owned(&self, owner: &str, now: Millis) -> Result<u64> {
         dispatch!(self, b => b.release_owned(owner, now).await)
     }
     /// Returns to the queue every run left `running` by a process that died. Only safe
-    /// when no other process runs workers on this store (SQLite's data-directory lock).
+    /// when no other process runs workers on this store (SQLite's data-directory lock); with
+    /// several nodes on PostgreSQL use [`Store::reap_expired`], which takes only runs whose
+    /// lease ran out.
     pub async fn recover_orphans(&self, now: Millis) -> Result<u64> {
         dispatch!(self, b => b.recover_orphans(now).await)
     }
@@ -316,15 +382,21 @@ impl Store {
 
     // ---- connections ----
 
+    /// Stores a connection, its credentials sealed, with the user's rate limit if any.
+    /// `Conflict` when the id is taken; `Invalid` when the rate limit cannot be kept.
     pub async fn create_connection(
         &self,
         id: &str,
         app: &str,
         name: &str,
         credentials: &Credentials,
+        rate_limit: Option<RateSpec>,
         now: Millis,
     ) -> Result<ConnectionRow> {
-        dispatch!(self, b => b.create_connection(id, app, name, credentials, now).await)
+        if let Some(r) = &rate_limit {
+            r.check().map_err(|e| StoreError::Invalid(format!("connection `{id}`: {e}")))?;
+        }
+        dispatch!(self, b => b.create_connection(id, app, name, credentials, rate_limit, now).await)
     }
     pub async fn connection(&self, id: &str) -> Result<Option<(ConnectionRow, Credentials)>> {
         dispatch!(self, b => b.connection(id).await)
@@ -334,6 +406,50 @@ impl Store {
     }
     pub async fn delete_connection(&self, id: &str) -> Result<bool> {
         dispatch!(self, b => b.delete_connection(id).await)
+    }
+    /// Changes a connection's label (its id, which recipes reference, stays); `None` when
+    /// there is no such connection.
+    pub async fn rename_connection(&self, id: &str, name: &str, now: Millis) -> Result<Option<ConnectionRow>> {
+        dispatch!(self, b => b.rename_connection(id, name, now).await)
+    }
+    /// Records the outcome of a connection test: `status` (`ok` or `error`), the message,
+    /// and `now` as the test time; `None` when there is no such connection.
+    pub async fn set_connection_status(&self, id: &str, status: &str, message: &str, now: Millis) -> Result<Option<ConnectionRow>> {
+        dispatch!(self, b => b.set_connection_status(id, status, message, now).await)
+    }
+
+    // ---- shared rate limits (PostgreSQL) ----
+
+    /// Asks to make one call under the limit `key`: at most `calls` calls in any window of
+    /// `per_ms` milliseconds, counted across every node (a sliding window kept in the
+    /// database, timed by the database's clock, so the nodes' clocks do not matter). Returns
+    /// 0 when the call may go now (it is counted), or how many milliseconds to wait before
+    /// asking again (nothing is counted): the rest of a hold ([`Store::rate_hold`]) first,
+    /// else until the oldest call in the window leaves it. Only on stores where
+    /// [`Store::shared_rate_limits`] is true.
+    pub async fn rate_acquire(&self, key: &str, calls: u32, per_ms: i64) -> Result<i64> {
+        RateSpec { calls, per_ms }.check().map_err(|e| StoreError::Invalid(format!("rate limit `{key}`: {e}")))?;
+        match &self.backend {
+            Backend::Postgres(b) => b.rate_acquire(key, calls, per_ms).await,
+            Backend::Sqlite(_) => Err(no_shared_limits()),
+        }
+    }
+
+    /// Holds the limit `key` on every node until `until_ms` (Unix milliseconds), as a
+    /// vendor's `Retry-After` asks: [`Store::rate_acquire`] answers with the rest of the
+    /// hold. A hold only ever grows (the later of the two ends is kept). Holds last seconds,
+    /// so the few milliseconds by which the nodes' clocks differ do not matter. Only on
+    /// stores where [`Store::shared_rate_limits`] is true.
+    pub async fn rate_hold(&self, key: &str, until_ms: Millis) -> Result<()> {
+        match &self.backend {
+            Backend::Postgres(b) => b.rate_hold(key, until_ms).await,
+            Backend::Sqlite(_) => Err(no_shared_limits()),
+        }
+    }
+
+    /// The database's clock, in Unix milliseconds: one time for every node.
+    pub async fn db_now_ms(&self) -> Result<Millis> {
+        dispatch!(self, b => b.db_now_ms().await)
     }
 
     // ---- API tokens ----
@@ -350,6 +466,56 @@ impl Store {
     }
     pub async fn revoke_token(&self, name: &str) -> Result<bool> {
         dispatch!(self, b => b.revoke_token(name).await)
+    }
+}
+
+fn no_shared_limits() -> StoreError {
+    StoreError::Config(
+        "shared rate limits need a PostgreSQL store; on SQLite the runner limits calls in its own process (check `Store::shared_rate_limits` first)"
+            .into(),
+    )
+}
+
+/// A connection's rate limit from its two columns (both set, or none).
+pub(crate) fn rate_spec(calls: Option<i64>, per_ms: Option<i64>) -> Option<RateSpec> {
+    match (calls, per_ms) {
+        (Some(c), Some(p)) => Some(RateSpec { calls: u32::try_from(c).unwrap_or(u32::MAX), per_ms: p }),
+        _ => None,
+    }
+}
+
+/// The check value that ties a store to one secret key: a fixed text sealed with the key
+/// by the first process that opened the store, kept in `meta` as `secret_check`. A process
+/// with another key cannot open it, and is refused before it writes secrets nobody else
+/// can read.
+pub(crate) mod secret_check {
+    use crate::{SecretBox, StoreError};
+
+    const CONTEXT: &str = "meta:secret_check";
+    const PLAIN: &[u8] = b"enlace secret key check, version 1";
+
+    fn wrong_key() -> StoreError {
+        StoreError::Config(
+            "this node's secret key is not the one the store's secrets were encrypted with; give every node the same ENLACE_SECRET_KEY (or, on SQLite, restore the data directory's original secret.key)"
+                .into(),
+        )
+    }
+
+    pub(crate) fn seal(secrets: &SecretBox) -> Result<Vec<u8>, StoreError> {
+        secrets.seal(CONTEXT, PLAIN)
+    }
+
+    /// Checks the stored check value against this process's key.
+    pub(crate) fn verify(secrets: &SecretBox, sealed: &[u8]) -> Result<(), StoreError> {
+        match secrets.open(CONTEXT, sealed) {
+            Ok(p) if p == PLAIN => Ok(()),
+            _ => Err(wrong_key()),
+        }
+    }
+
+    /// Checks a stored secret (of a store older than the check value) against the key.
+    pub(crate) fn verify_sample(secrets: &SecretBox, context: &str, sealed: &[u8]) -> Result<(), StoreError> {
+        secrets.open(context, sealed).map(|_| ()).map_err(|_| wrong_key())
     }
 }
 

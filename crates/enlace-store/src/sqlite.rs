@@ -127,7 +127,10 @@ impl Sqlite {
             // Statements are not logged: the hot path runs thousands a second.
             .log_statements(log::LevelFilter::Off);
         let mut conn = SqliteConnection::connect_with(&base.clone().create_if_missing(true)).await?;
-        MIGRATOR.run(&mut conn).await?;
+        // `run_direct` is `run` without its `Acquire` bound, which would make `Store::open`'s
+        // future not `Send` for every lifetime (so not spawnable).
+        MIGRATOR.run_direct(None, &mut conn, false).await?;
+        check_secret_key(&mut conn, &secrets).await?;
         let read = SqlitePoolOptions::new().max_connections(4).min_connections(1).connect_with(base.clone().read_only(true)).await?;
         let (tx, rx) = mpsc::channel::<Msg>(8192);
         tokio::spawn(writer(conn, rx));
@@ -181,6 +184,10 @@ impl Sqlite {
     pub(crate) async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
+    }
+
+    pub(crate) async fn db_now_ms(&self) -> Result<Millis> {
+        Ok(sqlx::query_scalar("SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)").fetch_one(&self.read).await?)
     }
 
     pub(crate) async fn close(&self) {
@@ -449,15 +456,15 @@ async fn run_batch(conn: &mut SqliteConnection, batch: Batch) {
     }
 }
 
-fn json_text(v: &Value) -> String {
+pub(crate) fn json_text(v: &Value) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-fn parse_json(s: Option<String>) -> Option<Value> {
+pub(crate) fn parse_json(s: Option<String>) -> Option<Value> {
     s.and_then(|t| serde_json::from_str(&t).ok())
 }
 
-fn digest(body: &str) -> String {
+pub(crate) fn digest(body: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(body.as_bytes()))
 }
@@ -490,6 +497,26 @@ macro_rules! run_cols {
     () => {
         "id, recipe_id, recipe_version, event_id, status, due_at, attempt, owner, replay_of, error, created_at, started_at, finished_at, updated_at"
     };
+}
+
+macro_rules! connection_cols {
+    () => {
+        "id, app, name, status, status_message, tested_at, rate_calls, rate_per_ms, created_at, updated_at"
+    };
+}
+
+fn connection_row(r: &SqliteRow) -> ConnectionRow {
+    ConnectionRow {
+        id: r.get("id"),
+        app: r.get("app"),
+        name: r.get("name"),
+        status: r.get("status"),
+        status_message: r.get("status_message"),
+        tested_at: r.get("tested_at"),
+        rate_limit: crate::rate_spec(r.get("rate_calls"), r.get("rate_per_ms")),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+    }
 }
 
 fn run_row(r: &SqliteRow) -> RunRow {
@@ -531,6 +558,27 @@ fn step_row(r: &SqliteRow) -> StepRecord {
 }
 
 // ---- statements shared by several operations (each takes the writer's connection) ----
+
+/// Refuses a secret key other than the one the store's secrets were sealed with (see
+/// [`crate::secret_check`]); the first start writes the check value.
+async fn check_secret_key(c: &mut SqliteConnection, secrets: &SecretBox) -> Result<()> {
+    let stored: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'secret_check'").fetch_optional(&mut *c).await?;
+    if let Some(sealed) = stored {
+        return crate::secret_check::verify(secrets, &sealed);
+    }
+    // A store from before the check: an existing secret tells whether the key is right.
+    let sample = sqlx::query("SELECT 'secret:' || name AS context, value FROM secrets UNION ALL SELECT 'connection:' || id, credentials FROM connections LIMIT 1")
+        .fetch_optional(&mut *c)
+        .await?;
+    if let Some(r) = sample {
+        crate::secret_check::verify_sample(secrets, &r.get::<String, _>("context"), &r.get::<Vec<u8>, _>("value"))?;
+    }
+    sqlx::query("INSERT INTO meta (key, value) VALUES ('secret_check', ?) ON CONFLICT (key) DO NOTHING")
+        .bind(crate::secret_check::seal(secrets)?)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
 
 async fn insert_event(c: &mut SqliteConnection, e: &NewEvent) -> Result<Accepted> {
     let event_id = new_id();
@@ -955,6 +1003,38 @@ impl Sqlite {
         .await
     }
 
+    pub(crate) async fn heartbeat(&self, owner: &str, now: Millis, lease_ms: i64) -> Result<u64> {
+        let owner = owner.to_string();
+        self.write_fast(move |c| {
+            Box::pin(async move {
+                let r = sqlx::query("UPDATE runs SET lease_until = ? WHERE status = 'running' AND owner = ?")
+                    .bind(now + lease_ms)
+                    .bind(&owner)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(r.rows_affected())
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn reap_expired(&self, now: Millis) -> Result<u64> {
+        self.write_fast(move |c| {
+            Box::pin(async move {
+                let r = sqlx::query(
+                    "UPDATE runs SET status = 'queued', due_at = ?, owner = NULL, lease_until = NULL, updated_at = ? WHERE status = 'running' AND lease_until < ?",
+                )
+                .bind(now)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
+                Ok(r.rows_affected())
+            })
+        })
+        .await
+    }
+
     pub(crate) async fn recover_orphans(&self, now: Millis) -> Result<u64> {
         self.write_fast(move |c| {
             Box::pin(async move {
@@ -1157,6 +1237,7 @@ impl Sqlite {
         app: &str,
         name: &str,
         credentials: &Credentials,
+        rate_limit: Option<RateSpec>,
         now: Millis,
     ) -> Result<ConnectionRow> {
         let plain = serde_json::to_vec(credentials).map_err(|e| StoreError::Invalid(e.to_string()))?;
@@ -1165,7 +1246,10 @@ impl Sqlite {
             id: id.to_string(),
             app: app.to_string(),
             name: name.to_string(),
-            status: "ok".into(),
+            status: "untested".into(),
+            status_message: None,
+            tested_at: None,
+            rate_limit,
             created_at: now,
             updated_at: now,
         };
@@ -1173,12 +1257,14 @@ impl Sqlite {
         self.write(move |c| {
             Box::pin(async move {
                 let res = sqlx::query(
-                    "INSERT INTO connections (id, app, name, credentials, status, created_at, updated_at) VALUES (?, ?, ?, ?, 'ok', ?, ?)",
+                    "INSERT INTO connections (id, app, name, credentials, status, rate_calls, rate_per_ms, created_at, updated_at) VALUES (?, ?, ?, ?, 'untested', ?, ?, ?, ?)",
                 )
                 .bind(&r2.id)
                 .bind(&r2.app)
                 .bind(&r2.name)
                 .bind(&sealed)
+                .bind(r2.rate_limit.map(|r| i64::from(r.calls)))
+                .bind(r2.rate_limit.map(|r| r.per_ms))
                 .bind(now)
                 .bind(now)
                 .execute(&mut *c)
@@ -1197,7 +1283,7 @@ impl Sqlite {
     }
 
     pub(crate) async fn connection(&self, id: &str) -> Result<Option<(ConnectionRow, Credentials)>> {
-        let Some(r) = sqlx::query("SELECT id, app, name, credentials, status, created_at, updated_at FROM connections WHERE id = ?")
+        let Some(r) = sqlx::query(concat!("SELECT credentials, ", connection_cols!(), " FROM connections WHERE id = ?"))
             .bind(id)
             .fetch_optional(&self.read)
             .await?
@@ -1207,31 +1293,50 @@ impl Sqlite {
         let sealed: Vec<u8> = r.get("credentials");
         let plain = self.secrets.open(&format!("connection:{id}"), &sealed)?;
         let creds: Credentials = serde_json::from_slice(&plain).map_err(|e| StoreError::Crypto(format!("connection `{id}`: {e}")))?;
-        let row = ConnectionRow {
-            id: r.get("id"),
-            app: r.get("app"),
-            name: r.get("name"),
-            status: r.get("status"),
-            created_at: r.get("created_at"),
-            updated_at: r.get("updated_at"),
-        };
-        Ok(Some((row, creds)))
+        Ok(Some((connection_row(&r), creds)))
     }
 
     pub(crate) async fn list_connections(&self) -> Result<Vec<ConnectionRow>> {
-        let rows =
-            sqlx::query("SELECT id, app, name, status, created_at, updated_at FROM connections ORDER BY id").fetch_all(&self.read).await?;
-        Ok(rows
-            .iter()
-            .map(|r| ConnectionRow {
-                id: r.get("id"),
-                app: r.get("app"),
-                name: r.get("name"),
-                status: r.get("status"),
-                created_at: r.get("created_at"),
-                updated_at: r.get("updated_at"),
+        let rows = sqlx::query(concat!("SELECT ", connection_cols!(), " FROM connections ORDER BY id")).fetch_all(&self.read).await?;
+        Ok(rows.iter().map(connection_row).collect())
+    }
+
+    pub(crate) async fn rename_connection(&self, id: &str, name: &str, now: Millis) -> Result<Option<ConnectionRow>> {
+        let (id, name) = (id.to_string(), name.to_string());
+        self.write(move |c| {
+            Box::pin(async move {
+                let row =
+                    sqlx::query(concat!("UPDATE connections SET name = ?, updated_at = ? WHERE id = ? RETURNING ", connection_cols!()))
+                        .bind(&name)
+                        .bind(now)
+                        .bind(&id)
+                        .fetch_optional(&mut *c)
+                        .await?;
+                Ok(row.as_ref().map(connection_row))
             })
-            .collect())
+        })
+        .await
+    }
+
+    pub(crate) async fn set_connection_status(&self, id: &str, status: &str, message: &str, now: Millis) -> Result<Option<ConnectionRow>> {
+        let (id, status, message) = (id.to_string(), status.to_string(), message.to_string());
+        self.write(move |c| {
+            Box::pin(async move {
+                let row = sqlx::query(concat!(
+                    "UPDATE connections SET status = ?, status_message = ?, tested_at = ?, updated_at = ? WHERE id = ? RETURNING ",
+                    connection_cols!()
+                ))
+                .bind(&status)
+                .bind(&message)
+                .bind(now)
+                .bind(now)
+                .bind(&id)
+                .fetch_optional(&mut *c)
+                .await?;
+                Ok(row.as_ref().map(connection_row))
+            })
+        })
+        .await
     }
 
     pub(crate) async fn delete_connection(&self, id: &str) -> Result<bool> {

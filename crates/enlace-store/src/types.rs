@@ -268,9 +268,36 @@ pub struct ConnectionRow {
     pub id: String,
     pub app: String,
     pub name: String,
+    /// `untested` until a test runs, then `ok` or `error`.
     pub status: String,
+    /// What the last test found (the app's answer), when one ran.
+    pub status_message: Option<String>,
+    /// When the last test ran.
+    pub tested_at: Option<Millis>,
+    /// The user's limit on calls made with this connection (on top of the app's own).
+    pub rate_limit: Option<RateSpec>,
     pub created_at: Millis,
     pub updated_at: Millis,
+}
+
+/// At most `calls` calls in any window of `per_ms` milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateSpec {
+    pub calls: u32,
+    pub per_ms: i64,
+}
+
+impl RateSpec {
+    /// Checks that the limit can be kept: at least one call, in a window of at least 1 ms.
+    pub fn check(&self) -> Result<(), String> {
+        if self.calls == 0 {
+            return Err("a rate limit must allow at least 1 call (`calls` is 0); remove the limit to allow any rate".into());
+        }
+        if self.per_ms <= 0 {
+            return Err(format!("a rate limit's window must be at least 1 ms (`per_ms` is {})", self.per_ms));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

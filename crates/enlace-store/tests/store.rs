@@ -1,0 +1,882 @@
+//! The store's behaviour, checked the same way on both backends: every scenario in `both!`
+//! runs once on SQLite and once on PostgreSQL (a fresh database per test, made by
+//! `enlace_store::testing`). The scenarios that need several nodes (wake-ups, shared rate
+//! limits, claiming races) run on PostgreSQL only.
+//!
+//! PostgreSQL must be reachable (see `enlace_store::testing`): a test that cannot reach it
+//! fails and says how to start it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use enlace_store::*;
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// One store's database, and the data directory beside it.
+struct Db {
+    kind: Kind,
+    /// The PostgreSQL database's URL.
+    url: Option<String>,
+    dir: PathBuf,
+    key: String,
+    first: Store,
+}
+
+fn key_text(byte: u8) -> String {
+    hex_key(&[byte; 32])
+}
+
+fn hex_key(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Db {
+    async fn new(kind: Kind) -> Db {
+        let dir = std::env::temp_dir().join(format!("enlace-store-test-{}", new_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = match kind {
+            Kind::Sqlite => None,
+            Kind::Postgres => Some(testing::postgres_database().await.unwrap_or_else(|e| panic!("{e}"))),
+        };
+        let key = key_text(7);
+        let first = open(kind, url.as_deref(), &dir, &key, None).await.unwrap_or_else(|e| panic!("opening the store: {e}"));
+        Db { kind, url, dir, key, first }
+    }
+
+    fn store(&self) -> Store {
+        self.first.clone()
+    }
+
+    /// Another process's store on the same database (PostgreSQL: its own pool and listener;
+    /// SQLite: the same store, since one process owns an SQLite store).
+    async fn another(&self, pool: Option<u32>) -> Store {
+        match self.kind {
+            Kind::Sqlite => self.first.clone(),
+            Kind::Postgres => open(self.kind, self.url.as_deref(), &self.dir, &self.key, pool).await.unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    async fn stores(&self, n: usize) -> Vec<Store> {
+        let mut out = vec![self.store()];
+        for _ in 1..n {
+            out.push(self.another(Some(3)).await);
+        }
+        out
+    }
+
+    async fn finish(self) {
+        self.first.close().await;
+        if let Some(url) = &self.url {
+            testing::drop_database(url).await.unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn open(kind: Kind, url: Option<&str>, dir: &std::path::Path, key: &str, pool: Option<u32>) -> Result<Store> {
+    let database_url = match (kind, url) {
+        (Kind::Sqlite, _) => None,
+        (Kind::Postgres, Some(u)) => Some(match pool {
+            Some(n) => format!("{u}?pool_max_conns={n}"),
+            None => u.to_string(),
+        }),
+        (Kind::Postgres, None) => unreachable!(),
+    };
+    Store::open(&StoreConfig {
+        database_url,
+        data_dir: dir.to_path_buf(),
+        secret_key: Some(key.to_string()),
+        synchronous: Synchronous::Normal,
+    })
+    .await
+}
+
+fn event(recipe: &str, dedupe: Option<&str>, now: Millis, owner: Option<&str>) -> NewEvent {
+    NewEvent {
+        recipe_id: recipe.into(),
+        recipe_version: 1,
+        source: "webhook".into(),
+        dedupe_key: dedupe.map(String::from),
+        payload: json!({"n": now, "text": "hé"}).to_string(),
+        owner: owner.map(String::from),
+        lease_ms: 30_000,
+        now,
+    }
+}
+
+fn step(key: &str, seq: i64, status: StepStatus, output: Option<Value>, at: Millis) -> StepRecord {
+    StepRecord {
+        key: key.into(),
+        seq,
+        step_id: key.into(),
+        kind: "http.request".into(),
+        status,
+        input: Some(json!({"url": "http://x"})),
+        output,
+        error: None,
+        attempts: 1,
+        idempotency_key: Some(format!("idem-{key}")),
+        started_at: at,
+        finished_at: Some(at + 5),
+    }
+}
+
+fn recipe(id: &str, body: Value, hook: Option<&str>) -> SaveRecipe {
+    SaveRecipe { id: id.into(), body, enabled: true, origin: "api".into(), hook_path: hook.map(String::from), event_name: None, cron: None }
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+both!(
+    backend_facts,
+    recipes_are_versioned,
+    accept_and_dedupe,
+    claim_journal_and_fencing,
+    heartbeat_and_reap,
+    cron_fires_once,
+    replay_and_cancel,
+    secrets_connections_tokens,
+    a_wrong_secret_key_refuses_to_open,
+);
+
+async fn backend_facts(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    s.ping().await.unwrap();
+    let now = s.db_now_ms().await.unwrap();
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    assert!((now - wall).abs() < 60_000, "the database's clock {now} is far from this machine's {wall}");
+    match kind {
+        Kind::Sqlite => {
+            assert_eq!(s.backend_name(), "sqlite");
+            assert!(s.sqlite_path().is_some());
+            assert!(s.wakeups().is_none());
+            assert!(!s.shared_rate_limits());
+            let e = s.rate_acquire("k", 1, 1000).await.unwrap_err().to_string();
+            assert!(e.contains("PostgreSQL") && e.contains("shared_rate_limits"), "{e}");
+            assert!(s.rate_hold("k", now).await.is_err());
+        }
+        Kind::Postgres => {
+            assert_eq!(s.backend_name(), "postgres");
+            assert!(s.sqlite_path().is_none());
+            assert!(s.wakeups().is_some());
+            assert!(s.shared_rate_limits());
+            // A server that is not there: a prompt, precise error.
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let url = format!("postgres://root:pw@127.0.0.1:{port}/x");
+            let started = Instant::now();
+            let Err(e) = open(kind, Some(&url), &db.dir, &db.key, None).await else { panic!("nothing listens on {port}") };
+            let e = e.to_string();
+            assert!(e.contains("cannot connect to PostgreSQL") && e.contains("check that the server runs"), "{e}");
+            assert!(!e.contains("pw@"), "the password is hidden: {e}");
+            assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+            let Err(e) = open(kind, Some(&format!("{url}?pool_max_conns=0")), &db.dir, &db.key, None).await else { panic!("no pool") };
+            assert!(e.to_string().contains("pool_max_conns"), "{e}");
+        }
+    }
+    s.close().await;
+    assert!(matches!(s.ping().await, Err(StoreError::Closed)), "a closed store says so");
+    db.finish().await;
+}
+
+async fn recipes_are_versioned(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    let a = s.save_recipe(recipe("r1", json!({"steps": ["a"]}), Some("in")), 1000).await.unwrap();
+    assert!(a.new_version);
+    assert_eq!((a.recipe.version, a.recipe.enabled, a.recipe.hook_path.as_deref()), (1, true, Some("in")));
+    let same = s.save_recipe(recipe("r1", json!({"steps": ["a"]}), Some("in")), 2000).await.unwrap();
+    assert!(!same.new_version);
+    assert_eq!(same.recipe.version, 1);
+    let b = s.save_recipe(recipe("r1", json!({"steps": ["a", "b"]}), Some("in")), 3000).await.unwrap();
+    assert!(b.new_version);
+    assert_eq!(b.recipe.version, 2);
+    let versions = s.recipe_versions("r1").await.unwrap();
+    assert_eq!(versions.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(s.recipe_version("r1", 1).await.unwrap().unwrap().body, json!({"steps": ["a"]}));
+    assert!(s.recipe_version("r1", 9).await.unwrap().is_none());
+
+    // An unchanged body keeps a switch turned off meanwhile.
+    assert!(!s.set_enabled("r1", false, 4000).await.unwrap().unwrap().enabled);
+    let again = s.save_recipe(recipe("r1", json!({"steps": ["a", "b"]}), Some("in")), 5000).await.unwrap();
+    assert!(!again.recipe.enabled && !again.new_version);
+    assert!(s.set_enabled("nope", true, 5000).await.unwrap().is_none());
+    assert_eq!(s.recipes_updated_at().await.unwrap(), 5000);
+
+    // One enabled recipe per webhook path.
+    s.set_enabled("r1", true, 6000).await.unwrap();
+    let e = s.save_recipe(recipe("r2", json!({}), Some("in")), 7000).await.unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+    assert!(e.to_string().contains("`in`") && e.to_string().contains("`r1`"), "{e}");
+    let mut off = recipe("r2", json!({}), Some("in"));
+    off.enabled = false;
+    s.save_recipe(off, 7000).await.unwrap();
+    let e = s.set_enabled("r2", true, 8000).await.unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)) && e.to_string().contains("same webhook path"), "{e}");
+    assert_eq!(s.list_recipes().await.unwrap().iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["r1", "r2"]);
+
+    // Cron recipes: the pending tick survives a save with the same schedule.
+    let mut c = recipe("tick", json!({"cron": 1}), None);
+    c.cron = Some(CronSpec { expression: "* * * * *".into(), timezone: "UTC".into(), next_at: 60_000 });
+    assert!(s.save_recipe(c.clone(), 1000).await.unwrap().recipe.is_cron);
+    c.cron.as_mut().unwrap().next_at = 120_000;
+    s.save_recipe(c.clone(), 2000).await.unwrap();
+    assert_eq!(s.due_schedules(60_000).await.unwrap(), vec![("tick".to_string(), 60_000)]);
+    c.cron = None;
+    s.save_recipe(c, 3000).await.unwrap();
+    assert!(s.due_schedules(1_000_000).await.unwrap().is_empty());
+
+    // Nodes that start together save the same recipe files at once: one version.
+    let stores = db.stores(3).await;
+    let mut set = JoinSet::new();
+    for i in 0..12 {
+        let s = stores[i % stores.len()].clone();
+        set.spawn(async move { s.save_recipe(recipe("shared", json!({"same": true}), None), 9000).await.unwrap().new_version });
+    }
+    let fresh = set.join_all().await.into_iter().filter(|n| *n).count();
+    assert_eq!(fresh, 1, "exactly one save stores the first version");
+    assert_eq!(s.recipe_versions("shared").await.unwrap().len(), 1);
+    db.finish().await;
+}
+
+async fn accept_and_dedupe(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    let plain = s.accept_event(event("r", None, 1000, None)).await.unwrap();
+    assert!(!plain.duplicate);
+    let run = s.get_run(&plain.run_id).await.unwrap().unwrap();
+    assert_eq!((run.status, run.due_at, run.owner.clone(), run.attempt), (RunStatus::Queued, Some(1000), None, 1));
+    let detail = s.run_detail(&plain.run_id).await.unwrap().unwrap();
+    assert_eq!(detail.event.payload, json!({"n": 1000, "text": "hé"}));
+    assert_eq!(detail.event.id, plain.event_id);
+
+    let owned = s.accept_event(event("r", None, 1000, Some("node-a"))).await.unwrap();
+    let run = s.get_run(&owned.run_id).await.unwrap().unwrap();
+    assert_eq!((run.status, run.owner.as_deref(), run.started_at), (RunStatus::Running, Some("node-a"), Some(1000)));
+
+    let first = s.accept_event(event("r", Some("k1"), 1000, None)).await.unwrap();
+    let second = s.accept_event(event("r", Some("k1"), 2000, None)).await.unwrap();
+    assert!(!first.duplicate && second.duplicate);
+    assert_eq!((&second.run_id, &second.event_id), (&first.run_id, &first.event_id));
+    // The same key for another recipe is another event.
+    assert!(!s.accept_event(event("other", Some("k1"), 1000, None)).await.unwrap().duplicate);
+
+    // Many concurrent deliveries of one event (from several nodes on PostgreSQL): one run.
+    let stores = db.stores(3).await;
+    let mut set = JoinSet::new();
+    for i in 0..48 {
+        let s = stores[i % stores.len()].clone();
+        set.spawn(async move { s.accept_event(event("r", Some("storm"), 3000 + i as i64, None)).await.unwrap() });
+    }
+    let all = set.join_all().await;
+    assert_eq!(all.iter().filter(|a| !a.duplicate).count(), 1, "exactly one delivery starts a run");
+    let ids: HashSet<&str> = all.iter().map(|a| a.run_id.as_str()).collect();
+    assert_eq!(ids.len(), 1, "every duplicate answers with the first run: {ids:?}");
+    let runs = s.list_runs(&RunFilter { recipe_id: Some("r".into()), limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(runs.len(), 4, "plain, owned, k1 and storm");
+    let counts = s.run_counts().await.unwrap();
+    assert_eq!(counts.get("queued"), Some(&4));
+    assert_eq!(counts.get("running"), Some(&1));
+    // History filters and keyset pages.
+    let page = s.list_runs(&RunFilter { limit: 2, ..Default::default() }).await.unwrap();
+    assert_eq!(page.len(), 2);
+    let next = s.list_runs(&RunFilter { limit: 10, before: Some(page[1].id.clone()), ..Default::default() }).await.unwrap();
+    assert_eq!(next.len(), 3);
+    assert!(next.iter().all(|r| r.id < page[1].id));
+    let running = s.list_runs(&RunFilter { status: Some(RunStatus::Running), ..Default::default() }).await.unwrap();
+    assert_eq!(running.len(), 1);
+    let late = s.list_runs(&RunFilter { since: Some(3000), until: Some(10_000), ..Default::default() }).await.unwrap();
+    assert_eq!(late.len(), 1);
+    db.finish().await;
+}
+
+async fn claim_journal_and_fencing(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    for i in 0..3 {
+        s.accept_event(event("r", None, 1000 + i, None)).await.unwrap();
+    }
+    assert!(s.claim_due("a", 999, 10, 30_000).await.unwrap().is_empty(), "nothing is due before its time");
+    assert_eq!(s.next_due_at().await.unwrap(), Some(1000));
+    let got = s.claim_due("a", 5000, 2, 30_000).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].recipe_id, "r");
+    let rest = s.claim_due("b", 5000, 5, 30_000).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(s.claim_due("a", 5000, 5, 30_000).await.unwrap().is_empty());
+    assert_eq!(s.next_due_at().await.unwrap(), None);
+    let run = &got[0].run_id;
+    let r = s.get_run(run).await.unwrap().unwrap();
+    assert_eq!((r.status, r.owner.as_deref(), r.started_at), (RunStatus::Running, Some("a"), Some(5000)));
+
+    // The owner journals; a non-owner writes nothing.
+    let s1 = step("fetch", 1, StepStatus::Succeeded, Some(json!({"v": 1})), 5000);
+    assert!(s.record_steps(run, "a", vec![s1.clone()], vec![], 5010).await.unwrap());
+    assert!(!s.record_steps(run, "b", vec![step("evil", 2, StepStatus::Succeeded, None, 5000)], vec![], 5010).await.unwrap());
+    assert!(!s.update_run(run, "b", vec![], RunUpdate::Finish { status: RunStatus::Failed, error: None }, vec![], 5010).await.unwrap());
+    // A key given twice keeps its last record.
+    let running = step("send", 2, StepStatus::Running, None, 5020);
+    let sent = step("send", 2, StepStatus::Succeeded, Some(json!({"id": "m1"})), 5020);
+    assert!(s.record_steps(run, "a", vec![running, sent.clone()], vec![], 5030).await.unwrap());
+    let d = s.run_detail(run).await.unwrap().unwrap();
+    assert_eq!(d.steps, vec![s1.clone(), sent.clone()]);
+    assert_eq!(d.run.status, RunStatus::Running);
+
+    // Parked until 9000: not claimable before.
+    let wait = step("pause", 3, StepStatus::Waiting, None, 5040);
+    assert!(s.update_run(run, "a", vec![wait], RunUpdate::Park { status: RunStatus::Waiting, due_at: 9000 }, vec![], 5050).await.unwrap());
+    let r = s.get_run(run).await.unwrap().unwrap();
+    assert_eq!((r.status, r.due_at, r.owner), (RunStatus::Waiting, Some(9000), None));
+    assert!(!s.record_steps(run, "a", vec![], vec![], 5060).await.unwrap(), "a parked run is nobody's");
+    assert_eq!(s.next_due_at().await.unwrap(), Some(9000));
+    assert!(s.claim_due("c", 8999, 5, 30_000).await.unwrap().is_empty());
+    assert_eq!(s.claim_due("c", 9000, 5, 30_000).await.unwrap().len(), 1);
+
+    // Finished with its last steps and an emitted event, in one write.
+    let done = step("pause", 3, StepStatus::Succeeded, None, 9000);
+    let last = step("notify", 4, StepStatus::Succeeded, Some(json!(true)), 9001);
+    let emitted = NewEvent { source: "emit".into(), ..event("downstream", Some("e1"), 9002, None) };
+    assert!(
+        s.update_run(
+            run,
+            "c",
+            vec![done, last.clone()],
+            RunUpdate::Finish { status: RunStatus::Succeeded, error: None },
+            vec![emitted],
+            9002
+        )
+        .await
+        .unwrap()
+    );
+    let d = s.run_detail(run).await.unwrap().unwrap();
+    assert_eq!((d.run.status, d.run.finished_at, d.run.owner.clone(), d.run.due_at), (RunStatus::Succeeded, Some(9002), None, None));
+    assert_eq!(d.steps.len(), 4);
+    assert_eq!(d.steps[3], last);
+    let down = s.list_runs(&RunFilter { recipe_id: Some("downstream".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(down.len(), 1);
+    assert_eq!((down[0].status, down[0].due_at), (RunStatus::Queued, Some(9002)));
+    assert!(
+        !s.update_run(run, "c", vec![], RunUpdate::Finish { status: RunStatus::Failed, error: None }, vec![], 9003).await.unwrap(),
+        "a finished run is not moved again"
+    );
+
+    // The one-step finish (SQLite's batched path), and a failure with its error.
+    let other = &got[1].run_id;
+    let fail = StepRecord { error: Some(json!({"class": "permanent"})), ..step("x", 1, StepStatus::Failed, None, 6000) };
+    let err = json!({"class": "permanent", "message": "no"});
+    assert!(
+        !s.update_run(
+            other,
+            "b",
+            vec![fail.clone()],
+            RunUpdate::Finish { status: RunStatus::Failed, error: Some(err.clone()) },
+            vec![],
+            6001
+        )
+        .await
+        .unwrap(),
+        "b does not hold it"
+    );
+    assert!(
+        s.update_run(
+            other,
+            "a",
+            vec![fail.clone()],
+            RunUpdate::Finish { status: RunStatus::Failed, error: Some(err.clone()) },
+            vec![],
+            6001
+        )
+        .await
+        .unwrap()
+    );
+    let d = s.run_detail(other).await.unwrap().unwrap();
+    assert_eq!((d.run.status, d.run.error), (RunStatus::Failed, Some(err)));
+    assert_eq!(d.steps, vec![fail]);
+
+    // Cancelled while running: the late worker's writes are refused.
+    let third = &rest[0].run_id;
+    s.cancel_run(third, 7000).await.unwrap();
+    assert!(!s.record_steps(third, "b", vec![step("y", 1, StepStatus::Succeeded, None, 7001)], vec![], 7001).await.unwrap());
+    assert!(s.run_detail(third).await.unwrap().unwrap().steps.is_empty());
+    db.finish().await;
+}
+
+async fn heartbeat_and_reap(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    for i in 0..2 {
+        s.accept_event(event("r", None, i, None)).await.unwrap();
+    }
+    let claimed = s.claim_due("a", 1, 10, 1000).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(s.heartbeat("a", 500, 1000).await.unwrap(), 2);
+    assert_eq!(s.heartbeat("nobody", 500, 1000).await.unwrap(), 0);
+    assert_eq!(s.reap_expired(1400).await.unwrap(), 0, "the heartbeat moved the leases to 1500");
+    assert_eq!(s.reap_expired(1600).await.unwrap(), 2);
+    let r = s.get_run(&claimed[0].run_id).await.unwrap().unwrap();
+    assert_eq!((r.status, r.due_at, r.owner), (RunStatus::Queued, Some(1600), None));
+
+    // A new owner takes them; the old one, back from a pause, can write nothing.
+    assert_eq!(s.claim_due("b", 1600, 10, 1000).await.unwrap().len(), 2);
+    let run = &claimed[0].run_id;
+    assert!(!s.record_steps(run, "a", vec![step("s", 1, StepStatus::Succeeded, None, 1700)], vec![], 1700).await.unwrap());
+    assert!(!s.update_run(run, "a", vec![], RunUpdate::Finish { status: RunStatus::Succeeded, error: None }, vec![], 1700).await.unwrap());
+    assert_eq!(s.heartbeat("a", 1700, 1000).await.unwrap(), 0);
+    assert!(s.record_steps(run, "b", vec![step("s", 1, StepStatus::Succeeded, None, 1700)], vec![], 1700).await.unwrap());
+
+    // Handing back (a draining shutdown), and recovery after a crash of the only node.
+    assert_eq!(s.release_owned("b", 1800).await.unwrap(), 2);
+    assert_eq!(s.release_owned("b", 1800).await.unwrap(), 0);
+    assert_eq!(s.claim_due("c", 1800, 1, 1000).await.unwrap().len(), 1);
+    assert_eq!(s.recover_orphans(1900).await.unwrap(), 1);
+    let counts = s.run_counts().await.unwrap();
+    assert_eq!(counts.get("queued"), Some(&2));
+    assert_eq!(counts.get("running"), None);
+    db.finish().await;
+}
+
+async fn cron_fires_once(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    let mut c = recipe("tick", json!({}), None);
+    c.cron = Some(CronSpec { expression: "* * * * *".into(), timezone: "UTC".into(), next_at: 60_000 });
+    s.save_recipe(c, 0).await.unwrap();
+    assert_eq!(s.due_schedules(59_999).await.unwrap(), vec![]);
+    assert_eq!(s.due_schedules(60_000).await.unwrap(), vec![("tick".to_string(), 60_000)]);
+    let tick = |now| NewEvent { source: "cron".into(), ..event("tick", Some("cron:60000"), now, None) };
+
+    let stores = db.stores(3).await;
+    let mut set = JoinSet::new();
+    for i in 0..24 {
+        let (s, ev) = (stores[i % stores.len()].clone(), tick(60_000 + i as i64));
+        set.spawn(async move { s.fire_schedule("tick", 60_000, 120_000, ev).await.unwrap() });
+    }
+    let fired: Vec<Accepted> = set.join_all().await.into_iter().flatten().collect();
+    assert_eq!(fired.len(), 1, "one tick fires once: {fired:?}");
+    assert!(!fired[0].duplicate);
+    assert!(s.due_schedules(60_000).await.unwrap().is_empty());
+    assert_eq!(s.due_schedules(120_000).await.unwrap(), vec![("tick".to_string(), 120_000)]);
+    let runs = s.list_runs(&RunFilter { recipe_id: Some("tick".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].id, fired[0].run_id);
+
+    // The dedupe key guards too: a schedule moved back by hand cannot fire that tick again.
+    let again = s.fire_schedule("tick", 120_000, 180_000, tick(120_000)).await.unwrap().expect("the schedule was at 120000");
+    assert!(again.duplicate);
+    assert_eq!(again.run_id, fired[0].run_id);
+    assert!(s.fire_schedule("missing", 1, 2, tick(1)).await.unwrap().is_none());
+    db.finish().await;
+}
+
+async fn replay_and_cancel(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    let a = s.accept_event(event("r", None, 1000, None)).await.unwrap();
+    let c = s.cancel_run(&a.run_id, 2000).await.unwrap();
+    assert_eq!((c.status, c.finished_at, c.due_at), (RunStatus::Cancelled, Some(2000), None));
+    assert_eq!(c.error.as_ref().and_then(|e| e.get("class")), Some(&json!("cancelled")));
+    let e = s.cancel_run(&a.run_id, 2000).await.unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)) && e.to_string().contains("already ended (cancelled)"), "{e}");
+    assert!(matches!(s.cancel_run("nope", 1).await.unwrap_err(), StoreError::NotFound(_)));
+
+    let r = s.replay_run(&a.run_id, Replay { latest_version: Some(3), now: 3000 }).await.unwrap();
+    assert_eq!((r.status, r.attempt, r.recipe_version, r.due_at, r.finished_at), (RunStatus::Queued, 2, 3, Some(3000), None));
+    assert!(r.error.is_none());
+    let e = s.replay_run(&a.run_id, Replay { latest_version: None, now: 3000 }).await.unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)) && e.to_string().contains("only failed or cancelled"), "{e}");
+    assert!(matches!(s.replay_run("nope", Replay { latest_version: None, now: 1 }).await.unwrap_err(), StoreError::NotFound(_)));
+
+    // A failed run replays from its failed step; completed steps keep their outputs.
+    let run = &s.claim_due("a", 3000, 1, 10_000).await.unwrap()[0].run_id;
+    let ok = step("one", 1, StepStatus::Succeeded, Some(json!(1)), 3000);
+    let bad = step("two", 2, StepStatus::Failed, None, 3001);
+    assert!(
+        s.update_run(run, "a", vec![ok.clone(), bad], RunUpdate::Finish { status: RunStatus::Failed, error: None }, vec![], 3002)
+            .await
+            .unwrap()
+    );
+    s.replay_run(run, Replay { latest_version: None, now: 4000 }).await.unwrap();
+    let d = s.run_detail(run).await.unwrap().unwrap();
+    assert_eq!(d.run.attempt, 3);
+    assert_eq!(d.steps[0], ok);
+    assert_eq!(d.steps[1].status, StepStatus::Retrying);
+    // Cancelling a running run marks its unfinished steps.
+    let run = &s.claim_due("a", 4000, 1, 10_000).await.unwrap()[0].run_id;
+    assert!(s.record_steps(run, "a", vec![step("three", 3, StepStatus::Running, None, 4001)], vec![], 4001).await.unwrap());
+    s.cancel_run(run, 4002).await.unwrap();
+    let d = s.run_detail(run).await.unwrap().unwrap();
+    assert_eq!(
+        d.steps.iter().map(|s| s.status).collect::<Vec<_>>(),
+        vec![StepStatus::Succeeded, StepStatus::Cancelled, StepStatus::Cancelled]
+    );
+    db.finish().await;
+}
+
+async fn secrets_connections_tokens(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    s.set_secret("API_KEY", "hunter2", 1000).await.unwrap();
+    s.set_secret("API_KEY", "hunter3", 2000).await.unwrap();
+    s.set_secret("OTHER", "x", 2000).await.unwrap();
+    let got = s.secrets(&["API_KEY".into(), "MISSING".into()]).await.unwrap();
+    assert_eq!(got, BTreeMap::from([("API_KEY".to_string(), "hunter3".to_string())]));
+    assert_eq!(s.list_secrets().await.unwrap(), vec![("API_KEY".to_string(), 2000), ("OTHER".to_string(), 2000)]);
+    assert!(s.delete_secret("OTHER").await.unwrap());
+    assert!(!s.delete_secret("OTHER").await.unwrap());
+
+    let creds: enlace_core::Credentials = serde_json::from_value(json!({"kind": "bearer", "token": "tok-123"})).unwrap();
+    let limit = RateSpec { calls: 5, per_ms: 1000 };
+    let row = s.create_connection("crm", "http", "CRM", &creds, Some(limit), 1000).await.unwrap();
+    assert_eq!((row.status.as_str(), row.rate_limit), ("untested", Some(limit)));
+    s.create_connection("plain", "http", "Plain", &creds, None, 1000).await.unwrap();
+    let (back, back_creds) = s.connection("crm").await.unwrap().unwrap();
+    assert_eq!((back.name.as_str(), back.rate_limit), ("CRM", Some(limit)));
+    assert_eq!(serde_json::to_value(&back_creds).unwrap(), serde_json::to_value(&creds).unwrap());
+    assert_eq!(s.connection("plain").await.unwrap().unwrap().0.rate_limit, None);
+    assert!(s.connection("missing").await.unwrap().is_none());
+    let e = s.create_connection("crm", "http", "again", &creds, None, 1000).await.unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)) && e.to_string().contains("exists already"), "{e}");
+    let e = s.create_connection("bad", "http", "bad", &creds, Some(RateSpec { calls: 0, per_ms: 1000 }), 1000).await.unwrap_err();
+    assert!(matches!(e, StoreError::Invalid(_)) && e.to_string().contains("at least 1 call"), "{e}");
+    let list = s.list_connections().await.unwrap();
+    assert_eq!(list.iter().map(|c| (c.id.as_str(), c.rate_limit)).collect::<Vec<_>>(), vec![("crm", Some(limit)), ("plain", None)]);
+    let renamed = s.rename_connection("crm", "The CRM", 3000).await.unwrap().unwrap();
+    assert_eq!((renamed.name.as_str(), renamed.updated_at, renamed.rate_limit), ("The CRM", 3000, Some(limit)));
+    let tested = s.set_connection_status("crm", "error", "401 from the app", 4000).await.unwrap().unwrap();
+    assert_eq!(
+        (tested.status.as_str(), tested.status_message.as_deref(), tested.tested_at),
+        ("error", Some("401 from the app"), Some(4000))
+    );
+    assert!(s.rename_connection("missing", "x", 1).await.unwrap().is_none());
+    assert!(s.delete_connection("crm").await.unwrap());
+    assert!(!s.delete_connection("crm").await.unwrap());
+
+    let (t, plain) = s.create_token("ci", 1000).await.unwrap();
+    assert!(plain.starts_with("enl_"));
+    assert_eq!(s.verify_token(&plain).await.unwrap().unwrap().id, t.id);
+    assert!(s.verify_token("enl_wrong").await.unwrap().is_none());
+    let e = s.create_token("ci", 1000).await.unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)) && e.to_string().contains("`ci`"), "{e}");
+    s.create_token("deploy", 1000).await.unwrap();
+    assert_eq!(s.list_tokens().await.unwrap().iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["ci", "deploy"]);
+    assert!(s.revoke_token("ci").await.unwrap());
+    assert!(s.verify_token(&plain).await.unwrap().is_none());
+    db.finish().await;
+}
+
+async fn a_wrong_secret_key_refuses_to_open(kind: Kind) {
+    let db = Db::new(kind).await;
+    db.store().set_secret("S", "v", 1).await.unwrap();
+    db.first.close().await;
+    let Err(e) = open(kind, db.url.as_deref(), &db.dir, &key_text(8), None).await else { panic!("another key must be refused") };
+    let e = e.to_string();
+    assert!(e.contains("not the one the store's secrets were encrypted with") && e.contains("ENLACE_SECRET_KEY"), "{e}");
+    let s = open(kind, db.url.as_deref(), &db.dir, &db.key, None).await.unwrap();
+    assert_eq!(s.secrets(&["S".into()]).await.unwrap().get("S").map(String::as_str), Some("v"));
+    s.close().await;
+    db.finish().await;
+}
+
+// ---- PostgreSQL only: several nodes ----
+
+/// Waits for a wake-up; `false` after `ms`.
+async fn woken(w: &tokio::sync::Notify, ms: u64) -> bool {
+    tokio::time::timeout(Duration::from_millis(ms), w.notified()).await.is_ok()
+}
+
+/// Takes the permits left by earlier wake-ups.
+async fn drain(w: &tokio::sync::Notify) {
+    while woken(w, 30).await {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_wakeups_reach_other_nodes() {
+    let db = Db::new(Kind::Postgres).await;
+    let a = db.store();
+    let b = db.another(Some(2)).await;
+    let w = a.wakeups().expect("PostgreSQL stores have wake-ups");
+
+    // A run stored for its owner is nobody else's business.
+    b.accept_event(event("r", None, 1000, Some("node-b"))).await.unwrap();
+    assert!(!woken(&w, 300).await, "a run accepted for its owner wakes no one");
+
+    b.accept_event(event("r", None, 1000, None)).await.unwrap();
+    assert!(woken(&w, 5000).await, "a queued run wakes the other nodes");
+    drain(&w).await;
+
+    let run = b.claim_due("node-b", 1000, 1, 60_000).await.unwrap().remove(0).run_id;
+    assert!(!woken(&w, 200).await, "claiming wakes no one");
+    b.update_run(&run, "node-b", vec![], RunUpdate::Park { status: RunStatus::Waiting, due_at: 5000 }, vec![], 1001).await.unwrap();
+    assert!(woken(&w, 5000).await, "a parked run wakes the other nodes");
+    drain(&w).await;
+
+    let claimed = b.claim_due("node-b", 5000, 1, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    drain(&w).await;
+    assert_eq!(b.reap_expired(40_000).await.unwrap(), 2, "the owned run and the claimed one");
+    assert!(woken(&w, 5000).await, "reaped runs wake the other nodes");
+    drain(&w).await;
+
+    let c = b.claim_due("node-b", 40_000, 10, 60_000).await.unwrap();
+    assert_eq!(c.len(), 2);
+    b.update_run(&c[0].run_id, "node-b", vec![], RunUpdate::Finish { status: RunStatus::Failed, error: None }, vec![], 40_001)
+        .await
+        .unwrap();
+    drain(&w).await;
+    b.replay_run(&c[0].run_id, Replay { latest_version: None, now: 41_000 }).await.unwrap();
+    assert!(woken(&w, 5000).await, "a replayed run wakes the other nodes");
+    drain(&w).await;
+    assert_eq!(b.release_owned("node-b", 42_000).await.unwrap(), 1);
+    assert!(woken(&w, 5000).await, "runs handed back wake the other nodes");
+    drain(&w).await;
+
+    let mut cron = recipe("tick", json!({}), None);
+    cron.cron = Some(CronSpec { expression: "* * * * *".into(), timezone: "UTC".into(), next_at: 60_000 });
+    b.save_recipe(cron, 1).await.unwrap();
+    b.fire_schedule("tick", 60_000, 120_000, event("tick", Some("cron:60000"), 60_000, None)).await.unwrap().unwrap();
+    assert!(woken(&w, 5000).await, "a cron tick wakes the other nodes");
+    b.close().await;
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_rate_limit_is_a_sliding_window_across_nodes() {
+    const CALLS: usize = 10;
+    const PER_MS: i64 = 1000;
+    let db = Db::new(Kind::Postgres).await;
+    let stores = db.stores(3).await;
+    let run_for = Duration::from_millis(2600);
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for (i, s) in stores.iter().enumerate() {
+        for _ in 0..3 {
+            let s = s.clone();
+            set.spawn(async move {
+                // (before, after): the database's clock around each call let go, so the
+                // true grant time lies between (ms, the end rounded up).
+                let mut grants = vec![];
+                while started.elapsed() < run_for {
+                    let before = s.db_now_ms().await.unwrap();
+                    let wait = s.rate_acquire("conn:crm", CALLS as u32, PER_MS).await.unwrap();
+                    if wait == 0 {
+                        let after = s.db_now_ms().await.unwrap() + 1;
+                        grants.push((before, after));
+                    } else {
+                        assert!(wait <= PER_MS, "node {i}: a wait of {wait} ms is longer than the window");
+                        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                    }
+                }
+                grants
+            });
+        }
+    }
+    let mut grants: Vec<(i64, i64)> = set.join_all().await.into_iter().flatten().collect();
+    grants.sort();
+    let first = grants[0].0;
+    let last = grants.iter().map(|g| g.1).max().unwrap();
+    assert!(grants.len() >= 2 * CALLS, "the limit lets calls go in later windows too: {} in {} ms", grants.len(), last - first);
+    assert!(
+        grants.len() as i64 <= CALLS as i64 * ((last - first) / PER_MS + 1),
+        "{} calls in {} ms is more than {CALLS} per {PER_MS} ms",
+        grants.len(),
+        last - first
+    );
+    // Any CALLS + 1 calls must span at least PER_MS. For each call as the earliest, the
+    // tightest set takes the CALLS others (starting no earlier) that ended soonest.
+    for (i, &(start, end)) in grants.iter().enumerate() {
+        let mut ends: Vec<i64> = grants[i + 1..].iter().map(|g| g.1).collect();
+        if ends.len() < CALLS {
+            break;
+        }
+        ends.sort();
+        let span = ends[CALLS - 1].max(end) - start;
+        assert!(span >= PER_MS, "{} calls went within {span} ms (< {PER_MS}): {grants:?}", CALLS + 1);
+    }
+
+    // A vendor's Retry-After holds the key on every node.
+    let s = &stores[1];
+    let until = s.db_now_ms().await.unwrap() + 400;
+    s.rate_hold("conn:held", until).await.unwrap();
+    s.rate_hold("conn:held", until - 300).await.unwrap();
+    let wait = stores[2].rate_acquire("conn:held", 100, 1000).await.unwrap();
+    assert!((1..=400).contains(&wait), "the rest of the hold, not {wait}");
+    tokio::time::sleep(Duration::from_millis(wait as u64 + 5)).await;
+    assert_eq!(stores[0].rate_acquire("conn:held", 100, 1000).await.unwrap(), 0);
+    let e = s.rate_acquire("conn:x", 0, 1000).await.unwrap_err();
+    assert!(matches!(e, StoreError::Invalid(_)), "{e}");
+    for s in &stores[1..] {
+        s.close().await;
+    }
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_claiming_race_takes_each_run_once() {
+    const RUNS: usize = 2000;
+    let db = Db::new(Kind::Postgres).await;
+    let s = db.store();
+    let mut set = JoinSet::new();
+    for t in 0..8 {
+        let s = s.clone();
+        set.spawn(async move {
+            for i in (t..RUNS).step_by(8) {
+                s.accept_event(event("r", None, (i % 50) as i64, None)).await.unwrap();
+            }
+        });
+    }
+    set.join_all().await;
+    assert_eq!(s.run_counts().await.unwrap().get("queued"), Some(&(RUNS as i64)));
+
+    let mut nodes = vec![];
+    for _ in 0..8 {
+        nodes.push(db.another(Some(4)).await);
+    }
+    let mut set = JoinSet::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for t in 0..4 {
+            let node = node.clone();
+            let owner = format!("node-{n}-{t}");
+            set.spawn(async move {
+                let mut mine = vec![];
+                let mut limit = 1 + (n + t) % 7;
+                loop {
+                    let got = node.claim_due(&owner, 100, limit as i64, 60_000).await.unwrap();
+                    if got.is_empty() {
+                        break;
+                    }
+                    mine.extend(got.into_iter().map(|c| (c.run_id, owner.clone())));
+                    limit = 1 + (limit + 3) % 7;
+                }
+                mine
+            });
+        }
+    }
+    let claims: Vec<(String, String)> = set.join_all().await.into_iter().flatten().collect();
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for (run, owner) in &claims {
+        if let Some(before) = seen.insert(run.as_str(), owner.as_str()) {
+            panic!("run {run} was claimed twice: by {before} and by {owner}");
+        }
+    }
+    assert_eq!(seen.len(), RUNS, "every run is claimed");
+    assert!(s.claim_due("late", 100, 10, 1000).await.unwrap().is_empty());
+    // The store agrees on who holds what.
+    let mut stored = HashMap::new();
+    let mut before = None;
+    loop {
+        let page = s.list_runs(&RunFilter { limit: 1000, before: before.clone(), ..Default::default() }).await.unwrap();
+        let Some(last) = page.last() else { break };
+        before = Some(last.id.clone());
+        for r in page {
+            assert_eq!(r.status, RunStatus::Running);
+            stored.insert(r.id, r.owner.unwrap_or_default());
+        }
+    }
+    assert_eq!(stored.len(), RUNS);
+    for (run, owner) in &seen {
+        assert_eq!(stored.get(*run).map(String::as_str), Some(*owner), "run {run}");
+    }
+    let per_node: HashSet<&str> = seen.values().copied().collect();
+    assert!(per_node.len() > 8, "the claims spread over the nodes' tasks ({} claimers)", per_node.len());
+    for n in nodes {
+        n.close().await;
+    }
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_wakeups_survive_a_dropped_connection() {
+    let db = Db::new(Kind::Postgres).await;
+    let a = db.store();
+    let b = db.another(Some(2)).await;
+    let w = a.wakeups().unwrap();
+    // The server ends every listening session (as a restart or a network cut would).
+    use sqlx::Connection as _;
+    let mut admin = sqlx::PgConnection::connect(db.url.as_deref().unwrap()).await.unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(ended.len(), 2, "each store listens on its own connection");
+    assert!(woken(&w, 10_000).await, "a reconnection wakes the pollers (notifications may have been missed)");
+    drain(&w).await;
+    b.accept_event(event("r", None, 1000, None)).await.unwrap();
+    assert!(woken(&w, 10_000).await, "wake-ups arrive again after the reconnection");
+    admin.close().await.unwrap();
+    b.close().await;
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_nodes_starting_together_migrate_once() {
+    let url = testing::postgres_database().await.unwrap_or_else(|e| panic!("{e}"));
+    let dir = std::env::temp_dir().join(format!("enlace-store-test-{}", new_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = key_text(9);
+    let mut set = JoinSet::new();
+    for _ in 0..4 {
+        let (url, dir, key) = (url.clone(), dir.clone(), key.clone());
+        set.spawn(async move { open(Kind::Postgres, Some(&url), &dir, &key, Some(2)).await });
+    }
+    let stores: Vec<Store> =
+        set.join_all().await.into_iter().map(|r| r.unwrap_or_else(|e| panic!("a node failed to start: {e}"))).collect();
+    stores[0].set_secret("S", "v", 1).await.unwrap();
+    assert_eq!(stores[3].secrets(&["S".into()]).await.unwrap().len(), 1);
+    for s in &stores {
+        s.close().await;
+    }
+    testing::drop_database(&url).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_from_before_the_key_check_is_checked_against_its_secrets() {
+    use sqlx::Connection as _;
+    let db = Db::new(Kind::Sqlite).await;
+    db.store().set_secret("S", "v", 1).await.unwrap();
+    let path = db.store().sqlite_path().unwrap().to_path_buf();
+    db.first.close().await;
+    // As an older store: secrets, and no check value.
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    sqlx::query("DELETE FROM meta").execute(&mut c).await.unwrap();
+    c.close().await.unwrap();
+    let Err(e) = open(Kind::Sqlite, None, &db.dir, &key_text(8), None).await else { panic!("another key must be refused") };
+    assert!(e.to_string().contains("ENLACE_SECRET_KEY"), "{e}");
+    let s = open(Kind::Sqlite, None, &db.dir, &db.key, None).await.unwrap();
+    s.close().await;
+    // The right key wrote the check value: now even a store without secrets is checked.
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    sqlx::query("DELETE FROM secrets").execute(&mut c).await.unwrap();
+    c.close().await.unwrap();
+    assert!(open(Kind::Sqlite, None, &db.dir, &key_text(8), None).await.is_err());
+    db.finish().await;
+}
