@@ -12,6 +12,7 @@ pub fn all() -> Vec<Connector> {
         enlace_connector_schedule::connector(),
         enlace_connector_enlace::connector(),
         enlace_connector_http::connector(),
+        enlace_connector_smtp::connector(),
     ]
 }
 

@@ -65,4 +65,12 @@ pub enum TransportError {
 /// Carries out HTTP requests. Implemented by `enlace-kit`; swapped in tests and dry runs.
 pub trait HttpTransport: Send + Sync {
     fn send(&self, request: HttpRequest) -> BoxFuture<'_, Result<HttpResponse, TransportError>>;
+
+    /// Whether this installation lets connectors reach loopback, private and link-local
+    /// addresses (`ENLACE_ALLOW_PRIVATE_NETWORKS=true`). Connectors that speak another
+    /// protocol than HTTP (SMTP) apply the same SSRF guard and ask the transport for its
+    /// policy, so that one setting governs every outgoing connection. Refused by default.
+    fn allows_private_networks(&self) -> bool {
+        false
+    }
 }

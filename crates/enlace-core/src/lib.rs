@@ -2,7 +2,8 @@
 //!
 //! Everything the other crates agree on lives here: what a connector declares about itself
 //! ([`manifest`]), the traits a connector implements ([`action`], [`trigger`]), the error
-//! classes every connector returns ([`error`]), the shape of an outgoing HTTP exchange that
+//! classes every connector returns ([`error`]), credentials checked against an app's auth
+//! kind and the connection-test hook ([`connection`]), the shape of an outgoing HTTP exchange that
 //! the connector kit carries out ([`http`]), credentials that never print themselves
 //! ([`secret`]), durations as recipes write them ([`duration`]) and the registry of
 //! connectors the runner looks names up in ([`registry`]).
@@ -11,6 +12,7 @@
 //! [`http::HttpTransport`] trait but does not implement it; `enlace-kit` does.
 
 pub mod action;
+pub mod connection;
 pub mod duration;
 pub mod error;
 pub mod http;
@@ -20,10 +22,11 @@ pub mod secret;
 pub mod trigger;
 
 pub use action::{Action, ActionContext, DynAction};
+pub use connection::{ConnectionContext, ConnectionTest, CredentialsError, TestOutcome, accepted_kinds, parse_credentials};
 pub use error::{ConnectorError, ErrorClass};
 pub use manifest::{ActionSpec, AuthKind, ConnectorManifest, Idempotency, RateLimit, TriggerKind, TriggerSpec};
 pub use registry::{Connector, Registry};
-pub use secret::{Credentials, Secret};
+pub use secret::{Credentials, Secret, SmtpCredentials, SmtpTls};
 
 /// A boxed, sendable future: what erased traits return.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

@@ -123,6 +123,10 @@ pub struct ConnectorManifest {
     pub rate_limit: Option<RateLimit>,
     /// Bumped when an output schema changes in a way recipes may notice.
     pub version: String,
+    /// Whether a connection to this app can be tested (`enlace connections test`): the
+    /// connector logs in and changes nothing.
+    #[serde(default)]
+    pub connection_test: bool,
     pub triggers: Vec<TriggerSpec>,
     pub actions: Vec<ActionSpec>,
 }

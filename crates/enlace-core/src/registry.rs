@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::action::{Action, DynAction, Erased};
+use crate::connection::{ConnectionContext, ConnectionTest, DynConnectionTest, TestOutcome};
 use crate::manifest::{AuthKind, ConnectorManifest, RateLimit, TriggerKind, TriggerSpec};
 use crate::trigger::{DynPollingTrigger, ErasedPolling, PollingTrigger};
 
@@ -13,6 +14,7 @@ pub struct Connector {
     pub manifest: ConnectorManifest,
     actions: BTreeMap<String, Arc<dyn DynAction>>,
     polling: BTreeMap<String, Arc<dyn DynPollingTrigger>>,
+    tester: Option<Arc<dyn DynConnectionTest>>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -33,11 +35,13 @@ impl Connector {
                     auth: AuthKind::None,
                     rate_limit: None,
                     version: "1".into(),
+                    connection_test: false,
                     triggers: vec![],
                     actions: vec![],
                 },
                 actions: BTreeMap::new(),
                 polling: BTreeMap::new(),
+                tester: None,
             },
         }
     }
@@ -52,6 +56,23 @@ impl Connector {
 
     pub fn polling_trigger(&self, id: &str) -> Option<&Arc<dyn DynPollingTrigger>> {
         self.polling.get(id)
+    }
+
+    /// Tests a connection with the connector's [`ConnectionTest`]; an app without one
+    /// answers [`TestOutcome::Unavailable`], saying so.
+    pub fn test_connection<'a>(&'a self, ctx: &'a ConnectionContext) -> crate::BoxFuture<'a, TestOutcome> {
+        Box::pin(async move {
+            match &self.tester {
+                Some(t) => match t.test(ctx).await {
+                    Ok(message) => TestOutcome::Ok(message),
+                    Err(e) => TestOutcome::Failed(e),
+                },
+                None => TestOutcome::Unavailable(format!(
+                    "the app `{}` has no connection test; its credentials are checked when a step first uses them",
+                    self.manifest.id
+                )),
+            }
+        })
     }
 }
 
@@ -80,6 +101,13 @@ impl ConnectorBuilder {
         let erased = Erased::new(action);
         self.connector.manifest.actions.push(erased.spec().clone());
         self.connector.actions.insert(A::ID.into(), Arc::new(erased));
+        self
+    }
+
+    /// How connections to this app are tested (see [`ConnectionTest`]).
+    pub fn connection_test<T: ConnectionTest>(mut self, test: T) -> Self {
+        self.connector.manifest.connection_test = true;
+        self.connector.tester = Some(Arc::new(test));
         self
     }
 

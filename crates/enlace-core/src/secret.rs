@@ -49,6 +49,69 @@ pub enum Credentials {
     Basic { username: String, password: Secret },
     /// An OAuth2 access token (refresh is the connection manager's job, not the action's).
     OAuth2 { access_token: Secret },
+    /// An SMTP server and the account to send through.
+    Smtp(SmtpCredentials),
+}
+
+/// How an SMTP connection is encrypted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Connect in plain text, then upgrade with `STARTTLS` before anything else is sent
+    /// (port 587, "submission"). The server must offer STARTTLS.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465, "submissions", sometimes called SSL).
+    Tls,
+    /// No encryption at all: only for a relay on a trusted network (port 25).
+    None,
+}
+
+impl SmtpTls {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmtpTls::Starttls => "starttls",
+            SmtpTls::Tls => "tls",
+            SmtpTls::None => "none",
+        }
+    }
+
+    /// The usual port for this mode: 587, 465 or 25.
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        }
+    }
+}
+
+/// What an SMTP connection holds. Only the password is secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct SmtpCredentials {
+    /// The server's host name (`smtp.example.com`).
+    pub host: String,
+    /// The port; when absent, the usual one for `tls` (587, 465 or 25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The account to log in with (AUTH PLAIN or LOGIN); absent for a relay that needs no login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// A certificate (PEM) to trust besides the system's roots: for a server whose
+    /// certificate is issued by a private authority, or self-signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificate: Option<String>,
+}
+
+impl SmtpCredentials {
+    /// The port connected to: the one given, else the usual one for the TLS mode.
+    pub fn effective_port(&self) -> u16 {
+        self.port.unwrap_or_else(|| self.tls.default_port())
+    }
 }
 
 impl Credentials {
@@ -60,6 +123,19 @@ impl Credentials {
             Credentials::ApiKey { key, .. } => vec![key.expose()],
             Credentials::Basic { password, .. } => vec![password.expose()],
             Credentials::OAuth2 { access_token } => vec![access_token.expose()],
+            Credentials::Smtp(smtp) => smtp.password.iter().map(Secret::expose).collect(),
+        }
+    }
+
+    /// The kind, as written in `{"kind": ...}`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credentials::None => "none",
+            Credentials::Bearer { .. } => "bearer",
+            Credentials::ApiKey { .. } => "api_key",
+            Credentials::Basic { .. } => "basic",
+            Credentials::OAuth2 { .. } => "oauth2",
+            Credentials::Smtp(_) => "smtp",
         }
     }
 }

@@ -11,7 +11,8 @@ use enlace_core::{ConnectorError, Credentials};
 /// Sets the request's authentication headers from `creds`: `Authorization: Bearer` for
 /// [`Credentials::Bearer`] and [`Credentials::OAuth2`], the named header for
 /// [`Credentials::ApiKey`], `Authorization: Basic` (base64 of `user:password`) for
-/// [`Credentials::Basic`]; nothing for [`Credentials::None`]. Existing headers of the same
+/// [`Credentials::Basic`]; nothing for [`Credentials::None`]. An SMTP connection is a
+/// [`ConnectorError::BadInput`] on the step's `connection`. Existing headers of the same
 /// name are replaced. Every value set is marked sensitive, so a `Debug` of the request
 /// shows `Sensitive` instead of the secret.
 ///
@@ -33,6 +34,12 @@ pub fn apply_credentials(req: &mut HttpRequest, creds: &Credentials) -> Result<(
         Credentials::Basic { username, password } => {
             let encoded = STANDARD.encode(format!("{username}:{}", password.expose()));
             (AUTHORIZATION, format!("Basic {encoded}"))
+        }
+        Credentials::Smtp(_) => {
+            return Err(ConnectorError::bad_input(
+                "connection",
+                "this is an SMTP connection, which cannot authenticate an HTTP request; use a bearer, api_key or basic connection",
+            ));
         }
     };
     let mut value = HeaderValue::from_str(&value).map_err(|_| {

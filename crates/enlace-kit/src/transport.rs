@@ -187,6 +187,10 @@ impl HttpTransport for ReqwestTransport {
     fn send(&self, request: HttpRequest) -> BoxFuture<'_, Result<HttpResponse, TransportError>> {
         Box::pin(self.execute(request))
     }
+
+    fn allows_private_networks(&self) -> bool {
+        self.config.allow_private_networks
+    }
 }
 
 /// The first error of type `T` in an error's source chain.

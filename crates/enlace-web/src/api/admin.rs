@@ -1,9 +1,8 @@
-//! Connections, secrets and API tokens.
+//! Secrets and API tokens (connections are in `connections`).
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use enlace_core::Credentials;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -20,68 +19,6 @@ fn slug_ok(s: &str) -> bool {
 
 fn secret_name_ok(s: &str) -> bool {
     !s.is_empty() && s.len() <= 100 && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ConnectionView {
-    /// What recipes write as `connection:`.
-    pub id: String,
-    pub app: String,
-    pub name: String,
-    pub status: String,
-    pub created_at: String,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewConnection {
-    /// A slug: lowercase letters, digits, `-` and `_`.
-    pub id: String,
-    /// The app it connects to (`http` for credentials used by `http.request`).
-    pub app: String,
-    /// A label; defaults to the id.
-    pub name: Option<String>,
-    /// `{"kind": "bearer", "token": "..."}`, `{"kind": "api_key", "header": "X-Api-Key", "key": "..."}`, `{"kind": "basic", "username": "...", "password": "..."}`. Stored encrypted; never shown again.
-    #[schema(value_type = Object)]
-    pub credentials: Credentials,
-}
-
-/// Every connection (never the credentials).
-#[utoipa::path(get, path = "/api/v1/connections", tag = "connections", responses((status = 200, body = Vec<ConnectionView>)))]
-pub async fn list_connections(State(s): State<AppState>) -> ApiResult<Json<Vec<ConnectionView>>> {
-    let rows = s.runner.store().list_connections().await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|r| ConnectionView { id: r.id, app: r.app, name: r.name, status: r.status, created_at: ts(r.created_at) })
-            .collect(),
-    ))
-}
-
-/// Creates a connection; its credentials are encrypted at rest and never returned.
-#[utoipa::path(post, path = "/api/v1/connections", tag = "connections", request_body = NewConnection, responses((status = 201, body = ConnectionView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn create_connection(State(s): State<AppState>, Json(c): Json<NewConnection>) -> ApiResult<(StatusCode, Json<ConnectionView>)> {
-    if !slug_ok(&c.id) {
-        return Err(ApiError::invalid(
-            "id",
-            format!("`{}` is not a valid connection id: use lowercase letters, digits, `-` and `_`", c.id),
-        ));
-    }
-    if s.runner.registry().get(&c.app).is_none() {
-        return Err(ApiError::invalid("app", format!("no app `{}`; installed: {}", c.app, s.runner.registry().app_ids().join(", "))));
-    }
-    let name = c.name.clone().unwrap_or_else(|| c.id.clone());
-    let r = s.runner.store().create_connection(&c.id, &c.app, &name, &c.credentials, s.runner.now_ms()).await?;
-    Ok((StatusCode::CREATED, Json(ConnectionView { id: r.id, app: r.app, name: r.name, status: r.status, created_at: ts(r.created_at) })))
-}
-
-/// Deletes a connection. Runs that use it fail with a clear error until it is created again.
-#[utoipa::path(delete, path = "/api/v1/connections/{id}", tag = "connections", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete_connection(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    if s.runner.store().delete_connection(&id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found(format!("no connection `{id}`")))
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod connections;
 pub mod connectors;
 pub mod recipes;
 pub mod runs;
@@ -52,8 +53,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::cancel))
         .routes(routes!(connectors::list))
         .routes(routes!(connectors::get))
-        .routes(routes!(admin::list_connections, admin::create_connection))
-        .routes(routes!(admin::delete_connection))
+        .routes(routes!(connections::list, connections::create))
+        .routes(routes!(connections::get, connections::rename, connections::delete))
+        .routes(routes!(connections::test))
         .routes(routes!(admin::list_secrets))
         .routes(routes!(admin::put_secret, admin::delete_secret))
         .routes(routes!(admin::list_tokens, admin::create_token))

@@ -1,0 +1,153 @@
+//! `smtp.send_email`: one message through the connection's SMTP server.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use enlace_core::{Action, ActionContext, ConnectorError, Idempotency};
+
+use crate::client::{Session, deadline_for, smtp_credentials};
+use crate::message;
+
+/// One address or several: a text (`"Ana <ana@example.com>"`, or several separated by
+/// commas) or a list of texts.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Addresses {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Default for Addresses {
+    fn default() -> Self {
+        Addresses::Many(vec![])
+    }
+}
+
+/// A file attached to the message.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    /// The file name the recipient sees, like `invoice-2026-04.pdf`.
+    pub name: String,
+    /// The file's media type, like `application/pdf` or `text/csv`. Defaults to
+    /// `application/octet-stream` for `content_base64` and `text/plain; charset=utf-8` for
+    /// `content_text`.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// The file's bytes, base64-encoded (line breaks and spaces are ignored). Give this or
+    /// `content_text`.
+    #[serde(default)]
+    pub content_base64: Option<String>,
+    /// The file's content as text (a CSV, an .ics invitation, a note). Give this or
+    /// `content_base64`.
+    #[serde(default)]
+    pub content_text: Option<String>,
+}
+
+/// The `with` map of an `smtp.send_email` step.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    /// The sender, as an address (`news@example.com`) or with a name
+    /// (`Example News <news@example.com>`). Most servers accept only the addresses of the
+    /// account the connection logs in with.
+    pub from: String,
+    /// The recipients: an address, several separated by commas, or a list. At least one
+    /// recipient in `to`, `cc` or `bcc` is needed.
+    #[serde(default)]
+    pub to: Addresses,
+    /// Copy recipients, shown to everyone: an address, several separated by commas, or a list.
+    #[serde(default)]
+    pub cc: Addresses,
+    /// Blind copy recipients: they receive the message, and no recipient sees them (no `Bcc`
+    /// header is sent).
+    #[serde(default)]
+    pub bcc: Addresses,
+    /// Where replies go, when not to the sender (`Support <support@example.com>`).
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// The subject line. Any language: non-ASCII text is encoded for you.
+    pub subject: String,
+    /// The plain-text body. Give `text`, `html` or both: with both, mail programs show the
+    /// HTML and fall back to the text (multipart/alternative).
+    #[serde(default)]
+    pub text: Option<String>,
+    /// The HTML body. Give `text`, `html` or both. Values a template inserts here are
+    /// HTML-escaped (`{{{raw}}}` inserts HTML as is).
+    #[serde(default)]
+    #[schemars(extend("contentMediaType" = "text/html"))]
+    pub html: Option<String>,
+    /// Extra headers, name to value (`List-Unsubscribe: "<https://example.com/u/42>"`,
+    /// `X-Campaign: spring`). The headers that have a field of their own (From, To, Cc,
+    /// Bcc, Reply-To, Subject, Message-ID, Date, MIME and content headers) are refused here.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Files to attach, each with `name`, `content_type` and `content_base64` or
+    /// `content_text`. At most 20 MiB in all.
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+}
+
+/// What the server accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Output {
+    /// The message's `Message-ID` header, with its angle brackets. It is derived from the
+    /// step's idempotency key, so a retry or a replay of this step sends the same id, and
+    /// mail systems that deduplicate on it keep one copy.
+    pub message_id: String,
+    /// The envelope recipients the server accepted (to, cc and bcc, each once), as plain
+    /// addresses.
+    pub accepted: Vec<String>,
+    /// The server's answer to the message (for example `250 2.0.0 Ok: queued as 4Q2J1x`),
+    /// which often carries its queue id.
+    pub server_response: String,
+}
+
+/// `smtp.send_email`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SendEmail;
+
+impl Action for SendEmail {
+    type Input = Input;
+    type Output = Output;
+
+    const ID: &'static str = "send_email";
+    const NAME: &'static str = "Send an email";
+    const DESCRIPTION: &'static str = "Sends one email through the connection's SMTP server: text and/or HTML, attachments, cc, bcc, reply-to and extra headers. Returns the Message-ID and the accepted recipients.";
+    // A second SMTP transaction is a second email: a call whose outcome is unknown is never
+    // resent blindly. The Message-ID, the same on every attempt, lets mail systems (and
+    // people) recognise a copy.
+    const IDEMPOTENCY: Idempotency = Idempotency::None;
+    const HTTP_ONLY: bool = false;
+
+    fn sample() -> Output {
+        Output {
+            message_id: "<enlace.7f3a9c2e81d4b6a05e1f9d3c2b7a6e40@example.com>".into(),
+            accepted: vec!["ana@example.org".into(), "team@example.com".into()],
+            server_response: "250 2.0.0 Ok: queued as 4Q2J1x3bKz".into(),
+        }
+    }
+
+    async fn call(&self, ctx: &ActionContext, input: Input) -> Result<Output, ConnectorError> {
+        let creds = smtp_credentials(&ctx.credentials)?;
+        // Everything about the input is checked before any connection is made.
+        let built = message::build(&input, &ctx.idempotency_key)?;
+        let mut session = Session::open(creds, ctx.http.allows_private_networks(), deadline_for(ctx.timeout)).await?;
+        match session.send(&built.envelope_from, &built.recipients, &built.bytes).await {
+            Ok(server_response) => {
+                session.quit().await;
+                Ok(Output {
+                    message_id: built.message_id,
+                    accepted: built.recipients.iter().map(ToString::to_string).collect(),
+                    server_response,
+                })
+            }
+            Err(e) => {
+                session.abort().await;
+                Err(e)
+            }
+        }
+    }
+}
