@@ -16,6 +16,8 @@ use enlace_runner::{ManualClock, Runner, RunnerConfig, SystemClock};
 use enlace_store::{RunFilter, RunStatus, Store, StoreConfig, Synchronous};
 use serde_json::{Value, json};
 
+mod connections;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -40,6 +42,9 @@ struct StoreArgs {
 enum Command {
     /// Run the web server, webhook ingress, REST API, scheduler and workers.
     Serve(ServeArgs),
+    /// Run workers, timers and cron schedules against a shared PostgreSQL store, with no
+    /// HTTP server: one node of a scaled-out Enlace (see "Running at scale" in the README).
+    Worker(WorkerArgs),
     /// Check recipe files; exit 1 with every diagnostic if any is wrong.
     Validate {
         /// Recipe files (YAML or JSON).
@@ -79,6 +84,13 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Connections: the credentials steps use (`connection: ID`), stored encrypted.
+    Connections {
+        #[command(subcommand)]
+        command: connections::ConnectionsCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Secrets read by recipes as `{{secrets.NAME}}`, stored encrypted.
     Secrets {
         #[command(subcommand)]
@@ -102,8 +114,39 @@ struct ServeArgs {
     /// On SIGTERM, how long to let runs in flight finish before handing them back to the queue.
     #[arg(long, env = "ENLACE_DRAIN_TIMEOUT", default_value = "20s", value_parser = duration_arg)]
     drain_timeout: Duration,
+    /// Ingress only: store events and queue their runs, and leave running them (and cron
+    /// schedules) to `enlace worker` nodes on the same PostgreSQL store.
+    #[arg(long, env = "ENLACE_NO_WORKERS")]
+    no_workers: bool,
+    #[command(flatten)]
+    node: NodeArgs,
     #[command(flatten)]
     store: StoreArgs,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// Runs in flight at once.
+    #[arg(long, env = "ENLACE_CONCURRENCY", default_value_t = 256)]
+    concurrency: usize,
+    /// On SIGTERM, how long to let runs in flight finish before handing them back to the queue.
+    #[arg(long, env = "ENLACE_DRAIN_TIMEOUT", default_value = "20s", value_parser = duration_arg)]
+    drain_timeout: Duration,
+    #[command(flatten)]
+    node: NodeArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// How long a claimed run stays leased to this node between heartbeats (renewed every
+    /// third of it). When a node dies, its runs go back to the queue once this runs out.
+    #[arg(long, env = "ENLACE_LEASE", default_value = "30s", value_parser = duration_arg)]
+    lease: Duration,
+    /// This node's name in run leases and logs (default: a random one per process).
+    #[arg(long, env = "ENLACE_NODE_ID")]
+    node_id: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -163,7 +206,7 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Serve(_)));
+    init_tracing(matches!(cli.command, Command::Serve(_) | Command::Worker(_)));
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -213,11 +256,13 @@ async fn open_store(a: &StoreArgs) -> Result<Store> {
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Worker(args) => worker(args).await,
         Command::Validate { files } => Ok(validate(&files)),
         Command::Run { file, event, dry_run, json } => run_once(&file, &event, dry_run, json).await,
         Command::Connectors { command } => connectors(command),
         Command::Tokens { command, store } => tokens(command, &store).await,
         Command::Runs { command, store } => runs(command, &store).await,
+        Command::Connections { command, store } => connections::run(command, &store).await,
         Command::Secrets { command, store } => secrets(command, &store).await,
     }
 }
@@ -256,11 +301,18 @@ fn transport() -> Result<Arc<ReqwestTransport>> {
     Ok(Arc::new(ReqwestTransport::new(TransportConfig::from_env()).map_err(|e| anyhow!("cannot build the HTTP client: {e}"))?))
 }
 
-async fn serve(args: ServeArgs) -> Result<ExitCode> {
-    std::fs::create_dir_all(&args.store.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", args.store.data_dir.display()))?;
-    // One process runs workers on a data directory: the lock makes a second one fail clearly.
-    let lock_path = args.store.data_dir.join("enlace.lock");
+fn is_postgres(a: &StoreArgs) -> bool {
+    a.database_url.as_deref().is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+}
+
+/// One process runs workers on an SQLite data directory: the lock makes a second one fail
+/// clearly. (On PostgreSQL, many nodes share the store by design.)
+fn lock_data_dir(a: &StoreArgs) -> Result<Option<std::fs::File>> {
+    std::fs::create_dir_all(&a.data_dir).with_context(|| format!("cannot create the data directory {}", a.data_dir.display()))?;
+    if is_postgres(a) {
+        return Ok(None);
+    }
+    let lock_path = a.data_dir.join("enlace.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -268,8 +320,26 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         .open(&lock_path)
         .with_context(|| format!("cannot open {}", lock_path.display()))?;
     if lock.try_lock().is_err() {
-        bail!("another `enlace serve` is running on {}; stop it first, or give this one another --data-dir", args.store.data_dir.display());
+        bail!("another `enlace serve` is running on {}; stop it first, or give this one another --data-dir", a.data_dir.display());
     }
+    Ok(Some(lock))
+}
+
+fn runner_config(concurrency: usize, workers: bool, node: &NodeArgs) -> RunnerConfig {
+    let mut c = RunnerConfig { concurrency, workers, lease: node.lease.max(Duration::from_secs(1)), ..RunnerConfig::default() };
+    if let Some(id) = &node.node_id {
+        c.node_id = id.clone();
+    }
+    c
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    if args.no_workers && !is_postgres(&args.store) {
+        bail!(
+            "--no-workers needs a store shared with `enlace worker` nodes: give --database-url postgres://...; with SQLite, `enlace serve` runs the workers itself"
+        );
+    }
+    let lock = lock_data_dir(&args.store)?;
 
     // Check every recipe file before touching anything.
     let mut recipes = vec![];
@@ -289,9 +359,11 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
 
     let store = open_store(&args.store).await?;
     let registry = enlace_connectors::registry();
-    let config = RunnerConfig { concurrency: args.concurrency, ..RunnerConfig::default() };
+    let config = runner_config(args.concurrency, !args.no_workers, &args.node);
     let runner = Runner::new(store.clone(), registry, config, transport()?, Arc::new(SystemClock));
-    for (id, d) in runner.load(true).await? {
+    // On SQLite this process is the only one with workers: what a dead one left running
+    // is queued again now. On PostgreSQL the reapers do it, once the dead node's lease ends.
+    for (id, d) in runner.load(!is_postgres(&args.store)).await? {
         tracing::error!(recipe = %id, diagnostics = %d, "a stored recipe no longer validates; it does not run");
     }
     for r in &recipes {
@@ -302,7 +374,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
 
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(address = %addr, data_dir = %args.store.data_dir.display(), database = store.backend_name(), "Enlace is listening");
+    tracing::info!(address = %addr, data_dir = %args.store.data_dir.display(), database = store.backend_name(), workers = !args.no_workers, node = %runner.node_id(), "Enlace is listening");
     println!("Enlace listening on http://{addr}");
     let app = enlace_web::app(runner.clone(), enlace_web::WebConfig::default());
     enlace_web::serve(listener, app, shutdown_signal()).await?;
@@ -311,6 +383,31 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     store.close().await;
     tracing::info!(handed_back, "stopped");
     drop(lock);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn worker(args: WorkerArgs) -> Result<ExitCode> {
+    if !is_postgres(&args.store) {
+        bail!(
+            "`enlace worker` needs a store shared with other nodes: give --database-url postgres://... (or ENLACE_DATABASE_URL); with SQLite, `enlace serve` runs the workers itself"
+        );
+    }
+    std::fs::create_dir_all(&args.store.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", args.store.data_dir.display()))?;
+    let store = open_store(&args.store).await?;
+    let config = runner_config(args.concurrency, true, &args.node);
+    let runner = Runner::new(store.clone(), enlace_connectors::registry(), config, transport()?, Arc::new(SystemClock));
+    for (id, d) in runner.load(false).await? {
+        tracing::error!(recipe = %id, diagnostics = %d, "a stored recipe no longer validates; it does not run");
+    }
+    runner.start();
+    tracing::info!(database = store.backend_name(), node = %runner.node_id(), concurrency = args.concurrency, "Enlace worker started");
+    println!("Enlace worker {} started", runner.node_id());
+    shutdown_signal().await;
+    tracing::info!("stopping; draining runs in flight");
+    let handed_back = runner.shutdown(args.drain_timeout).await;
+    store.close().await;
+    tracing::info!(handed_back, "stopped");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -46,7 +46,6 @@ async fn start_run(runner: &enlace_runner::Runner, recipe: &str, body: Value) ->
     a.run_id
 }
 
-#[tokio::test]
 async fn rate_limited_waits_for_retry_after_then_succeeds_with_the_same_key() {
     let target = Target::start().await;
     target.script("/t", vec![Answer::status(429, r#"{"message":"slow down"}"#).header("retry-after", "7")]);
@@ -83,7 +82,6 @@ fn clock_now(r: &enlace_runner::Runner) -> i64 {
     r.now_ms()
 }
 
-#[tokio::test]
 async fn server_errors_retry_with_backoff_and_full_jitter() {
     let target = Target::start().await;
     target.script("/t", vec![Answer::status(500, "{}"), Answer::status(503, "{}")]);
@@ -108,7 +106,6 @@ async fn server_errors_retry_with_backoff_and_full_jitter() {
     assert_eq!(d.steps[0].attempts, 3);
 }
 
-#[tokio::test]
 async fn auth_and_bad_request_fail_at_once_without_retry() {
     let target = Target::start().await;
     target.script("/auth", vec![Answer::status(401, r#"{"error":"invalid_token"}"#)]);
@@ -133,7 +130,6 @@ async fn auth_and_bad_request_fail_at_once_without_retry() {
     assert_eq!(runner.drain_due().await.unwrap(), 0, "nothing is queued for a retry");
 }
 
-#[tokio::test]
 async fn a_failed_run_replays_from_its_failed_step() {
     let target = Target::start().await;
     target.script("/flaky", vec![Answer::status(500, "{}"), Answer::status(500, "{}")]);
@@ -180,7 +176,6 @@ steps:
     assert!(runner.replay(&run, false).await.is_err());
 }
 
-#[tokio::test]
 async fn a_one_week_delay_is_a_durable_timer_that_survives_a_restart() {
     let target = Target::start().await;
     let (runner, clock, store) = manual_runner(None).await;
@@ -221,7 +216,6 @@ steps:
     assert!(got[0].body["waited"].as_str().unwrap().ends_with('Z'));
 }
 
-#[tokio::test]
 async fn an_interrupted_run_resumes_without_calling_completed_steps_again() {
     let target = Target::start().await;
     // The second call hangs: the "process" dies while it is in flight.
@@ -279,7 +273,6 @@ steps:
     drop(runner);
 }
 
-#[tokio::test]
 async fn emit_chains_recipes_once_and_loops_and_branches_expose_outputs() {
     let target = Target::start().await;
     let (runner, _clock, store) = manual_runner(None).await;
@@ -348,7 +341,6 @@ steps:
     assert!(keys.contains(&"each[0].single") && keys.contains(&"each[1].bulk"), "{keys:?}");
 }
 
-#[tokio::test]
 async fn cron_fires_once_per_tick() {
     let target = Target::start().await;
     let (runner, clock, store) = manual_runner(None).await;
@@ -381,7 +373,6 @@ steps:
     let _ = store;
 }
 
-#[tokio::test]
 async fn secrets_are_masked_in_run_history() {
     let target = Target::start().await;
     let (runner, _clock, store) = manual_runner(None).await;
@@ -417,7 +408,6 @@ steps:
     assert_eq!(d.steps[0].input.as_ref().unwrap()["json"]["note"], "key is [secret]");
 }
 
-#[tokio::test]
 async fn a_caller_that_goes_away_never_leaves_a_run_without_its_worker() {
     let target = Target::start().await;
     let (runner, _clock, store) = manual_runner(None).await;
@@ -439,3 +429,34 @@ async fn a_caller_that_goes_away_never_leaves_a_run_without_its_worker() {
     }
     assert_eq!(target.received_on("/t").len(), runs.len());
 }
+
+/// Runs each test on both stores: `<test>::sqlite` and `<test>::postgres` (a fresh
+/// PostgreSQL database per test).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use crate::support::{BACKEND, Backend};
+            #[tokio::test]
+            async fn sqlite() {
+                BACKEND.scope(Backend::Sqlite, super::$name()).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                BACKEND.scope(Backend::Postgres, super::$name()).await
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    rate_limited_waits_for_retry_after_then_succeeds_with_the_same_key,
+    server_errors_retry_with_backoff_and_full_jitter,
+    auth_and_bad_request_fail_at_once_without_retry,
+    a_failed_run_replays_from_its_failed_step,
+    a_one_week_delay_is_a_durable_timer_that_survives_a_restart,
+    an_interrupted_run_resumes_without_calling_completed_steps_again,
+    emit_chains_recipes_once_and_loops_and_branches_expose_outputs,
+    cron_fires_once_per_tick,
+    secrets_are_masked_in_run_history,
+    a_caller_that_goes_away_never_leaves_a_run_without_its_worker,
+);

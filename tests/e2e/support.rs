@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -25,6 +25,8 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Value,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 impl Received {
@@ -97,6 +99,16 @@ impl Target {
         self.received().into_iter().filter(|r| r.path == path).collect()
     }
 
+    /// How many requests arrived on `path` (without copying them).
+    pub fn count_on(&self, path: &str) -> usize {
+        self.state.lock().unwrap().received.iter().filter(|r| r.path == path).count()
+    }
+
+    /// When each request on `path` arrived, in order.
+    pub fn arrivals_on(&self, path: &str) -> Vec<Instant> {
+        self.state.lock().unwrap().received.iter().filter(|r| r.path == path).map(|r| r.at).collect()
+    }
+
     pub async fn wait_for(&self, path: &str, n: usize) -> Vec<Received> {
         for _ in 0..500 {
             let got = self.received_on(path);
@@ -114,7 +126,7 @@ async fn handle(State(state): State<Arc<Mutex<TargetState>>>, method: Method, ur
     let path = uri.path().to_string();
     let answer = {
         let mut s = state.lock().unwrap();
-        s.received.push(Received { method: method.to_string(), path: path.clone(), headers, body: body_v });
+        s.received.push(Received { method: method.to_string(), path: path.clone(), headers, body: body_v, at: Instant::now() });
         s.script.iter_mut().find(|(p, q)| *p == path && !q.is_empty()).and_then(|(_, q)| q.pop_front())
     };
     let Some(a) = answer else {
@@ -141,11 +153,42 @@ pub fn transport() -> Arc<ReqwestTransport> {
     Arc::new(ReqwestTransport::new(TransportConfig { allow_private_networks: true, ..TransportConfig::default() }).unwrap())
 }
 
+/// Which store a test runs on (the runner tests run on both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+tokio::task_local! {
+    pub static BACKEND: Backend;
+}
+
+/// A store for a test: SQLite in a temporary directory, or (inside `BACKEND.scope(Postgres)`)
+/// a fresh PostgreSQL database.
+pub async fn test_store() -> Store {
+    match BACKEND.try_with(|b| *b).unwrap_or(Backend::Sqlite) {
+        Backend::Sqlite => Store::temporary().await.unwrap(),
+        Backend::Postgres => {
+            let url = enlace_store::testing::postgres_database().await.unwrap();
+            let dir = std::env::temp_dir().join(format!("enlace-e2e-pg-{}", uuid::Uuid::now_v7()));
+            enlace_store::Store::open(&enlace_store::StoreConfig {
+                database_url: Some(url),
+                data_dir: dir,
+                secret_key: Some(format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())),
+                synchronous: enlace_store::Synchronous::Full,
+            })
+            .await
+            .unwrap()
+        }
+    }
+}
+
 /// A runner on a temporary store with a manual clock; nothing runs in the background.
 pub async fn manual_runner(store: Option<Store>) -> (Runner, ManualClock, Store) {
     let store = match store {
         Some(s) => s,
-        None => Store::temporary().await.unwrap(),
+        None => test_store().await,
     };
     let clock = ManualClock::new(1_790_000_000_000);
     let runner = Runner::new(

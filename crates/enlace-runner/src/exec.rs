@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use enlace_core::action::ActionContext;
 use enlace_core::http::HttpTransport;
-use enlace_core::{ConnectorError, Credentials, ErrorClass};
+use enlace_core::{ConnectorError, Credentials, ErrorClass, RateLimit};
 use enlace_kit::RecordingTransport;
 use enlace_recipe::model::{ActionStep, Delay, Mapping, OnError, Respond, Step, StepKind, TriggerConfig};
 use enlace_recipe::template::Data;
-use enlace_store::{NewEvent, RunDetail, RunRow, RunStatus, RunUpdate, StepRecord, StepStatus};
+use enlace_store::{NewEvent, RateSpec, RunDetail, RunRow, RunStatus, RunUpdate, StepRecord, StepStatus};
 use rand::Rng;
 use serde_json::{Map, Value, json};
 use tokio::sync::OwnedSemaphorePermit;
@@ -105,6 +105,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, run_id: String, permit: OwnedSema
         emitted: vec![],
         masker,
         credentials: HashMap::new(),
+        connection_limits: HashMap::new(),
     };
     let flow = ex.steps(&recipe.steps, String::new()).await;
     let response = match (&flow, &recipe.trigger.config) {
@@ -116,6 +117,61 @@ pub(crate) async fn execute(inner: Arc<Inner>, run_id: String, permit: OwnedSema
     };
     let Exec { pending, emitted, .. } = ex;
     finish(&inner, &detail.run, pending, emitted, flow, response).await;
+}
+
+/// Follows a run that another node executes, for a caller waiting on it (a synchronous
+/// webhook on an ingress-only node): reads the run until it ends or parks, then answers
+/// like a local worker would. Gives up when the caller does.
+pub(crate) async fn follow(inner: Arc<Inner>, run_id: String, mut tx: tokio::sync::oneshot::Sender<RunOutcome>) {
+    let mut pause = Duration::from_millis(2);
+    loop {
+        tokio::select! {
+            _ = tx.closed() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_millis(50));
+        let detail = match inner.store.run_detail(&run_id).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(run_id = %run_id, error = %e, "following a run failed; retrying");
+                continue;
+            }
+        };
+        let run = &detail.run;
+        let parked = run.status == RunStatus::Waiting || (run.status == RunStatus::Queued && run.started_at.is_some());
+        if !run.status.is_final() && !parked {
+            continue;
+        }
+        let mut response = None;
+        if run.status == RunStatus::Succeeded
+            && let Ok(recipe) = inner.catalog.version(&inner.store, &run.recipe_id, run.recipe_version).await
+            && let TriggerConfig::Webhook(w) = &recipe.trigger.config
+            && let Respond::AfterRun { template, .. } = &w.respond
+        {
+            response = Some(render_response(template, &finished_data(&detail)));
+        }
+        let _ = tx.send(RunOutcome { run_id: run.id.clone(), status: run.status, response, error: run.error.clone() });
+        return;
+    }
+}
+
+/// What a finished run's templates see, rebuilt from its journal: the trigger, and each
+/// top-level step's output under `steps.<id>`. (Secrets are not read back for this.)
+fn finished_data(detail: &RunDetail) -> Data {
+    let mut steps = Map::new();
+    for s in &detail.steps {
+        if !s.key.contains('[')
+            && let Some(out) = &s.output
+        {
+            steps.insert(s.step_id.clone(), out.clone());
+        }
+    }
+    Data::new(json!({
+        "trigger": detail.event.payload,
+        "steps": steps,
+        "run": {"id": detail.run.id, "recipe": detail.run.recipe_id, "attempt": detail.run.attempt},
+    }))
 }
 
 fn has_waiter(inner: &Inner, run_id: &str) -> bool {
@@ -187,6 +243,8 @@ struct Exec {
     emitted: Vec<NewEvent>,
     masker: Masker,
     credentials: HashMap<String, Credentials>,
+    /// The user's rate limit of each connection read so far (on top of the app's own).
+    connection_limits: HashMap<String, Option<RateSpec>>,
 }
 
 fn truthy(v: &Value) -> bool {
@@ -544,6 +602,29 @@ impl Exec {
         }
     }
 
+    /// How long before a call on `key` may go out (zero: it goes now, and is counted). A
+    /// hold from a vendor's `Retry-After` seen here comes first; then the limit, kept in the
+    /// store when the store is shared by several nodes, else in this process (governor).
+    async fn rate_wait(&self, key: &str, limit: Option<RateLimit>) -> Duration {
+        let inner = &self.inner;
+        let now = self.now();
+        if !inner.store.shared_rate_limits() {
+            return inner.limits.check(key, limit, now);
+        }
+        let held = inner.limits.check(key, None, now);
+        if !held.is_zero() {
+            return held;
+        }
+        let Some(l) = limit else { return Duration::ZERO };
+        match inner.store.rate_acquire(key, l.calls.max(1), (l.per.as_millis() as i64).max(1)).await {
+            Ok(ms) => Duration::from_millis(ms.max(0) as u64),
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "reading the shared rate budget failed; waiting before trying again");
+                Duration::from_millis(500)
+            }
+        }
+    }
+
     async fn credentials(&mut self, a: &ActionStep) -> Result<Credentials, ConnectorError> {
         let Some(id) = &a.connection else { return Ok(Credentials::None) };
         if let Some(c) = self.credentials.get(id) {
@@ -559,6 +640,7 @@ impl Exec {
                 }
                 self.masker = Masker::new(self.masker_values().into_iter().chain(creds.secret_values().into_iter().map(str::to_string)));
                 self.credentials.insert(id.clone(), creds.clone());
+                self.connection_limits.insert(id.clone(), row.rate_limit);
                 Ok(creds)
             }
             Ok(None) => Err(ConnectorError::bad_input(
@@ -642,8 +724,14 @@ impl Exec {
         };
         // The connection's rate budget, shared by every recipe using it.
         let limit_key = a.connection.clone().map(|c| format!("connection:{c}")).unwrap_or_else(|| format!("app:{}", a.app));
+        let limit = a
+            .connection
+            .as_ref()
+            .and_then(|c| self.connection_limits.get(c).copied().flatten())
+            .map(|l| RateLimit { calls: l.calls, per: Duration::from_millis(l.per_ms.max(1) as u64) })
+            .or(connector.manifest.rate_limit);
         loop {
-            let wait = inner.limits.check(&limit_key, connector.manifest.rate_limit, self.now());
+            let wait = self.rate_wait(&limit_key, limit).await;
             if wait.is_zero() {
                 break;
             }
@@ -772,7 +860,17 @@ impl Exec {
         if class == ErrorClass::RateLimited {
             let hold = err.retry_after().unwrap_or(Duration::from_secs(1));
             let limit_key = a.connection.clone().map(|c| format!("connection:{c}")).unwrap_or_else(|| format!("app:{}", a.app));
-            self.inner.limits.hold(&limit_key, now + hold.as_millis() as i64);
+            let until = now + hold.as_millis() as i64;
+            self.inner.limits.hold(&limit_key, until);
+            if self.inner.store.shared_rate_limits() {
+                // Every node holds the connection, not just this one.
+                let store = self.inner.store.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = store.rate_hold(&limit_key, until).await {
+                        tracing::warn!(key = %limit_key, error = %e, "sharing a vendor's Retry-After with the other nodes failed");
+                    }
+                });
+            }
         }
         let retryable = match class {
             ErrorClass::RateLimited | ErrorClass::Transient => true,
@@ -889,6 +987,9 @@ pub(crate) fn parse_time(v: &Value, tz: Option<chrono_tz::Tz>) -> Result<i64, St
 /// second, so runs queued by other processes are seen too) or until woken.
 pub(crate) async fn poll_loop(inner: Arc<Inner>) {
     let lease = inner.config.lease.as_millis() as i64;
+    // Other nodes' work (PostgreSQL NOTIFY): without it, a poller would learn of a run
+    // queued elsewhere only at its next idle tick.
+    let store_wake = inner.store.wakeups().unwrap_or_else(|| Arc::new(tokio::sync::Notify::new()));
     loop {
         if inner.shutdown.is_cancelled() {
             return;
@@ -936,6 +1037,7 @@ pub(crate) async fn poll_loop(inner: Arc<Inner>) {
         tokio::select! {
             _ = inner.shutdown.cancelled() => return,
             _ = inner.wake.notified() => {}
+            _ = store_wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }

@@ -69,7 +69,12 @@ pub struct RunnerConfig {
     pub node_id: String,
     /// Runs in flight at once in this process.
     pub concurrency: usize,
-    /// How long a claimed run stays leased to this node.
+    /// Whether this process runs workers, timers and schedules. An ingress-only node
+    /// (`enlace serve --no-workers`) stores events and queues their runs for other nodes.
+    pub workers: bool,
+    /// How long a claimed run stays leased to this node without a heartbeat. Heartbeats
+    /// renew it every third of this; a node that dies loses its runs to the reaper of
+    /// another node once it runs out.
     pub lease: Duration,
     /// Longest an action call may take before its outcome counts as unknown.
     pub step_timeout: Duration,
@@ -83,7 +88,8 @@ impl Default for RunnerConfig {
         RunnerConfig {
             node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
             concurrency: 256,
-            lease: Duration::from_secs(300),
+            workers: true,
+            lease: Duration::from_secs(30),
             step_timeout: Duration::from_secs(300),
             dry_run: false,
         }
@@ -134,6 +140,8 @@ pub(crate) struct Inner {
     wake: Notify,
     waiters: Mutex<HashMap<String, oneshot::Sender<RunOutcome>>>,
     shutdown: CancellationToken,
+    /// Cancelled when shutdown has drained or handed back every run (heartbeats stop then).
+    stopped: CancellationToken,
     dry_log: Mutex<Vec<DryCall>>,
 }
 
@@ -160,6 +168,7 @@ impl Runner {
                 wake: Notify::new(),
                 waiters: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
+                stopped: CancellationToken::new(),
                 dry_log: Mutex::new(vec![]),
             }),
         }
@@ -176,6 +185,11 @@ impl Runner {
     }
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+    /// The outgoing transport actions use (its SSRF policy included): connection tests go
+    /// through it too.
+    pub fn transport(&self) -> &Arc<dyn HttpTransport> {
+        &self.inner.transport
     }
     pub fn node_id(&self) -> &str {
         &self.inner.config.node_id
@@ -199,10 +213,14 @@ impl Runner {
     /// Starts the background work: the poller that claims due runs, the cron scheduler and
     /// the recipe refresher. They stop at [`Runner::shutdown`].
     pub fn start(&self) {
-        let me = self.inner.clone();
-        tokio::spawn(async move { exec::poll_loop(me).await });
-        let me = self.inner.clone();
-        tokio::spawn(async move { schedule_loop(me).await });
+        if self.inner.config.workers {
+            let me = self.inner.clone();
+            tokio::spawn(async move { exec::poll_loop(me).await });
+            let me = self.inner.clone();
+            tokio::spawn(async move { schedule_loop(me).await });
+            let me = self.inner.clone();
+            tokio::spawn(async move { lease_loop(me).await });
+        }
         let me = self.inner.clone();
         tokio::spawn(async move { refresh_loop(me).await });
     }
@@ -219,6 +237,7 @@ impl Runner {
         self.inner.shutdown.cancel();
         let total = self.inner.config.concurrency.max(1) as u32;
         let drained = tokio::time::timeout(drain, self.inner.slots.acquire_many(total)).await;
+        let _stop_heartbeats = self.inner.stopped.clone().drop_guard();
         match drained {
             Ok(Ok(permits)) => {
                 permits.forget();
@@ -432,7 +451,7 @@ async fn accept_inner(
     let inner = &inner;
     let now = inner.clock.now_ms();
     let permit: Option<OwnedSemaphorePermit> =
-        if inner.shutdown.is_cancelled() { None } else { inner.slots.clone().try_acquire_owned().ok() };
+        if inner.shutdown.is_cancelled() || !inner.config.workers { None } else { inner.slots.clone().try_acquire_owned().ok() };
     let source = inc.source;
     let owner = permit.as_ref().map(|_| inner.config.node_id.clone());
     // Keep what the worker needs, so that it does not read the run back.
@@ -457,7 +476,12 @@ async fn accept_inner(
         return Ok((accepted, None, None));
     }
     inner.metrics.events_accepted.get_or_create(&labels).inc();
-    let rx = if inc.wait {
+    let rx = if inc.wait && !inner.config.workers {
+        // Another node runs it: follow the run in the store.
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(exec::follow(inner.clone(), accepted.run_id.clone(), tx));
+        Some(rx)
+    } else if inc.wait {
         let (tx, rx) = oneshot::channel();
         inner.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(accepted.run_id.clone(), tx);
         Some(rx)
@@ -547,6 +571,35 @@ async fn schedule_loop(inner: Arc<Inner>) {
         tokio::select! {
             _ = inner.shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Keeps this node's leases alive and, on a store shared by several nodes, returns to the
+/// queue the runs of nodes whose leases ran out (they died, or lost the database). Heartbeats
+/// go on while a shutdown drains, and stop once every run is finished or handed back.
+async fn lease_loop(inner: Arc<Inner>) {
+    let lease_ms = inner.config.lease.as_millis() as i64;
+    let every = (inner.config.lease / 3).max(Duration::from_millis(100));
+    let shared = inner.store.wakeups().is_some();
+    loop {
+        tokio::select! {
+            _ = inner.stopped.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = inner.clock.now_ms();
+        if let Err(e) = inner.store.heartbeat(&inner.config.node_id, now, lease_ms).await {
+            tracing::error!(error = %e, "renewing this node's run leases failed; other nodes may take its runs when the leases end");
+        }
+        if shared && !inner.shutdown.is_cancelled() {
+            match inner.store.reap_expired(now).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::warn!(runs = n, "runs of a node whose lease ran out are queued again");
+                    inner.wake.notify_one();
+                }
+                Err(e) => tracing::error!(error = %e, "returning expired runs to the queue failed"),
+            }
         }
     }
 }
