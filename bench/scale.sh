@@ -75,7 +75,7 @@ run_config() { # name
     psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE $db" >/dev/null
     url=$(pg_db_url "$db")
     "${common[@]}" ENLACE_DATABASE_URL="$url" "$BIN" serve --no-workers --listen "127.0.0.1:$ENLACE_PORT" --data-dir "$dir/data" --recipes "$dir/recipes" >"$dir/serve.log" 2>&1 & PIDS+=($!); enlace_pids+=($!)
-    wait_port "$ENLACE_PORT"
+    wait_port "$ENLACE_PORT" || { log "the ingress node did not start; see $dir/serve.log"; exit 1; }
     local i
     for i in $(seq 1 "$workers"); do
       "${common[@]}" ENLACE_DATABASE_URL="$url" "$BIN" worker --data-dir "$dir/data" >"$dir/worker-$i.log" 2>&1 & PIDS+=($!); enlace_pids+=($!)

@@ -3,6 +3,7 @@
 //! `enlace` binary, a real SMTP server).
 
 mod cli;
+mod contracts;
 mod recipes;
 mod runner;
 mod scale;

@@ -253,8 +253,13 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        TestServer::start_with(enlace_connectors::registry()).await
+    }
+
+    /// The same with another registry (connectors pointed at local mocks of their vendors).
+    pub async fn start_with(registry: enlace_core::Registry) -> TestServer {
         let store = Store::temporary().await.unwrap();
-        let runner = Runner::new(store.clone(), enlace_connectors::registry(), RunnerConfig::default(), transport(), Arc::new(SystemClock));
+        let runner = Runner::new(store.clone(), registry, RunnerConfig::default(), transport(), Arc::new(SystemClock));
         runner.load(false).await.unwrap();
         runner.start();
         let app = enlace_web::app(runner.clone(), enlace_web::WebConfig::default());

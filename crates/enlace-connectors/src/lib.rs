@@ -13,6 +13,8 @@ pub fn all() -> Vec<Connector> {
         enlace_connector_enlace::connector(),
         enlace_connector_http::connector(),
         enlace_connector_smtp::connector(),
+        enlace_connector_slack::connector(),
+        enlace_connector_twilio::connector(),
     ]
 }
 

@@ -241,6 +241,34 @@ pub fn check_ok_field(body: &Value, field: &str, error_field: &str) -> Result<()
     })
 }
 
+/// [`check_ok_field`] on a whole response, with a hook for the vendor's own error codes.
+/// `vendor` sees each error code first (with the body, for details such as Slack's
+/// `response_metadata.messages`) and may classify it (a code that names a field of the
+/// input, say); a code it leaves (`None`) gets [`check_ok_field`]'s classes. A rate limit
+/// carries the response's `Retry-After`. For the 2xx answers of APIs that report errors
+/// inside the body; error statuses go through [`classify`] first.
+pub fn check_ok_response(
+    resp: &HttpResponse,
+    body: &Value,
+    field: &str,
+    error_field: &str,
+    vendor: impl Fn(&str, &Value) -> Option<ConnectorError>,
+) -> Result<(), ConnectorError> {
+    if body.get(field) != Some(&Value::Bool(false)) {
+        return Ok(());
+    }
+    let code = body.get(error_field).and_then(Value::as_str).unwrap_or("unknown_error");
+    if let Some(err) = vendor(code, body) {
+        return Err(err);
+    }
+    match check_ok_field(body, field, error_field) {
+        Err(ConnectorError::RateLimited { message, .. }) => {
+            Err(ConnectorError::RateLimited { retry_after: retry_after(&resp.headers), message })
+        }
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,5 +453,23 @@ mod tests {
         assert!(err.message().contains("unknown_error"), "{err}");
         let err = check_ok_field(&json!({"ok": false, "error": "channel_not_found"}), "ok", "error").unwrap_err();
         assert!(err.message().contains("channel_not_found"), "{err}");
+    }
+
+    #[test]
+    fn ok_response_asks_the_vendor_first_and_keeps_retry_after() {
+        let vendor = |code: &str, body: &Value| {
+            (code == "channel_not_found").then(|| ConnectorError::bad_input("channel", format!("no such channel ({})", body["x"])))
+        };
+        let r = resp(200, &[("retry-after", "9")], "");
+        let err = check_ok_response(&r, &json!({"ok": false, "error": "channel_not_found", "x": 1}), "ok", "error", vendor).unwrap_err();
+        assert_eq!(err, ConnectorError::bad_input("channel", "no such channel (1)"));
+        let err = check_ok_response(&r, &json!({"ok": false, "error": "ratelimited"}), "ok", "error", vendor).unwrap_err();
+        assert_eq!(err.class(), ErrorClass::RateLimited);
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(9)));
+        let err = check_ok_response(&r, &json!({"ok": false, "error": "invalid_auth"}), "ok", "error", vendor).unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Auth);
+        let err = check_ok_response(&r, &json!({"ok": false, "error": "is_archived"}), "ok", "error", vendor).unwrap_err();
+        assert_eq!(err.class(), ErrorClass::Permanent);
+        assert_eq!(check_ok_response(&r, &json!({"ok": true}), "ok", "error", vendor), Ok(()));
     }
 }

@@ -18,7 +18,9 @@ pub mod ssrf;
 pub mod transport;
 
 pub use auth::apply_credentials;
-pub use classify::{RateInfo, check_ok_field, classify, json_body, rate_info, retry_after, transport_error, vendor_message};
+pub use classify::{
+    RateInfo, check_ok_field, check_ok_response, classify, json_body, rate_info, retry_after, transport_error, vendor_message,
+};
 pub use transport::{BuildError, RecordingTransport, ReqwestTransport, TransportConfig};
 
 /// The URL type the transport parses with (WHATWG URLs), for connectors that build URLs
