@@ -52,14 +52,22 @@ fn prism_bin() -> PathBuf {
     home.join(".cache/enlace-prism/node_modules/.bin/prism")
 }
 
+/// The vendors' API descriptions: `ENLACE_VENDOR_SPECS`, else `../shared/vendor-specs` next
+/// to the repository, else the workplace's copy at `/work/shared/vendor-specs` (a checkout
+/// elsewhere, such as CI's, still finds them). They are read in place, never copied.
 fn spec(relative: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vendor-specs").join(relative);
-    assert!(
-        path.exists(),
-        "the vendor API description {} is missing; the contract tests read ../shared/vendor-specs/ next to the repository (see its README.md)",
-        path.display()
-    );
-    path
+    let candidates: Vec<PathBuf> = std::env::var_os("ENLACE_VENDOR_SPECS")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vendor-specs"), PathBuf::from("/work/shared/vendor-specs")])
+        .collect();
+    let found = candidates.iter().map(|d| d.join(relative)).find(|p| p.exists());
+    found.unwrap_or_else(|| {
+        panic!(
+            "the vendor API description {relative} is missing; the contract tests read it from ENLACE_VENDOR_SPECS or ../shared/vendor-specs/ next to the repository (looked in: {candidates:?})"
+        )
+    })
 }
 
 fn free_port() -> u16 {
