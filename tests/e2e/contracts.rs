@@ -1,4 +1,4 @@
-//! Contract tests: the requests the `twilio` and `slack` connectors send are checked against
+//! Contract tests: the requests the `twilio`, `slack` and `sendgrid` connectors send are checked against
 //! the vendors' own API descriptions (`../shared/vendor-specs/`, read in place) by Prism
 //! (`@stoplight/prism-cli@5.14.2`), a mock server that validates each request against the
 //! description and answers from its examples. A recipe runs through the real server and
@@ -34,6 +34,7 @@ use crate::support::*;
 const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 const AUTH_TOKEN: &str = "twilio-auth-token-0123";
 const SLACK_TOKEN: &str = "xoxb-1111-2222-contract";
+const SENDGRID_KEY: &str = "SG.contract-key.0123456789";
 
 /// A Prism mock server for one API description.
 struct Prism {
@@ -135,6 +136,11 @@ fn slack_prism() -> &'static Prism {
     // The copy without the `token` header parameters real clients do not send (see the
     // vendor-specs README). Prism matches Swagger 2.0 routes without the `/api` base path.
     P.get_or_init(|| Prism::start(&spec("slack/slack_web_openapi_v2.prism.json")))
+}
+
+fn sendgrid_prism() -> &'static Prism {
+    static P: OnceLock<Prism> = OnceLock::new();
+    P.get_or_init(|| Prism::start(&spec("sendgrid/tsg_mail_v3.json")))
 }
 
 /// What Prism answered to one request that went through the proxy.
@@ -318,10 +324,17 @@ async fn a_recipe_sends_requests_that_twilio_and_slack_descriptions_accept() {
     assert!(!history.contains(AUTH_TOKEN) && !history.contains(SLACK_TOKEN), "no secret in run history");
 }
 
-/// Sends a request built by a connector to Prism, optionally dropping one form field.
+/// Sends a request built by a connector to Prism, optionally dropping one field (of the
+/// form, or at the top of a JSON body).
 async fn send_to_prism(prism: &Prism, request: enlace_core::http::HttpRequest, api_base: &str, drop_field: Option<&str>) -> Exchange {
     let body = String::from_utf8(request.body.to_vec()).unwrap();
+    let is_json = request.headers.get("content-type").is_some_and(|v| v == "application/json");
     let body: String = match drop_field {
+        Some(name) if is_json => {
+            let mut value: Value = serde_json::from_str(&body).unwrap();
+            assert!(value.as_object_mut().unwrap().remove(name).is_some(), "the request has `{name}` to drop");
+            value.to_string()
+        }
         Some(name) => body.split('&').filter(|pair| !pair.starts_with(&format!("{name}="))).collect::<Vec<_>>().join("&"),
         None => body,
     };
@@ -382,4 +395,107 @@ async fn prism_refuses_a_slack_request_without_channel() {
     let mut unauthenticated = build();
     unauthenticated.headers.remove("authorization");
     assert_eq!(send_to_prism(prism, unauthenticated, BASE, None).await.status, 401, "the bearer token is required");
+}
+
+fn sendgrid_recipe() -> &'static str {
+    r##"
+id: signup-email
+trigger:
+  app: webhook
+  event: catch
+  with:
+    path: signup-email
+steps:
+  - id: email
+    app: sendgrid
+    action: send_email
+    connection: sendgrid-main
+    with:
+      from: "Acme News <news@example.com>"
+      to:
+        - "{{trigger.body.email}}"
+        - email: "team@example.com"
+          name: "Team"
+      bcc: "audit@example.com"
+      reply_to: "help@example.com"
+      subject: "Welcome, {{trigger.body.name}}"
+      text: "Hi {{trigger.body.name}}, welcome aboard!"
+      html: "<p>Hi {{trigger.body.name}}, welcome aboard!</p>"
+      asm:
+        group_id: 12345
+        groups_to_display: [12345, 67890]
+      categories: [welcome, onboarding]
+      send_at: "{{trigger.body.send_at}}"
+      headers:
+        X-Campaign: "welcome-2026"
+"##
+}
+
+#[tokio::test]
+async fn a_recipe_sends_an_email_that_the_sendgrid_description_accepts() {
+    let (base, seen) = proxy(sendgrid_prism()).await;
+    let mut connectors: Vec<_> = enlace_connectors::all().into_iter().filter(|c| c.id() != "sendgrid").collect();
+    connectors.push(enlace_connector_sendgrid::connector_at(&base));
+    let s = TestServer::start_with(enlace_core::Registry::new(connectors).unwrap()).await;
+    // The description covers mail/send only, not GET /v3/scopes (the connection test, which
+    // the unit tests check against recorded answers): the connection is created, not tested.
+    let r = s
+        .api(Method::POST, "/api/v1/connections")
+        .json(&json!({"id": "sendgrid-main", "app": "sendgrid", "name": "SendGrid", "credentials": {"kind": "bearer", "token": SENDGRID_KEY}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = s.api(Method::POST, "/api/v1/recipes").header("content-type", "application/yaml").body(sendgrid_recipe()).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+
+    let send_at = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+    let fired: Value = s
+        .http
+        .post(s.url("/hooks/signup-email"))
+        .json(&json!({"name": "Ana", "email": "ana@example.com", "send_at": send_at}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run_id = fired["run_id"].as_str().unwrap_or_else(|| panic!("no run id: {fired}")).to_string();
+    let row = settled(&s.store, &run_id).await;
+    let detail: Value = s.api(Method::GET, &format!("/api/v1/runs/{run_id}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(row.status, RunStatus::Succeeded, "{detail:#}\nsendgrid: {:#?}", seen.lock().unwrap());
+
+    let exchanges = seen.lock().unwrap().clone();
+    let calls: Vec<(&str, &str, u16)> = exchanges.iter().map(|e| (e.method.as_str(), e.path.as_str(), e.status)).collect();
+    assert_eq!(calls, [("POST", "/v3/mail/send", 202)], "{exchanges:#?}");
+    assert_eq!(request_violations(&exchanges[0]), Vec::<Value>::new(), "Prism found nothing wrong in the SendGrid request {exchanges:#?}");
+    // Prism's 202 carries no X-Message-Id (the description declares none): the output is empty.
+    assert_eq!(detail["steps"][0]["output"], json!({}), "{detail:#}");
+    assert!(!detail.to_string().contains(SENDGRID_KEY), "no secret in run history");
+}
+
+#[tokio::test]
+async fn prism_refuses_a_sendgrid_request_without_from() {
+    let prism = sendgrid_prism();
+    const BASE: &str = "https://api.sendgrid.com";
+    let input: enlace_connector_sendgrid::send_email::Input = serde_json::from_value(json!({
+        "from": {"email": "news@example.com", "name": "Acme"}, "to": ["ana@example.com"], "subject": "hello",
+        "text": "hello", "categories": ["welcome"], "asm": {"group_id": 1}
+    }))
+    .unwrap();
+    let creds = Credentials::Bearer { token: Secret::new(SENDGRID_KEY) };
+    let build = || enlace_connector_sendgrid::send_email::build_request(BASE, &input, &creds).unwrap();
+
+    let good = send_to_prism(prism, build(), BASE, None).await;
+    assert_eq!(good.status, 202, "the request as built is accepted: {good:#?}");
+    assert!(request_violations(&good).is_empty(), "{good:#?}");
+
+    let wrong = send_to_prism(prism, build(), BASE, Some("from")).await;
+    assert!(matches!(wrong.status, 400 | 422), "{wrong:#?}");
+    let said = format!("{:?} {}", wrong.violations, wrong.body);
+    assert!(said.contains("'from'"), "Prism names the missing `from`: {wrong:#?}");
+
+    let mut unauthenticated = build();
+    unauthenticated.headers.remove("authorization");
+    assert_eq!(send_to_prism(prism, unauthenticated, BASE, None).await.status, 401, "the API key is required");
 }

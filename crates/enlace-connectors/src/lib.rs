@@ -15,6 +15,8 @@ pub fn all() -> Vec<Connector> {
         enlace_connector_smtp::connector(),
         enlace_connector_slack::connector(),
         enlace_connector_twilio::connector(),
+        enlace_connector_sendgrid::connector(),
+        enlace_connector_mailchimp::connector(),
     ]
 }
 
