@@ -83,12 +83,12 @@ run_config() { # name
   fi
   wait_port "$ENLACE_PORT" || { log "$name did not start; see $dir"; exit 1; }
   sleep 1
-  wrk -t1 -c10 -d"${WARMUP}s" -s "$SHARED/post.lua" "http://127.0.0.1:$ENLACE_PORT/hooks/hook" >/dev/null 2>&1
+  (cd "$SHARED" && PAYLOAD="$SHARED/payload.json" exec wrk -t1 -c10 -d"${WARMUP}s" -s "$SHARED/post.lua" "http://127.0.0.1:$ENLACE_PORT/hooks/hook") >"$dir/warmup.out" 2>&1
   local s; s=$(sink_count); while sleep 1; do local s2; s2=$(sink_count); [[ "$s2" == "$s" ]] && break; s=$s2; done
   local base; base=$(sink_count)
   local pg; pg=($(pg_pids))
   local c0 p0; c0=$(ticks "${enlace_pids[@]}"); p0=$(ticks "${pg[@]}")
-  wrk -t1 -c"$CONNS" -d"${DURATION}s" --timeout 30s -s "$SHARED/post.lua" "http://127.0.0.1:$ENLACE_PORT/hooks/hook" >"$dir/wrk.out" 2>&1 &
+  (cd "$SHARED" && PAYLOAD="$SHARED/payload.json" exec wrk -t1 -c"$CONNS" -d"${DURATION}s" --timeout 30s -s "$SHARED/post.lua" "http://127.0.0.1:$ENLACE_PORT/hooks/hook") >"$dir/wrk.out" 2>&1 &
   local wrk_pid=$!
   sleep 5; local a; a=$(sink_count); local ta; ta=$(date +%s.%N)
   sleep $((DURATION - 6)); local b; b=$(sink_count); local tb; tb=$(date +%s.%N)
@@ -96,6 +96,8 @@ run_config() { # name
   local c1 p1; c1=$(ticks "${enlace_pids[@]}"); p1=$(ticks "${pg[@]}")
   local t_end; t_end=$(date +%s.%N)
   local accepted; accepted=$(awk '/requests in/{print $1}' "$dir/wrk.out")
+  local non2xx; non2xx=$(awk '/Non-2xx/{print $NF}' "$dir/wrk.out"); non2xx=${non2xx:-0}
+  if [[ "$non2xx" != 0 ]]; then log "$name: $non2xx answers were not 2xx; see $dir/wrk.out and $dir/serve.log"; exit 1; fi
   local target=$((base + accepted)) drain_s=0
   while [[ $(sink_count) -lt $target ]]; do sleep 0.2; [[ $(awk -v a="$t_end" -v b="$(date +%s.%N)" 'BEGIN{print int(b-a)}') -ge 120 ]] && break; done
   drain_s=$(awk -v a="$t_end" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
