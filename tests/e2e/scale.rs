@@ -381,3 +381,48 @@ steps:
     drop(serve);
     enlace_store::testing::drop_database(&db).await.unwrap();
 }
+
+/// The same with real processes and the real clock: three `enlace worker`s run an
+/// every-minute cron until the next minute's tick (under a minute), which reaches the sink once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_tick_on_three_worker_processes_fires_once() {
+    let sink = Target::start().await;
+    let db = enlace_store::testing::postgres_database().await.unwrap();
+    let data = temp_dir("scale-cron-procs");
+    let recipes = data.join("recipes");
+    std::fs::create_dir_all(&recipes).unwrap();
+    std::fs::write(
+        recipes.join("tick.yaml"),
+        format!(
+            r#"
+id: tick
+trigger: {{app: schedule, event: cron, with: {{cron: "* * * * *", timezone: UTC}}}}
+steps:
+  - id: post
+    app: http
+    action: request
+    with: {{method: POST, url: "{u}", idempotent: true, json: {{fired_at: "{{{{trigger.fired_at}}}}"}}}}
+"#,
+            u = sink.url("/tick")
+        ),
+    )
+    .unwrap();
+    let serve = ingress(&db, &data, &recipes);
+    let workers: Vec<Node> = (0..3).map(|_| worker(&db, &data, "3s")).collect();
+    let deadline = Instant::now() + Duration::from_secs(75);
+    while sink.count_on("/tick") == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Give the other nodes time to fire the same tick, if they were going to.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(workers);
+    drop(serve);
+    let got = sink.received_on("/tick");
+    assert!(!got.is_empty(), "no tick fired within 75 s");
+    let mut per_tick: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &got {
+        *per_tick.entry(r.body["fired_at"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    assert!(per_tick.values().all(|n| *n == 1), "a tick fired more than once: {per_tick:?}");
+    enlace_store::testing::drop_database(&db).await.unwrap();
+}
