@@ -106,3 +106,17 @@ fn wrong_shapes_are_explained() {
         )
     );
 }
+
+#[test]
+fn an_app_with_credentials_needs_a_connection() {
+    let without = "id: x\ntrigger: {app: webhook, event: catch}\nsteps:\n  - id: mail\n    app: smtp\n    action: send_email\n    with: {from: a@example.com, to: [b@example.com], subject: Hi, text: Hello}\n";
+    let out = check(without);
+    assert!(out.contains("recipe.yaml:4:"), "{out}");
+    assert!(out.contains("the app `smtp` needs a connection"), "{out}");
+    assert!(out.contains("enlace connections create ID --app smtp"), "{out}");
+    let with = without.replace("    app: smtp\n", "    app: smtp\n    connection: newsletter\n");
+    assert_eq!(check(&with), "ok: x", "{with}");
+    // `http` takes a connection only when the call needs credentials.
+    let http = "id: y\ntrigger: {app: webhook, event: catch}\nsteps:\n  - id: get\n    app: http\n    action: request\n    with: {url: \"https://example.com\"}\n";
+    assert_eq!(check(http), "ok: y");
+}

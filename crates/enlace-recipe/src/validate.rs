@@ -7,7 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use enlace_core::duration::parse_duration;
-use enlace_core::{Registry, TriggerKind};
+use enlace_core::{AuthKind, Registry, TriggerKind};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -914,6 +914,14 @@ impl<'a> Validator<'a> {
             self.err(&join_key(path, "action"), unknown_in("action", &action, &format!("in the app `{app}`"), &actions));
             return None;
         };
+        if connection.is_none() && connector.manifest.auth != AuthKind::None {
+            self.err(
+                path,
+                format!(
+                    "the app `{app}` needs a connection (its credentials): add `connection: ID` to the step, and create the connection with `enlace connections create ID --app {app} ...` or POST /api/v1/connections"
+                ),
+            );
+        }
         let schema = spec.input_schema.clone();
         let wp = join_key(path, "with");
         let empty = Value::Object(Map::new());
