@@ -5,13 +5,15 @@
 //! APIs do; a connector adds its vendor's quirks on top (see [`check_ok_field`] for "200
 //! bodies that are really errors").
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::Value;
 
 use enlace_core::ConnectorError;
 use enlace_core::http::{HeaderMap, HttpResponse, StatusCode, TransportError};
+
+use crate::ratelimit::rate_info_at;
 
 /// The longest wait a vendor may ask for; anything longer is taken as this (a day).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -20,10 +22,10 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 const MESSAGE_CHARS: usize = 300;
 
 /// Passes 1xx, 2xx and 3xx responses through and classifies the rest:
-/// 429 is [`ConnectorError::RateLimited`] (with `Retry-After`, or the rate limit reset
-/// headers), 408, 425 and 5xx are [`ConnectorError::Transient`], 401 and 403 are
-/// [`ConnectorError::Auth`], any other 4xx is [`ConnectorError::Permanent`] with the status
-/// and the vendor's own message.
+/// 429 is [`ConnectorError::RateLimited`] (with `Retry-After`, or the reset of the rate
+/// limit headers read by [`crate::rate_info`]), 408, 425 and 5xx are
+/// [`ConnectorError::Transient`], 401 and 403 are [`ConnectorError::Auth`], any other 4xx is
+/// [`ConnectorError::Permanent`] with the status and the vendor's own message.
 pub fn classify(resp: HttpResponse) -> Result<HttpResponse, ConnectorError> {
     let status = resp.status;
     if status.as_u16() < 400 {
@@ -33,7 +35,9 @@ pub fn classify(resp: HttpResponse) -> Result<HttpResponse, ConnectorError> {
     let code = status.as_u16();
     Err(match code {
         429 => {
-            let retry_after = retry_after(&resp.headers).or_else(|| rate_info(&resp.headers).and_then(|r| r.reset_after));
+            let now = Utc::now();
+            let now_ms = now.timestamp_millis().max(0) as u64;
+            let retry_after = rate_info_at(&resp.headers, now).and_then(|r| r.retry_after.or_else(|| r.reset_after(now_ms)));
             ConnectorError::RateLimited { retry_after, message }
         }
         408 | 425 | 500..=599 => ConnectorError::Transient { message, retry_after: retry_after(&resp.headers) },
@@ -121,7 +125,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     parse_retry_after(value, Utc::now())
 }
 
-fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     if let Ok(secs) = value.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0).then(|| cap(Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64()))));
     }
@@ -144,52 +148,6 @@ fn parse_http_date(value: &str) -> Option<DateTime<Utc>> {
 
 fn cap(d: Duration) -> Duration {
     d.min(MAX_RETRY_AFTER)
-}
-
-/// A vendor's rate limit headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RateInfo {
-    /// Calls allowed in the window.
-    pub limit: Option<u64>,
-    /// Calls left in the window.
-    pub remaining: Option<u64>,
-    /// When the window resets, from now.
-    pub reset_after: Option<Duration>,
-}
-
-/// Reads `X-RateLimit-Limit/Remaining/Reset` or the IETF `RateLimit-Limit/Remaining/Reset`
-/// (the `X-` ones first). A reset is delta seconds, or an epoch timestamp when the number is
-/// too large to be a delta (at least 10^9: seconds; at least 10^12: milliseconds). `None`
-/// when none of the headers is present.
-pub fn rate_info(headers: &HeaderMap) -> Option<RateInfo> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    rate_info_at(headers, now)
-}
-
-fn rate_info_at(headers: &HeaderMap, now: Duration) -> Option<RateInfo> {
-    let number = |name: &str| -> Option<f64> {
-        let value = headers.get(format!("x-ratelimit-{name}")).or_else(|| headers.get(format!("ratelimit-{name}")))?;
-        // `100`, or the draft's `100, 100;w=60`: the leading number.
-        let text = value.to_str().ok()?.trim();
-        let end = text.find([',', ';', ' ']).unwrap_or(text.len());
-        text[..end].parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0)
-    };
-    let limit = number("limit").map(|n| n as u64);
-    let remaining = number("remaining").map(|n| n as u64);
-    let reset_after = number("reset").map(|n| {
-        let wait = if n >= 1e12 {
-            Duration::from_millis(n as u64).saturating_sub(now)
-        } else if n >= 1e9 {
-            Duration::from_secs_f64(n).saturating_sub(now)
-        } else {
-            Duration::from_secs_f64(n)
-        };
-        cap(wait)
-    });
-    if limit.is_none() && remaining.is_none() && reset_after.is_none() {
-        return None;
-    }
-    Some(RateInfo { limit, remaining, reset_after })
 }
 
 /// What a transport failure means for the runner. `idempotent` says whether repeating the
@@ -388,29 +346,6 @@ mod tests {
         let in_a_minute = (Utc::now() + chrono::Duration::seconds(61)).format("%a, %d %b %Y %H:%M:%S GMT").to_string();
         let got = retry_after(&resp(429, &[("retry-after", &in_a_minute)], "").headers).unwrap();
         assert!(got > Duration::from_secs(55) && got <= Duration::from_secs(61), "{got:?}");
-    }
-
-    #[test]
-    fn rate_info_from_both_header_families() {
-        let now = Duration::from_secs(1_700_000_000);
-        let x = resp(200, &[("x-ratelimit-limit", "5000"), ("x-ratelimit-remaining", "4999"), ("x-ratelimit-reset", "1700000060")], "");
-        assert_eq!(
-            rate_info_at(&x.headers, now),
-            Some(RateInfo { limit: Some(5000), remaining: Some(4999), reset_after: Some(Duration::from_secs(60)) })
-        );
-        let ietf = resp(200, &[("ratelimit-limit", "100, 100;w=60"), ("ratelimit-remaining", "0"), ("ratelimit-reset", "42")], "");
-        assert_eq!(
-            rate_info_at(&ietf.headers, now),
-            Some(RateInfo { limit: Some(100), remaining: Some(0), reset_after: Some(Duration::from_secs(42)) })
-        );
-        let millis = resp(200, &[("x-ratelimit-reset", "1700000005000")], "");
-        assert_eq!(rate_info_at(&millis.headers, now).unwrap().reset_after, Some(Duration::from_secs(5)));
-        let past = resp(200, &[("x-ratelimit-reset", "1600000000")], "");
-        assert_eq!(rate_info_at(&past.headers, now).unwrap().reset_after, Some(Duration::ZERO));
-        let x_first = resp(200, &[("x-ratelimit-remaining", "1"), ("ratelimit-remaining", "2")], "");
-        assert_eq!(rate_info_at(&x_first.headers, now).unwrap().remaining, Some(1));
-        assert_eq!(rate_info_at(&resp(200, &[("content-type", "text/plain")], "").headers, now), None);
-        assert!(rate_info(&x.headers).is_some());
     }
 
     #[test]

@@ -4,23 +4,29 @@
 //!   behind the SSRF guard ([`ssrf`]), a response size cap and timeouts, configured by
 //!   [`TransportConfig`].
 //! - [`RecordingTransport`]: what a dry run plugs in; it records requests and sends nothing.
-//! - [`classify()`] and friends ([`classify`] module): vendors' answers and transport
-//!   failures turned into `ConnectorError` classes, rate limit headers read, 200 bodies
-//!   that are really errors caught.
+//! - [`classify()`] and friends ([`classify`](mod@classify) module): vendors' answers and transport
+//!   failures turned into `ConnectorError` classes, 200 bodies that are really errors
+//!   caught.
 //! - [`apply_credentials`]: a connection's credentials put on a request.
+//! - [`Pager`] ([`paginate`] module): a listing read page after page (a cursor in the body,
+//!   `Link` headers, offsets, page tokens), each page classified.
+//! - [`rate_info`] ([`ratelimit`] module): `Retry-After`, `X-RateLimit-*`, the IETF
+//!   `RateLimit` headers and Facebook's usage headers read into one [`RateInfo`].
 //!
 //! Architecture invariant: the kit classifies, it never sleeps or retries; the runner owns
 //! retries.
 
 pub mod auth;
 pub mod classify;
+pub mod paginate;
+pub mod ratelimit;
 pub mod ssrf;
 pub mod transport;
 
 pub use auth::apply_credentials;
-pub use classify::{
-    RateInfo, check_ok_field, check_ok_response, classify, json_body, rate_info, retry_after, transport_error, vendor_message,
-};
+pub use classify::{check_ok_field, check_ok_response, classify, json_body, retry_after, transport_error, vendor_message};
+pub use paginate::{JsonPath, Paged, Pager, Resume, Strategy};
+pub use ratelimit::{RateInfo, rate_info};
 pub use transport::{BuildError, RecordingTransport, ReqwestTransport, TransportConfig};
 
 /// The URL type the transport parses with (WHATWG URLs), for connectors that build URLs
