@@ -533,7 +533,7 @@ impl Pg {
         };
         if let Err(e) = res {
             if is_unique_violation(&e, Some("recipes_hook_path")) {
-                drop(tx);
+                tx.rollback().await?;
                 let other: Option<String> = sqlx::query_scalar("SELECT id FROM recipes WHERE hook_path = $1 AND enabled AND id <> $2")
                     .bind(&r.hook_path)
                     .bind(&r.id)
@@ -545,6 +545,7 @@ impl Pg {
                     other.unwrap_or_default()
                 )));
             }
+            tx.rollback().await?;
             return Err(pg_err(e));
         }
         if new_version {
@@ -939,9 +940,13 @@ impl Pg {
             .await?
             .map(|r| run_row(&r))
         else {
+            tx.rollback().await?;
             return Err(StoreError::NotFound(format!("no run `{run_id}`")));
         };
         if run.status.is_final() {
+            // Roll back now, not when the dropped transaction's connection is next used: the
+            // row lock would make claimers (SKIP LOCKED) pass the run over meanwhile.
+            tx.rollback().await?;
             return Err(StoreError::Conflict(format!(
                 "run `{run_id}` has already ended ({}); only queued, running or waiting runs can be cancelled",
                 run.status
@@ -975,9 +980,12 @@ impl Pg {
             .await?
             .map(|r| run_row(&r))
         else {
+            tx.rollback().await?;
             return Err(StoreError::NotFound(format!("no run `{run_id}`")));
         };
         if !matches!(run.status, RunStatus::Failed | RunStatus::Cancelled) {
+            // Roll back now (see cancel_run): the row stays claimable at once.
+            tx.rollback().await?;
             return Err(StoreError::Conflict(format!("run `{run_id}` is {}; only failed or cancelled runs can be replayed", run.status)));
         }
         let version = rp.latest_version.unwrap_or(run.recipe_version);
