@@ -2,23 +2,13 @@
 //! SIGTERM and a `kill -9`.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::support::*;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_enlace"))
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("enlace-e2e-{name}-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 #[test]
 fn validate_exits_1_with_every_diagnostic() {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,12 +17,6 @@ use crate::support::*;
 
 /// The key every node of one test shares (nodes of a PostgreSQL store must).
 const KEY: &str = "5ca1e0ff5ca1e0ff5ca1e0ff5ca1e0ff5ca1e0ff5ca1e0ff5ca1e0ff5ca1e0ff";
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("enlace-e2e-{name}-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// A child process of the test, killed (SIGKILL) when dropped.
 struct Node {
@@ -38,7 +32,7 @@ impl Drop for Node {
 }
 
 fn node(db: &str, data: &Path, args: &[&str], lease: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_enlace"));
+    let mut c = bin();
     c.env("ENLACE_ALLOW_PRIVATE_NETWORKS", "true")
         .env("ENLACE_LOG", "warn")
         .env("ENLACE_SECRET_KEY", KEY)
@@ -333,11 +327,11 @@ steps:
 #[test]
 fn worker_and_no_workers_refuse_sqlite_with_a_clear_error() {
     let data = temp_dir("scale-sqlite");
-    let out = Command::new(env!("CARGO_BIN_EXE_enlace")).args(["worker", "--data-dir"]).arg(&data).output().unwrap();
+    let out = bin().args(["worker", "--data-dir"]).arg(&data).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--database-url postgres://"), "{err}");
-    let out = Command::new(env!("CARGO_BIN_EXE_enlace")).args(["serve", "--no-workers", "--data-dir"]).arg(&data).output().unwrap();
+    let out = bin().args(["serve", "--no-workers", "--data-dir"]).arg(&data).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--no-workers needs a store shared"), "{err}");

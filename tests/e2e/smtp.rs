@@ -24,12 +24,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/fixtures").join(name)
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("enlace-e2e-{name}-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// A Python interpreter that has aiosmtpd: `ENLACE_TEST_PYTHON`, else `python3`, else
 /// `/usr/bin/python3` (where Debian's python3-aiosmtpd lands).
 fn python() -> String {
@@ -442,10 +436,6 @@ async fn implicit_tls_works_and_certificates_are_checked() {
     assert_eq!((t["status"].as_str(), t["class"].as_str()), (Some("error"), Some("permanent")), "{t}");
     assert!(t["message"].as_str().unwrap().contains("NotValidForName"), "{t}");
     assert!(smtp.messages().is_empty());
-}
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_enlace"))
 }
 
 /// Runs the CLI with `stdin` piped in; returns (success, stdout, stderr).
