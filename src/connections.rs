@@ -6,6 +6,7 @@
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
@@ -234,7 +235,14 @@ async fn run_with(cmd: ConnectionsCommand, create: Option<Checked>, store: &enla
             ExitCode::SUCCESS
         }
         ConnectionsCommand::Test { id } => {
-            let view = run_test(store, &enlace_connectors::registry(), transport()?, &id, now).await.map_err(api_error)?;
+            let runner = enlace_runner::Runner::new(
+                store.clone(),
+                enlace_connectors::registry(),
+                enlace_runner::RunnerConfig::default(),
+                transport()?,
+                Arc::new(enlace_runner::SystemClock),
+            );
+            let view = run_test(&runner, &id, now).await.map_err(api_error)?;
             match view.status.as_str() {
                 "ok" => {
                     println!("ok: {}", view.message);

@@ -114,6 +114,11 @@ struct ServeArgs {
     /// On SIGTERM, how long to let runs in flight finish before handing them back to the queue.
     #[arg(long, env = "ENLACE_DRAIN_TIMEOUT", default_value = "20s", value_parser = duration_arg)]
     drain_timeout: Duration,
+    /// Enlace's address as browsers and vendors reach it, like `https://enlace.example.com`:
+    /// OAuth2 sign-ins come back to `<public-url>/oauth/callback` (register that address with
+    /// each OAuth app). Default: the address a request came to.
+    #[arg(long, env = "ENLACE_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Ingress only: store events and queue their runs, and leave running them (and cron
     /// schedules) to `enlace worker` nodes on the same PostgreSQL store.
     #[arg(long, env = "ENLACE_NO_WORKERS")]
@@ -376,7 +381,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let addr = listener.local_addr()?;
     tracing::info!(address = %addr, data_dir = %args.store.data_dir.display(), database = store.backend_name(), workers = !args.no_workers, node = %runner.node_id(), "Enlace is listening");
     println!("Enlace listening on http://{addr}");
-    let app = enlace_web::app(runner.clone(), enlace_web::WebConfig::default());
+    let app =
+        enlace_web::app(runner.clone(), enlace_web::WebConfig { public_url: args.public_url.clone(), ..enlace_web::WebConfig::default() });
     enlace_web::serve(listener, app, shutdown_signal()).await?;
     tracing::info!("stopped taking requests; draining runs in flight");
     let handed_back = runner.shutdown(args.drain_timeout).await;

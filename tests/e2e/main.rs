@@ -2,11 +2,15 @@
 //! parts (the real router on 127.0.0.1:0, a real SQLite store, real HTTP targets, the real
 //! `enlace` binary, a real SMTP server).
 
+// First: its macros (`on_both_backends!`) are used by the modules below.
+#[macro_use]
+mod support;
+
 mod cli;
 mod contracts;
+mod oauth;
 mod recipes;
 mod runner;
 mod scale;
 mod server;
 mod smtp;
-mod support;

@@ -430,24 +430,6 @@ async fn a_caller_that_goes_away_never_leaves_a_run_without_its_worker() {
     assert_eq!(target.received_on("/t").len(), runs.len());
 }
 
-/// Runs each test on both stores: `<test>::sqlite` and `<test>::postgres` (a fresh
-/// PostgreSQL database per test).
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use crate::support::{BACKEND, Backend};
-            #[tokio::test]
-            async fn sqlite() {
-                BACKEND.scope(Backend::Sqlite, super::$name()).await
-            }
-            #[tokio::test]
-            async fn postgres() {
-                BACKEND.scope(Backend::Postgres, super::$name()).await
-            }
-        }
-    )*};
-}
-
 on_both_backends!(
     rate_limited_waits_for_retry_after_then_succeeds_with_the_same_key,
     server_errors_retry_with_backoff_and_full_jitter,

@@ -280,23 +280,43 @@ async fn a_recipe_sends_over_starttls_with_auth_and_the_message_arrives_whole() 
 }
 
 #[tokio::test]
-async fn a_wrong_password_fails_the_run_as_auth_and_is_not_retried() {
+async fn a_wrong_password_holds_the_run_until_the_connection_is_repaired() {
     let smtp = SmtpServer::start().await;
     let s = TestServer::start().await;
     assert_eq!(create_connection(&s, "wrongpw", smtp.credentials("not-the-password")).await.status(), 201);
     install_recipe(&s, recipe("wrongpw")).await;
     let run_id = fire(&s, "welcome-wrongpw", json!({"name": "Bo", "email": "bo@example.org", "plan": "free", "file": "AA=="})).await;
-    status(&s.store, &run_id, RunStatus::Failed).await;
+    // Refused credentials: the run waits for the connection instead of failing.
+    status(&s.store, &run_id, RunStatus::Waiting).await;
     let detail: Value = s.api(Method::GET, &format!("/api/v1/runs/{run_id}")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(detail["error"]["class"], "auth", "{detail}");
     let step = &detail["steps"][0];
-    assert_eq!(step["status"], "failed");
-    assert_eq!(step["attempts"], 1, "an auth failure is not retried: {step}");
+    assert_eq!(step["status"], "waiting", "{step}");
+    assert_eq!(step["attempts"], 1, "an auth failure is not retried blindly: {step}");
+    assert_eq!(step["error"]["class"], "auth");
     let message = step["error"]["message"].as_str().unwrap();
     assert!(message.contains("535"), "{message}");
     assert!(message.contains("check the connection's username and password"), "{message}");
+    assert!(step["error"]["hint"].as_str().unwrap().contains("PUT /api/v1/connections/wrongpw/credentials"), "{step}");
     assert!(!detail.to_string().contains("not-the-password"), "{detail}");
+    let conn: Value = s.api(Method::GET, "/api/v1/connections/wrongpw").send().await.unwrap().json().await.unwrap();
+    assert_eq!(conn["status"], "needs_reconnect", "{conn}");
     assert!(smtp.messages().is_empty(), "nothing was delivered");
+
+    // A second run with the same connection waits at once, without trying the server again.
+    let second = fire(&s, "welcome-wrongpw", json!({"name": "Cy", "email": "cy@example.org", "plan": "free", "file": "AA=="})).await;
+    status(&s.store, &second, RunStatus::Waiting).await;
+
+    // Repaired: both runs resume from their step and the messages arrive, once each.
+    let r = s
+        .api(Method::PUT, "/api/v1/connections/wrongpw/credentials")
+        .json(&json!({"credentials": smtp.credentials(PASSWORD)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    status(&s.store, &run_id, RunStatus::Succeeded).await;
+    status(&s.store, &second, RunStatus::Succeeded).await;
+    assert_eq!(smtp.messages().len(), 2);
 }
 
 #[tokio::test]

@@ -258,7 +258,8 @@ impl TestServer {
 
     /// The same with another registry (connectors pointed at local mocks of their vendors).
     pub async fn start_with(registry: enlace_core::Registry) -> TestServer {
-        let store = Store::temporary().await.unwrap();
+        // SQLite, or a fresh PostgreSQL database inside `BACKEND.scope(Postgres)`.
+        let store = test_store().await;
         let runner = Runner::new(store.clone(), registry, RunnerConfig::default(), transport(), Arc::new(SystemClock));
         runner.load(false).await.unwrap();
         runner.start();
@@ -299,4 +300,22 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
 /// The `enlace` binary built for these tests.
 pub fn bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_enlace"))
+}
+
+/// Runs each test on both stores: `<test>::sqlite` and `<test>::postgres` (a fresh
+/// PostgreSQL database per test).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use crate::support::{BACKEND, Backend};
+            #[tokio::test]
+            async fn sqlite() {
+                BACKEND.scope(Backend::Sqlite, super::$name()).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                BACKEND.scope(Backend::Postgres, super::$name()).await
+            }
+        }
+    )*};
 }

@@ -16,7 +16,8 @@ use crate::BoxFuture;
 use crate::error::ConnectorError;
 use crate::http::HttpTransport;
 use crate::manifest::AuthKind;
-use crate::secret::Credentials;
+use crate::oauth::{ClientAuth, GrantType, OAuth2App, OAuth2Grant};
+use crate::secret::{Credentials, Secret};
 
 /// A field of credentials that is wrong, with its path (`credentials.password`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,7 +43,8 @@ pub fn accepted_kinds(auth: AuthKind) -> &'static [&'static str] {
         AuthKind::ApiKey => &["api_key"],
         AuthKind::Bearer => &["bearer"],
         AuthKind::Basic => &["basic"],
-        AuthKind::OAuth2 => &["oauth2"],
+        // A private app's token (HubSpot, Slack) is a bearer token on the same API.
+        AuthKind::OAuth2 => &["oauth2", "bearer"],
         AuthKind::Smtp => &["smtp"],
     }
 }
@@ -90,7 +92,20 @@ fn fields_of(kind: &str) -> Option<&'static [Field]> {
 /// field (`credentials.host`) and says what to write instead; secret values never appear in
 /// a message.
 pub fn parse_credentials(value: &Value, auth: AuthKind) -> Result<Credentials, CredentialsError> {
+    parse_credentials_with(value, auth, None)
+}
+
+/// [`parse_credentials`] for an app that declares an OAuth2 authorization server: an
+/// `oauth2` connection with a `grant` takes the app's URLs and scopes where it names none.
+pub fn parse_credentials_with(value: &Value, auth: AuthKind, oauth: Option<&OAuth2App>) -> Result<Credentials, CredentialsError> {
     let accepted = accepted_kinds(auth);
+    if let Some(map) = value.as_object()
+        && map.get("kind").and_then(Value::as_str) == Some("oauth2")
+        && map.contains_key("grant")
+        && accepted.contains(&"oauth2")
+    {
+        return parse_oauth2_grant(map, oauth).map(|g| Credentials::OAuth2Grant(Box::new(g)));
+    }
     let example = |k: &str| -> String {
         let fields: Vec<String> =
             fields_of(k).unwrap_or_default().iter().filter(|f| f.required).map(|f| format!("\"{}\": \"...\"", f.name)).collect();
@@ -144,6 +159,130 @@ pub fn parse_credentials(value: &Value, auth: AuthKind) -> Result<Credentials, C
     }
     serde_json::from_value::<Credentials>(value.clone())
         .map_err(|e| CredentialsError::at("", format!("could not be read: {}", strip_secret_hint(&e.to_string()))))
+}
+
+/// The fields of an OAuth2 connection that Enlace keeps fresh.
+const OAUTH2_GRANT_FIELDS: &[&str] = &[
+    "kind",
+    "grant",
+    "client_id",
+    "client_secret",
+    "authorize_url",
+    "token_url",
+    "scopes",
+    "authorize_params",
+    "client_auth",
+    "refresh_token",
+];
+
+/// Reads `{"kind": "oauth2", "grant": "authorization_code" | "client_credentials",
+/// "client_id", "client_secret"?, "authorize_url"?, "token_url"?, "scopes"?, ...}`. URLs
+/// and scopes default to the app's; a `refresh_token` may be given to bring a connection
+/// over from elsewhere (it is then refreshed before first use).
+fn parse_oauth2_grant(map: &Map<String, Value>, app: Option<&OAuth2App>) -> Result<OAuth2Grant, CredentialsError> {
+    for key in map.keys() {
+        if !OAUTH2_GRANT_FIELDS.contains(&key.as_str()) {
+            return Err(CredentialsError::at(
+                key,
+                format!("unknown field in `oauth2` credentials with a `grant`; the fields are {}", quoted(&OAUTH2_GRANT_FIELDS[1..])),
+            ));
+        }
+    }
+    let text = |name: &str| -> Result<Option<String>, CredentialsError> {
+        match map.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => Err(CredentialsError::at(name, "is empty")),
+            Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+            Some(_) => Err(CredentialsError::at(name, "must be text")),
+        }
+    };
+    let grant = match text("grant")?.as_deref() {
+        Some("authorization_code") => GrantType::AuthorizationCode,
+        Some("client_credentials") => GrantType::ClientCredentials,
+        Some(other) => {
+            return Err(CredentialsError::at(
+                "grant",
+                format!(
+                    "`{other}` is not a supported grant: use `authorization_code` (a user signs in, with PKCE) or `client_credentials` (server to server)"
+                ),
+            ));
+        }
+        None => unreachable!("checked by the caller"),
+    };
+    let client_id = text("client_id")?.ok_or_else(|| {
+        CredentialsError::at(
+            "client_id",
+            "is required: the client id of the OAuth app registered with the vendor (or set ENLACE_OAUTH_<APP>_CLIENT_ID)",
+        )
+    })?;
+    let client_secret = text("client_secret")?.map(Secret::new);
+    if grant == GrantType::ClientCredentials && client_secret.is_none() {
+        return Err(CredentialsError::at("client_secret", "is required for the `client_credentials` grant: the OAuth app's client secret"));
+    }
+    let url = |name: &str, default: Option<&str>| -> Result<String, CredentialsError> {
+        let v = text(name)?.or_else(|| default.filter(|d| !d.is_empty()).map(str::to_string)).unwrap_or_default();
+        if !(v.is_empty() || v.starts_with("https://") || v.starts_with("http://")) {
+            return Err(CredentialsError::at(name, format!("`{v}` is not an http(s) URL")));
+        }
+        Ok(v)
+    };
+    let token_url = url("token_url", app.map(|a| a.token_url.as_str()))?;
+    if token_url.is_empty() {
+        return Err(CredentialsError::at("token_url", "is required: the authorization server's token endpoint (this app declares none)"));
+    }
+    let authorize_url = url("authorize_url", app.map(|a| a.authorize_url.as_str()))?;
+    if grant == GrantType::AuthorizationCode && authorize_url.is_empty() {
+        return Err(CredentialsError::at(
+            "authorize_url",
+            "is required for the `authorization_code` grant: where users sign in (this app declares none)",
+        ));
+    }
+    let scopes = match map.get("scopes") {
+        None | Some(Value::Null) => app.map(|a| a.scopes.clone()).unwrap_or_default(),
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v.as_str().map(str::to_string).ok_or_else(|| CredentialsError::at(&format!("scopes[{i}]"), "must be text")))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(CredentialsError::at("scopes", "must be a list of scopes, or one text with scopes separated by spaces")),
+    };
+    let mut authorize_params = app.map(|a| a.authorize_params.clone()).unwrap_or_default();
+    match map.get("authorize_params") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(o)) => {
+            for (k, v) in o {
+                let v = v.as_str().ok_or_else(|| CredentialsError::at(&format!("authorize_params.{k}"), "must be text"))?;
+                authorize_params.insert(k.clone(), v.to_string());
+            }
+        }
+        Some(_) => return Err(CredentialsError::at("authorize_params", "must be an object of text values")),
+    }
+    let client_auth = match text("client_auth")?.as_deref() {
+        None => app.map(|a| a.client_auth).unwrap_or_default(),
+        Some("basic") => ClientAuth::Basic,
+        Some("body") => ClientAuth::Body,
+        Some(other) => {
+            return Err(CredentialsError::at(
+                "client_auth",
+                format!("`{other}` is not a client authentication: use `basic` (HTTP basic, the default) or `body` (in the form)"),
+            ));
+        }
+    };
+    Ok(OAuth2Grant {
+        grant,
+        client_id,
+        client_secret,
+        authorize_url,
+        token_url,
+        scopes,
+        authorize_params,
+        client_auth,
+        access_token: None,
+        refresh_token: text("refresh_token")?.map(Secret::new),
+        expires_at: None,
+        granted_scopes: None,
+    })
 }
 
 fn check_smtp(map: &Map<String, Value>) -> Result<(), CredentialsError> {
@@ -324,6 +463,70 @@ mod tests {
         let e = err(json!("tok"), AuthKind::Bearer);
         assert_eq!(e.path, "credentials");
         assert!(e.message.contains(r#"{"kind": "bearer", "token": "..."}"#), "{e}");
+    }
+
+    #[test]
+    fn oauth2_grants_read_with_the_apps_defaults() {
+        let app = OAuth2App {
+            authorize_url: "https://accounts.example.com/o/oauth2/auth".into(),
+            token_url: "https://oauth2.example.com/token".into(),
+            scopes: vec!["files".into()],
+            authorize_params: [("access_type".to_string(), "offline".to_string())].into(),
+            client_auth: ClientAuth::Body,
+        };
+        let c = parse_credentials_with(
+            &json!({"kind": "oauth2", "grant": "authorization_code", "client_id": "cid", "client_secret": "cs"}),
+            AuthKind::OAuth2,
+            Some(&app),
+        )
+        .unwrap();
+        let Credentials::OAuth2Grant(g) = &c else { panic!("a grant: {c:?}") };
+        assert_eq!(
+            (g.token_url.as_str(), g.scopes.clone(), g.client_auth),
+            (app.token_url.as_str(), vec!["files".to_string()], ClientAuth::Body)
+        );
+        assert_eq!(g.authorize_params["access_type"], "offline");
+        assert!(!g.is_authorized());
+        assert_eq!(c.secret_values(), vec!["cs"]);
+        // The connection's own URLs and scopes win.
+        let c = parse_credentials_with(
+            &json!({"kind": "oauth2", "grant": "authorization_code", "client_id": "cid", "token_url": "http://127.0.0.1:9/token", "scopes": "a b"}),
+            AuthKind::OAuth2,
+            Some(&app),
+        )
+        .unwrap();
+        let Credentials::OAuth2Grant(g) = &c else { panic!("a grant") };
+        assert_eq!((g.token_url.as_str(), g.scopes.len(), g.client_secret.is_none()), ("http://127.0.0.1:9/token", 2, true));
+        // A pasted token stays a plain token.
+        let c = parse_credentials_with(&json!({"kind": "oauth2", "access_token": "pat"}), AuthKind::OAuth2, Some(&app)).unwrap();
+        assert!(matches!(c, Credentials::OAuth2 { .. }));
+    }
+
+    #[test]
+    fn oauth2_grant_problems_name_their_field() {
+        let e = |v: Value| parse_credentials_with(&v, AuthKind::OAuth2, None).unwrap_err();
+        let x = e(json!({"kind": "oauth2", "grant": "password", "client_id": "c"}));
+        assert_eq!(x.path, "credentials.grant");
+        assert!(x.message.contains("`authorization_code`"), "{x}");
+        let x = e(json!({"kind": "oauth2", "grant": "client_credentials", "client_id": "c", "token_url": "https://t.example/token"}));
+        assert_eq!(x.path, "credentials.client_secret");
+        let x = e(json!({"kind": "oauth2", "grant": "authorization_code", "client_id": "c", "token_url": "https://t.example/token"}));
+        assert_eq!(x.path, "credentials.authorize_url");
+        let x = e(json!({"kind": "oauth2", "grant": "authorization_code", "client_id": "c"}));
+        assert_eq!(x.path, "credentials.token_url");
+        let x = e(
+            json!({"kind": "oauth2", "grant": "authorization_code", "client_id": "c", "token_url": "ftp://x", "authorize_url": "https://a"}),
+        );
+        assert_eq!(x.path, "credentials.token_url");
+        let x = e(json!({"kind": "oauth2", "grant": "authorization_code", "clientid": "c"}));
+        assert_eq!(x.path, "credentials.clientid");
+        assert!(x.message.contains("`client_id`"), "{x}");
+        let x = e(json!({"kind": "oauth2", "grant": "authorization_code", "token_url": "https://t", "authorize_url": "https://a"}));
+        assert_eq!(x.path, "credentials.client_id");
+        let x = e(
+            json!({"kind": "oauth2", "grant": "client_credentials", "client_id": "c", "client_secret": "s", "token_url": "https://t", "scopes": [1]}),
+        );
+        assert_eq!(x.path, "credentials.scopes[0]");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Everything the other crates agree on lives here: what a connector declares about itself
 //! ([`manifest`]), the traits a connector implements ([`action`], [`trigger`]), the error
 //! classes every connector returns ([`error`]), credentials checked against an app's auth
-//! kind and the connection-test hook ([`connection`]), the shape of an outgoing HTTP exchange that
+//! kind and the connection-test hook ([`connection`]), OAuth2 apps and grants ([`oauth`]), the shape of an outgoing HTTP exchange that
 //! the connector kit carries out ([`http`]), credentials that never print themselves
 //! ([`secret`]), durations as recipes write them ([`duration`]) and the registry of
 //! connectors the runner looks names up in ([`registry`]).
@@ -17,14 +17,18 @@ pub mod duration;
 pub mod error;
 pub mod http;
 pub mod manifest;
+pub mod oauth;
 pub mod registry;
 pub mod secret;
 pub mod trigger;
 
 pub use action::{Action, ActionContext, DynAction};
-pub use connection::{ConnectionContext, ConnectionTest, CredentialsError, TestOutcome, accepted_kinds, parse_credentials};
+pub use connection::{
+    ConnectionContext, ConnectionTest, CredentialsError, TestOutcome, accepted_kinds, parse_credentials, parse_credentials_with,
+};
 pub use error::{ConnectorError, ErrorClass};
 pub use manifest::{ActionSpec, AuthKind, ConnectorManifest, Idempotency, RateLimit, TriggerKind, TriggerSpec};
+pub use oauth::{ClientAuth, GrantType, OAuth2App, OAuth2Grant, TokenSet};
 pub use registry::{Connector, Registry};
 pub use secret::{Credentials, Secret, SmtpCredentials, SmtpTls};
 

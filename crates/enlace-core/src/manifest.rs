@@ -127,6 +127,9 @@ pub struct ConnectorManifest {
     /// connector logs in and changes nothing.
     #[serde(default)]
     pub connection_test: bool,
+    /// The app's OAuth2 authorization server, for apps users sign in to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<crate::oauth::OAuth2App>,
     pub triggers: Vec<TriggerSpec>,
     pub actions: Vec<ActionSpec>,
 }

@@ -36,6 +36,7 @@ impl Connector {
                     rate_limit: None,
                     version: "1".into(),
                     connection_test: false,
+                    oauth2: None,
                     triggers: vec![],
                     actions: vec![],
                 },
@@ -84,6 +85,14 @@ pub struct ConnectorBuilder {
 impl ConnectorBuilder {
     pub fn auth(mut self, auth: AuthKind) -> Self {
         self.connector.manifest.auth = auth;
+        self
+    }
+
+    /// The app's OAuth2 authorization server: connections sign in there (and the app's
+    /// auth kind becomes OAuth2).
+    pub fn oauth2(mut self, app: crate::oauth::OAuth2App) -> Self {
+        self.connector.manifest.auth = AuthKind::OAuth2;
+        self.connector.manifest.oauth2 = Some(app);
         self
     }
 

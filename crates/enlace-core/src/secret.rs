@@ -47,8 +47,15 @@ pub enum Credentials {
     ApiKey { header: String, key: Secret },
     /// HTTP basic authentication.
     Basic { username: String, password: Secret },
-    /// An OAuth2 access token (refresh is the connection manager's job, not the action's).
+    /// An OAuth2 access token the user pasted (a private app's token): used as is, never
+    /// refreshed.
+    #[serde(rename = "oauth2")]
     OAuth2 { access_token: Secret },
+    /// An OAuth2 connection Enlace keeps fresh: the client, the grant and the tokens. The
+    /// runner refreshes it and hands actions a plain [`Credentials::OAuth2`] with the
+    /// current access token.
+    #[serde(rename = "oauth2_grant")]
+    OAuth2Grant(Box<crate::oauth::OAuth2Grant>),
     /// An SMTP server and the account to send through.
     Smtp(SmtpCredentials),
 }
@@ -123,6 +130,7 @@ impl Credentials {
             Credentials::ApiKey { key, .. } => vec![key.expose()],
             Credentials::Basic { password, .. } => vec![password.expose()],
             Credentials::OAuth2 { access_token } => vec![access_token.expose()],
+            Credentials::OAuth2Grant(g) => g.secret_values(),
             Credentials::Smtp(smtp) => smtp.password.iter().map(Secret::expose).collect(),
         }
     }
@@ -134,7 +142,7 @@ impl Credentials {
             Credentials::Bearer { .. } => "bearer",
             Credentials::ApiKey { .. } => "api_key",
             Credentials::Basic { .. } => "basic",
-            Credentials::OAuth2 { .. } => "oauth2",
+            Credentials::OAuth2 { .. } | Credentials::OAuth2Grant(_) => "oauth2",
             Credentials::Smtp(_) => "smtp",
         }
     }

@@ -23,6 +23,15 @@ pub fn apply_credentials(req: &mut HttpRequest, creds: &Credentials) -> Result<(
         Credentials::None => return Ok(()),
         Credentials::Bearer { token } => (AUTHORIZATION, format!("Bearer {}", token.expose())),
         Credentials::OAuth2 { access_token } => (AUTHORIZATION, format!("Bearer {}", access_token.expose())),
+        // The runner hands actions a fresh plain token; a grant reaching here uses the token it holds.
+        Credentials::OAuth2Grant(g) => match g.access_token.as_ref().filter(|t| !t.is_empty()) {
+            Some(t) => (AUTHORIZATION, format!("Bearer {}", t.expose())),
+            None => {
+                return Err(ConnectorError::auth(
+                    "the connection has not been authorized yet: sign in through POST /api/v1/connections/{id}/authorize",
+                ));
+            }
+        },
         Credentials::ApiKey { header, key } => {
             let name = HeaderName::from_bytes(header.trim().as_bytes()).map_err(|_| {
                 ConnectorError::auth(format!(

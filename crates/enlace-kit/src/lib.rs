@@ -13,11 +13,15 @@
 //! - [`rate_info`] ([`ratelimit`] module): `Retry-After`, `X-RateLimit-*`, the IETF
 //!   `RateLimit` headers and Facebook's usage headers read into one [`RateInfo`].
 //!
+//! - [`oauth`]: OAuth2 token requests (authorization URL with PKCE, code exchange,
+//!   refresh, client credentials) through the same transport, failures classified.
+//!
 //! Architecture invariant: the kit classifies, it never sleeps or retries; the runner owns
 //! retries.
 
 pub mod auth;
 pub mod classify;
+pub mod oauth;
 pub mod paginate;
 pub mod ratelimit;
 pub mod ssrf;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use enlace_core::action::ActionContext;
+use enlace_core::action::{ActionContext, DynAction};
 use enlace_core::http::HttpTransport;
 use enlace_core::{ConnectorError, Credentials, ErrorClass, RateLimit};
 use enlace_kit::RecordingTransport;
@@ -29,6 +29,11 @@ enum Stop {
     },
     Failed {
         error: Value,
+    },
+    /// Waiting, with no due time, until the connection is repaired (its credentials were
+    /// refused and a refresh could not fix them).
+    Hold {
+        connection: String,
     },
     /// The run is no longer ours (cancelled, handed back) or the store failed: leave it.
     Lost,
@@ -105,6 +110,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, run_id: String, permit: OwnedSema
         emitted: vec![],
         masker,
         credentials: HashMap::new(),
+        connection_status: HashMap::new(),
         connection_limits: HashMap::new(),
     };
     let flow = ex.steps(&recipe.steps, String::new()).await;
@@ -191,10 +197,15 @@ async fn finish(inner: &Arc<Inner>, run: &RunRow, pending: Vec<StepRecord>, emit
             (RunUpdate::Finish { status: RunStatus::Failed, error: Some(error.clone()) }, RunStatus::Failed, Some(error))
         }
         Err(Stop::Park { status, due_at }) => (RunUpdate::Park { status, due_at }, status, None),
+        Err(Stop::Hold { connection }) => (RunUpdate::Hold { connection }, RunStatus::Waiting, None),
         Err(Stop::Lost) => {
             notify(inner, &run.id, RunOutcome { run_id: run.id.clone(), status: RunStatus::Running, response: None, error: None });
             return;
         }
+    };
+    let held = match &update {
+        RunUpdate::Hold { connection } => Some(connection.clone()),
+        _ => None,
     };
     let any_emitted = !emitted.is_empty();
     match inner.store.update_run(&run.id, &inner.config.node_id, pending, update, emitted, now).await {
@@ -207,6 +218,14 @@ async fn finish(inner: &Arc<Inner>, run: &RunRow, pending: Vec<StepRecord>, emit
                 _ => tracing::debug!(run_id = %run.id, recipe = %run.recipe_id, status = %status, "run moved"),
             }
             if matches!(status, RunStatus::Queued | RunStatus::Waiting) || any_emitted {
+                inner.wake.notify_one();
+            }
+            // The connection may have been repaired between the failed call and this hold:
+            // then nobody would release the run, so release it now.
+            if let Some(c) = held
+                && matches!(inner.store.connection(&c).await, Ok(Some((row, _))) if row.status != crate::oauth::NEEDS_RECONNECT)
+            {
+                let _ = inner.store.release_held_runs(&c, inner.clock.now_ms()).await;
                 inner.wake.notify_one();
             }
             notify(inner, &run.id, RunOutcome { run_id: run.id.clone(), status, response, error });
@@ -243,6 +262,8 @@ struct Exec {
     emitted: Vec<NewEvent>,
     masker: Masker,
     credentials: HashMap<String, Credentials>,
+    /// The status of each connection read so far (`needs_reconnect` holds the run at once).
+    connection_status: HashMap<String, String>,
     /// The user's rate limit of each connection read so far (on top of the app's own).
     connection_limits: HashMap<String, Option<RateSpec>>,
 }
@@ -640,6 +661,7 @@ impl Exec {
                 }
                 self.masker = Masker::new(self.masker_values().into_iter().chain(creds.secret_values().into_iter().map(str::to_string)));
                 self.credentials.insert(id.clone(), creds.clone());
+                self.connection_status.insert(id.clone(), row.status.clone());
                 self.connection_limits.insert(id.clone(), row.rate_limit);
                 Ok(creds)
             }
@@ -718,10 +740,30 @@ impl Exec {
             let masked = self.masker.mask(&input);
             return self.fail_action(step, a, &key, err, Some(masked), attempts_before.max(1), p.started_at, idempotent);
         }
-        let credentials = match self.credentials(a).await {
+        let mut credentials = match self.credentials(a).await {
             Ok(c) => c,
             Err(e) => return self.fail_action(step, a, &key, e, None, attempts_before.max(1), started, idempotent),
         };
+        let holdable = !inner.config.dry_run && a.on_error != OnError::Continue;
+        if let Some(id) = a.connection.clone() {
+            if holdable && self.connection_status.get(&id).is_some_and(|s| s == crate::oauth::NEEDS_RECONNECT) {
+                let masked = self.masker.mask(&input);
+                let err = ConnectorError::auth(format!("the connection `{id}` needs reconnecting; the run waits for it"));
+                return self.hold(step, &key, &id, err, masked, attempts_before, started);
+            }
+            if let Credentials::OAuth2Grant(g) = &credentials
+                && !inner.config.dry_run
+            {
+                match crate::oauth::fresh_grant(&inner, &id, (**g).clone(), None).await {
+                    Ok(fresh) => credentials = self.renewed(&id, fresh),
+                    Err(e) if e.class() == ErrorClass::Auth && holdable => {
+                        let masked = self.masker.mask(&input);
+                        return self.hold(step, &key, &id, e, masked, attempts_before, started);
+                    }
+                    Err(e) => return self.fail_action(step, a, &key, e, None, attempts_before.max(1), started, idempotent),
+                }
+            }
+        }
         // The connection's rate budget, shared by every recipe using it.
         let limit_key = a.connection.clone().map(|c| format!("connection:{c}")).unwrap_or_else(|| format!("app:{}", a.app));
         let limit = a
@@ -783,12 +825,12 @@ impl Exec {
             Some(r) => r.clone(),
             None => inner.transport.clone(),
         };
-        let ctx = ActionContext {
+        let mut ctx = ActionContext {
             run_id: self.run.id.clone(),
             step_key: key.clone(),
             attempt: attempt as u32,
             idempotency_key,
-            credentials,
+            credentials: crate::oauth::handed_out(&credentials),
             http: transport,
             timeout: inner.config.step_timeout,
         };
@@ -807,12 +849,25 @@ impl Exec {
             });
             Ok(spec.sample.clone())
         } else {
-            match tokio::time::timeout(inner.config.step_timeout, action.call(&ctx, input)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    Err(ConnectorError::MaybeDelivered { message: format!("no answer within {}s", inner.config.step_timeout.as_secs()) })
+            let timeout = inner.config.step_timeout;
+            let mut result = call_action(action.as_ref(), &ctx, input.clone(), timeout).await;
+            // A refused OAuth2 token: refresh once (unless someone already did) and call again.
+            // A 401 means the call was not carried out, so sending it again is safe.
+            if let (Err(e), Some(id), Credentials::OAuth2Grant(g)) = (&result, &a.connection, &credentials)
+                && e.class() == ErrorClass::Auth
+                && g.can_refresh()
+            {
+                let rejected = g.access_token.as_ref().map(|t| t.expose().to_string()).unwrap_or_default();
+                match crate::oauth::fresh_grant(&inner, id, (**g).clone(), Some(&rejected)).await {
+                    Ok(fresh) => {
+                        credentials = self.renewed(id, fresh);
+                        ctx.credentials = crate::oauth::handed_out(&credentials);
+                        result = call_action(action.as_ref(), &ctx, input.clone(), timeout).await;
+                    }
+                    Err(refresh_err) => result = Err(refresh_err),
                 }
             }
+            result
         };
         let elapsed = t0.elapsed();
         inner
@@ -838,8 +893,50 @@ impl Exec {
                 self.set_output(&step.id, output);
                 Ok(())
             }
+            Err(e) if e.class() == ErrorClass::Auth && holdable && a.connection.is_some() => {
+                let id = a.connection.clone().unwrap_or_default();
+                crate::oauth::mark_needs_reconnect(&inner, &id, &e.to_string()).await;
+                self.hold(step, &key, &id, e, masked, attempt, started)
+            }
             Err(e) => self.fail_action(step, a, &key, e, Some(masked), attempt, started, idempotent),
         }
+    }
+
+    /// Keeps a refreshed grant for the rest of the run, and masks its new token.
+    fn renewed(&mut self, id: &str, grant: enlace_core::OAuth2Grant) -> Credentials {
+        let creds = Credentials::OAuth2Grant(Box::new(grant));
+        self.masker = Masker::new(
+            self.masker_values()
+                .into_iter()
+                .chain(self.credentials.values().chain(std::iter::once(&creds)).flat_map(|c| c.secret_values()).map(str::to_string)),
+        );
+        self.credentials.insert(id.to_string(), creds.clone());
+        creds
+    }
+
+    /// Holds the run until the connection is repaired: the step is recorded as waiting with
+    /// the refusal and what to do, and the run waits with no due time.
+    #[allow(clippy::too_many_arguments)]
+    fn hold(&mut self, step: &Step, key: &str, connection: &str, err: ConnectorError, input: Value, attempt: i64, started: i64) -> Flow {
+        let mut error = err.to_json();
+        error["step"] = json!(key);
+        error["connection"] = json!(connection);
+        error["hint"] = json!(format!(
+            "the connection `{connection}` was refused; reconnect it (POST /api/v1/connections/{connection}/authorize for OAuth2, or PUT /api/v1/connections/{connection}/credentials) and this run resumes from this step"
+        ));
+        self.record(
+            key,
+            step,
+            Entry {
+                status: StepStatus::Waiting,
+                input: Some(input),
+                output: None,
+                error: Some(error),
+                attempts: attempt,
+                started_at: started,
+            },
+        );
+        Err(Stop::Hold { connection: connection.to_string() })
     }
 
     /// Decides what an action's error means: retry later, continue, or fail the run.
@@ -921,6 +1018,15 @@ impl Exec {
             Entry { status: StepStatus::Failed, input, output: None, error: Some(error.clone()), attempts: attempt, started_at: started },
         );
         Err(Stop::Failed { error })
+    }
+}
+
+/// One call of an action, bounded by the step timeout (a call that times out may have been
+/// delivered).
+async fn call_action(action: &dyn DynAction, ctx: &ActionContext, input: Value, timeout: Duration) -> Result<Value, ConnectorError> {
+    match tokio::time::timeout(timeout, action.call(ctx, input)).await {
+        Ok(r) => r,
+        Err(_) => Err(ConnectorError::MaybeDelivered { message: format!("no answer within {}s", timeout.as_secs()) }),
     }
 }
 

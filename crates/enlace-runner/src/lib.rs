@@ -22,13 +22,14 @@ mod exec;
 pub mod limits;
 pub mod mask;
 pub mod metrics;
+pub mod oauth;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use enlace_core::Registry;
 use enlace_core::http::{HttpRequest, HttpTransport};
+use enlace_core::{ConnectorError, Credentials, Registry};
 use enlace_recipe::Recipe;
 use enlace_recipe::model::TriggerConfig;
 use enlace_store::{Accepted, EventRow, NewEvent, RecipeRow, Replay, RunDetail, RunRow, RunStatus, SaveRecipe, Saved, Store, StoreError};
@@ -143,6 +144,7 @@ pub(crate) struct Inner {
     /// Cancelled when shutdown has drained or handed back every run (heartbeats stop then).
     stopped: CancellationToken,
     dry_log: Mutex<Vec<DryCall>>,
+    refresh_locks: oauth::RefreshLocks,
 }
 
 /// The runner. Cheap to clone.
@@ -170,8 +172,34 @@ impl Runner {
                 shutdown: CancellationToken::new(),
                 stopped: CancellationToken::new(),
                 dry_log: Mutex::new(vec![]),
+                refresh_locks: oauth::RefreshLocks::default(),
             }),
         }
+    }
+
+    /// A connection's credentials as an action would get them: an OAuth2 connection's
+    /// token refreshed first when it expires soon (for connection tests).
+    pub async fn connection_credentials(&self, id: &str) -> Result<Credentials, ConnectorError> {
+        match self.inner.store.connection(id).await {
+            Ok(Some((_, Credentials::OAuth2Grant(g)))) => {
+                let g = oauth::fresh_grant(&self.inner, id, *g, None).await?;
+                Ok(oauth::handed_out(&Credentials::OAuth2Grant(Box::new(g))))
+            }
+            Ok(Some((_, c))) => Ok(c),
+            Ok(None) => Err(ConnectorError::bad_input("connection", format!("no connection `{id}`"))),
+            Err(e) => Err(ConnectorError::transient(format!("reading the connection `{id}` failed: {e}"))),
+        }
+    }
+
+    /// After a connection was repaired (signed in again, new credentials): the runs held
+    /// for it go back to the queue, due now. Returns how many.
+    pub async fn connection_repaired(&self, id: &str) -> Result<u64, RunnerError> {
+        let n = self.inner.store.release_held_runs(id, self.inner.clock.now_ms()).await?;
+        if n > 0 {
+            tracing::info!(connection = %id, runs = n, "the connection was repaired; its held runs resume");
+            self.inner.wake.notify_one();
+        }
+        Ok(n)
     }
 
     pub fn store(&self) -> &Store {

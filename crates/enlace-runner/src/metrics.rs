@@ -22,6 +22,8 @@ pub struct Metrics {
     pub step_seconds: Family<Labels, Histogram>,
     /// Retries scheduled, by error class.
     pub retries: Family<Labels, Counter>,
+    /// OAuth2 token refreshes, by outcome (`ok` or the error class).
+    pub oauth_refreshes: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -33,6 +35,7 @@ impl Default for Metrics {
         let step_seconds =
             Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 18)) as Histogram);
         let retries = Family::<Labels, Counter>::default();
+        let oauth_refreshes = Family::<Labels, Counter>::default();
         registry.register("events_accepted", "Events stored in the inbox, by source", events_accepted.clone());
         registry.register("events_duplicate", "Events dropped as duplicates of an earlier dedupe key, by source", events_duplicate.clone());
         registry.register(
@@ -42,7 +45,8 @@ impl Default for Metrics {
         );
         registry.register("step_duration_seconds", "Latency of action calls, by app and action", step_seconds.clone());
         registry.register("step_retries", "Retries scheduled for action steps, by error class", retries.clone());
-        Metrics { registry: Mutex::new(registry), events_accepted, events_duplicate, runs, step_seconds, retries }
+        registry.register("oauth_refreshes", "OAuth2 token refreshes, by outcome (ok, or the error class)", oauth_refreshes.clone());
+        Metrics { registry: Mutex::new(registry), events_accepted, events_duplicate, runs, step_seconds, retries, oauth_refreshes }
     }
 }
 

@@ -418,6 +418,48 @@ impl Store {
         dispatch!(self, b => b.set_connection_status(id, status, message, now).await)
     }
 
+    /// Replaces a connection's credentials (sealed again), after a sign-in or a token
+    /// refresh, and its status with them when `status` is given (`ok`, `needs_reconnect`,
+    /// with a message). `None` when there is no such connection.
+    pub async fn save_connection_credentials(
+        &self,
+        id: &str,
+        credentials: &Credentials,
+        status: Option<(&str, &str)>,
+        now: Millis,
+    ) -> Result<Option<ConnectionRow>> {
+        dispatch!(self, b => b.save_connection_credentials(id, credentials, status, now).await)
+    }
+
+    /// Takes the right to refresh a connection's token until `until` (or renews it for the
+    /// same `owner`); false while another node or task holds it. One refresh at a time per
+    /// connection across every node, so a rotated refresh token is never sent twice.
+    pub async fn try_refresh_lease(&self, id: &str, owner: &str, now: Millis, until: Millis) -> Result<bool> {
+        dispatch!(self, b => b.try_refresh_lease(id, owner, now, until).await)
+    }
+
+    /// Gives back the refresh lease taken by `owner`.
+    pub async fn end_refresh_lease(&self, id: &str, owner: &str) -> Result<()> {
+        dispatch!(self, b => b.end_refresh_lease(id, owner).await)
+    }
+
+    /// Records a sign-in in progress (its `state` hashed, its PKCE verifier sealed); also
+    /// forgets expired ones.
+    pub async fn begin_authorization(&self, a: PendingAuthorization) -> Result<()> {
+        dispatch!(self, b => b.begin_authorization(a).await)
+    }
+
+    /// The sign-in a callback's `state` belongs to, taken out of the store (a `state`
+    /// works once). `None` for an unknown, used or expired `state`.
+    pub async fn take_authorization(&self, state: &str, now: Millis) -> Result<Option<PendingAuthorization>> {
+        dispatch!(self, b => b.take_authorization(state, now).await)
+    }
+
+    /// Sends the runs held for a connection back to the queue, due now; returns how many.
+    pub async fn release_held_runs(&self, connection: &str, now: Millis) -> Result<u64> {
+        dispatch!(self, b => b.release_held_runs(connection, now).await)
+    }
+
     // ---- shared rate limits (PostgreSQL) ----
 
     /// Asks to make one call under the limit `key`: at most `calls` calls in any window of

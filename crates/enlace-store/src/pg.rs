@@ -776,6 +776,10 @@ impl Pg {
                 q.push(", due_at = ").push_bind(due_at);
                 q.push(", owner = NULL, lease_until = NULL, updated_at = ").push_bind(now);
             }
+            Some(RunUpdate::Hold { connection }) => {
+                q.push("status = 'waiting', due_at = NULL, held_connection = ").push_bind(connection);
+                q.push(", owner = NULL, lease_until = NULL, updated_at = ").push_bind(now);
+            }
         }
         q.push(" WHERE id = ").push_bind(run_id.to_string());
         q.push(" AND status = 'running' AND owner = ").push_bind(owner.to_string());
@@ -789,7 +793,7 @@ impl Pg {
             q.push(", ");
             EventColumns::new(emitted).push_ctes(&mut q, "WHERE EXISTS (SELECT 1 FROM mine)");
         }
-        q.push(", notes AS (SELECT due_at FROM mine WHERE status IN ('queued', 'waiting')");
+        q.push(", notes AS (SELECT due_at FROM mine WHERE status IN ('queued', 'waiting') AND due_at IS NOT NULL");
         if emits {
             q.push(" UNION ALL SELECT due_at FROM er WHERE owner IS NULL");
         }
@@ -1135,6 +1139,123 @@ impl Pg {
         .await
         .map_err(pg_err)?;
         Ok(row.as_ref().map(connection_row))
+    }
+
+    pub(crate) async fn save_connection_credentials(
+        &self,
+        id: &str,
+        credentials: &Credentials,
+        status: Option<(&str, &str)>,
+        now: Millis,
+    ) -> Result<Option<ConnectionRow>> {
+        let plain = serde_json::to_vec(credentials).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let sealed = self.secrets.seal(&format!("connection:{id}"), &plain)?;
+        let row = match status {
+            Some((st, msg)) => sqlx::query(concat!(
+                "UPDATE connections SET credentials = $1, status = $2, status_message = $3, tested_at = $4, updated_at = $4 WHERE id = $5 RETURNING ",
+                connection_cols!()
+            ))
+            .bind(&sealed)
+            .bind(st)
+            .bind(msg)
+            .bind(now)
+            .bind(id),
+            None => sqlx::query(concat!("UPDATE connections SET credentials = $1, updated_at = $2 WHERE id = $3 RETURNING ", connection_cols!()))
+                .bind(&sealed)
+                .bind(now)
+                .bind(id),
+        }
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        Ok(row.as_ref().map(connection_row))
+    }
+
+    pub(crate) async fn try_refresh_lease(&self, id: &str, owner: &str, now: Millis, until: Millis) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE connections SET refresh_owner = $1, refresh_until = $2 WHERE id = $3 AND (refresh_until IS NULL OR refresh_until < $4 OR refresh_owner = $1)",
+        )
+        .bind(owner)
+        .bind(until)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub(crate) async fn end_refresh_lease(&self, id: &str, owner: &str) -> Result<()> {
+        sqlx::query("UPDATE connections SET refresh_owner = NULL, refresh_until = NULL WHERE id = $1 AND refresh_owner = $2")
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    pub(crate) async fn begin_authorization(&self, a: PendingAuthorization) -> Result<()> {
+        let sealed = self.secrets.seal(&format!("oauth_state:{}", a.connection_id), a.verifier.as_bytes())?;
+        let mut tx = self.pool.begin().await.map_err(pg_err)?;
+        sqlx::query("DELETE FROM oauth_states WHERE expires_at < $1").bind(a.created_at).execute(&mut *tx).await.map_err(pg_err)?;
+        sqlx::query(
+            "INSERT INTO oauth_states (state_hash, connection_id, verifier, redirect_uri, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(token_hash(&a.state))
+        .bind(&a.connection_id)
+        .bind(&sealed)
+        .bind(&a.redirect_uri)
+        .bind(a.created_at)
+        .bind(a.expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(())
+    }
+
+    pub(crate) async fn take_authorization(&self, state: &str, now: Millis) -> Result<Option<PendingAuthorization>> {
+        let Some(r) = sqlx::query(
+            "DELETE FROM oauth_states WHERE state_hash = $1 RETURNING connection_id, verifier, redirect_uri, created_at, expires_at",
+        )
+        .bind(token_hash(state))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(pg_err)?
+        else {
+            return Ok(None);
+        };
+        let expires_at: i64 = r.get("expires_at");
+        if expires_at < now {
+            return Ok(None);
+        }
+        let connection_id: String = r.get("connection_id");
+        let sealed: Vec<u8> = r.get("verifier");
+        let verifier = self.secrets.open(&format!("oauth_state:{connection_id}"), &sealed)?;
+        let verifier = String::from_utf8(verifier).map_err(|e| StoreError::Crypto(e.to_string()))?;
+        Ok(Some(PendingAuthorization {
+            state: state.to_string(),
+            connection_id,
+            verifier,
+            redirect_uri: r.get("redirect_uri"),
+            created_at: r.get("created_at"),
+            expires_at,
+        }))
+    }
+
+    pub(crate) async fn release_held_runs(&self, connection: &str, now: Millis) -> Result<u64> {
+        let row = sqlx::query(concat!(
+            "WITH notes AS (UPDATE runs SET status = 'queued', due_at = $1, held_connection = NULL, updated_at = $1 ",
+            "WHERE held_connection = $2 AND status = 'waiting' RETURNING due_at) SELECT (SELECT count(*) FROM notes) AS n, ",
+            notify_notes!()
+        ))
+        .bind(now)
+        .bind(connection)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        Ok(row.get::<i64, _>("n") as u64)
     }
 
     // ---- shared rate limits ----

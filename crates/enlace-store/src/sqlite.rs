@@ -971,6 +971,15 @@ impl Sqlite {
                             .execute(&mut *c)
                             .await?
                     }
+                    RunUpdate::Hold { connection } => {
+                        sqlx::query("UPDATE runs SET status = 'waiting', due_at = NULL, held_connection = ?, owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ? AND status = 'running' AND owner = ?")
+                            .bind(connection)
+                            .bind(now)
+                            .bind(&run_id)
+                            .bind(&owner)
+                            .execute(&mut *c)
+                            .await?
+                    }
                 };
                 if res.rows_affected() == 0 {
                     return Ok(false);
@@ -1334,6 +1343,152 @@ impl Sqlite {
                 .fetch_optional(&mut *c)
                 .await?;
                 Ok(row.as_ref().map(connection_row))
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn save_connection_credentials(
+        &self,
+        id: &str,
+        credentials: &Credentials,
+        status: Option<(&str, &str)>,
+        now: Millis,
+    ) -> Result<Option<ConnectionRow>> {
+        let plain = serde_json::to_vec(credentials).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let sealed = self.secrets.seal(&format!("connection:{id}"), &plain)?;
+        let id = id.to_string();
+        let status = status.map(|(s, m)| (s.to_string(), m.to_string()));
+        self.write(move |c| {
+            Box::pin(async move {
+                let row = match &status {
+                    Some((st, msg)) => sqlx::query(concat!(
+                        "UPDATE connections SET credentials = ?, status = ?, status_message = ?, tested_at = ?, updated_at = ? WHERE id = ? RETURNING ",
+                        connection_cols!()
+                    ))
+                    .bind(&sealed)
+                    .bind(st)
+                    .bind(msg)
+                    .bind(now)
+                    .bind(now)
+                    .bind(&id),
+                    None => sqlx::query(concat!("UPDATE connections SET credentials = ?, updated_at = ? WHERE id = ? RETURNING ", connection_cols!()))
+                        .bind(&sealed)
+                        .bind(now)
+                        .bind(&id),
+                }
+                .fetch_optional(&mut *c)
+                .await?;
+                Ok(row.as_ref().map(connection_row))
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn try_refresh_lease(&self, id: &str, owner: &str, now: Millis, until: Millis) -> Result<bool> {
+        let (id, owner) = (id.to_string(), owner.to_string());
+        self.write(move |c| {
+            Box::pin(async move {
+                let r = sqlx::query(
+                    "UPDATE connections SET refresh_owner = ?, refresh_until = ? WHERE id = ? AND (refresh_until IS NULL OR refresh_until < ? OR refresh_owner = ?)",
+                )
+                .bind(&owner)
+                .bind(until)
+                .bind(&id)
+                .bind(now)
+                .bind(&owner)
+                .execute(&mut *c)
+                .await?;
+                Ok(r.rows_affected() > 0)
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn end_refresh_lease(&self, id: &str, owner: &str) -> Result<()> {
+        let (id, owner) = (id.to_string(), owner.to_string());
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query("UPDATE connections SET refresh_owner = NULL, refresh_until = NULL WHERE id = ? AND refresh_owner = ?")
+                    .bind(&id)
+                    .bind(&owner)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn begin_authorization(&self, a: PendingAuthorization) -> Result<()> {
+        let sealed = self.secrets.seal(&format!("oauth_state:{}", a.connection_id), a.verifier.as_bytes())?;
+        let hash = token_hash(&a.state);
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM oauth_states WHERE expires_at < ?").bind(a.created_at).execute(&mut *c).await?;
+                sqlx::query(
+                    "INSERT INTO oauth_states (state_hash, connection_id, verifier, redirect_uri, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&hash)
+                .bind(&a.connection_id)
+                .bind(&sealed)
+                .bind(&a.redirect_uri)
+                .bind(a.created_at)
+                .bind(a.expires_at)
+                .execute(&mut *c)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn take_authorization(&self, state: &str, now: Millis) -> Result<Option<PendingAuthorization>> {
+        let hash = token_hash(state);
+        let state = state.to_string();
+        let row = self
+            .write(move |c| {
+                Box::pin(async move {
+                    let row = sqlx::query(
+                        "DELETE FROM oauth_states WHERE state_hash = ? RETURNING connection_id, verifier, redirect_uri, created_at, expires_at",
+                    )
+                    .bind(&hash)
+                    .fetch_optional(&mut *c)
+                    .await?;
+                    Ok(row.map(|r| {
+                        (
+                            r.get::<String, _>("connection_id"),
+                            r.get::<Vec<u8>, _>("verifier"),
+                            r.get::<String, _>("redirect_uri"),
+                            r.get::<i64, _>("created_at"),
+                            r.get::<i64, _>("expires_at"),
+                        )
+                    }))
+                })
+            })
+            .await?;
+        let Some((connection_id, sealed, redirect_uri, created_at, expires_at)) = row else { return Ok(None) };
+        if expires_at < now {
+            return Ok(None);
+        }
+        let verifier = self.secrets.open(&format!("oauth_state:{connection_id}"), &sealed)?;
+        let verifier = String::from_utf8(verifier).map_err(|e| StoreError::Crypto(e.to_string()))?;
+        Ok(Some(PendingAuthorization { state, connection_id, verifier, redirect_uri, created_at, expires_at }))
+    }
+
+    pub(crate) async fn release_held_runs(&self, connection: &str, now: Millis) -> Result<u64> {
+        let connection = connection.to_string();
+        self.write(move |c| {
+            Box::pin(async move {
+                let r = sqlx::query(
+                    "UPDATE runs SET status = 'queued', due_at = ?, held_connection = NULL, updated_at = ? WHERE held_connection = ? AND status = 'waiting'",
+                )
+                .bind(now)
+                .bind(now)
+                .bind(&connection)
+                .execute(&mut *c)
+                .await?;
+                Ok(r.rows_affected())
             })
         })
         .await

@@ -242,6 +242,33 @@ pub enum RunUpdate {
     Finish { status: RunStatus, error: Option<Value> },
     /// Back to the queue until `due_at`: `Queued` for a retry, `Waiting` for a delay.
     Park { status: RunStatus, due_at: Millis },
+    /// `Waiting` with no due time, until the connection is repaired
+    /// ([`crate::Store::release_held_runs`]).
+    Hold { connection: String },
+}
+
+/// A sign-in in progress (OAuth2 authorization code grant), between the redirect to the
+/// authorization server and the callback.
+#[derive(Clone)]
+pub struct PendingAuthorization {
+    /// The `state` sent out; stored only as its hash.
+    pub state: String,
+    pub connection_id: String,
+    /// The PKCE verifier; sealed at rest.
+    pub verifier: String,
+    pub redirect_uri: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+impl std::fmt::Debug for PendingAuthorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingAuthorization")
+            .field("connection_id", &self.connection_id)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Events a finishing step publishes (`emit`), stored in the same transaction.

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod error;
 pub mod hooks;
+pub mod oauth;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,11 +33,15 @@ use crate::error::{ApiError, Code, REQUEST_ID};
 pub struct WebConfig {
     /// Accept webhooks. False on a node that should not take traffic.
     pub hooks: bool,
+    /// Enlace's address as browsers and vendors reach it (`ENLACE_PUBLIC_URL`, like
+    /// `https://enlace.example.com`): OAuth2 sign-ins come back to `<public_url>/oauth/callback`.
+    /// When unset, the address each request came to is used.
+    pub public_url: Option<String>,
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
-        WebConfig { hooks: true }
+        WebConfig { hooks: true, public_url: None }
     }
 }
 
@@ -94,6 +99,7 @@ pub fn app(runner: Runner, config: WebConfig) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi_json))
         .merge(hooks::routes())
+        .merge(oauth::routes())
         .merge(api_router)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), request_layer))

@@ -4,15 +4,14 @@
 //! The checks and the test are public functions so that the CLI (`enlace connections`),
 //! which opens the store directly, applies exactly the same rules.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use enlace_core::http::HttpTransport;
-use enlace_core::{ConnectionContext, Credentials, RateLimit, Registry, TestOutcome, parse_credentials};
-use enlace_store::{ConnectionRow, RateSpec, Store};
+use enlace_core::{ConnectionContext, Credentials, GrantType, RateLimit, Registry, TestOutcome, parse_credentials_with};
+use enlace_runner::Runner;
+use enlace_store::{ConnectionRow, PendingAuthorization, RateSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -47,7 +46,35 @@ pub struct ConnectionView {
     pub rate_limit: Option<RateLimit>,
     pub created_at: String,
     pub updated_at: String,
+    /// For a new OAuth2 connection (authorization code grant): where the user signs in to
+    /// finish connecting (also `POST /api/v1/connections/{id}/authorize`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorize_url: Option<String>,
 }
+
+/// Where to send a user to sign in.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthorizeView {
+    pub id: String,
+    /// Open this in a browser: the app's sign-in page. It comes back to `/oauth/callback`.
+    pub authorize_url: String,
+    /// The callback address the app must allow (register it with the OAuth app).
+    pub redirect_uri: String,
+    /// The sign-in must finish before this time (RFC 3339); then ask for a new address.
+    pub expires_at: String,
+}
+
+/// New credentials for an existing connection.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCredentials {
+    /// As in `POST /api/v1/connections`.
+    #[schema(value_type = Object)]
+    pub credentials: Value,
+}
+
+/// How long a sign-in may take, from the authorize address to the callback.
+pub const AUTHORIZE_TTL_MS: i64 = 10 * 60 * 1000;
 
 /// The view of a stored connection.
 pub fn connection_view(r: &ConnectionRow) -> ConnectionView {
@@ -61,6 +88,7 @@ pub fn connection_view(r: &ConnectionRow) -> ConnectionView {
         rate_limit: r.rate_limit.map(|l| RateLimit { calls: l.calls, per: Duration::from_millis(l.per_ms.max(0) as u64) }),
         created_at: ts(r.created_at),
         updated_at: ts(r.updated_at),
+        authorize_url: None,
     }
 }
 
@@ -161,7 +189,7 @@ pub fn check_new(registry: &Registry, c: &NewConnection) -> Result<(String, Cred
         Some(n) => check_name(n)?,
         None => c.id.clone(),
     };
-    let credentials = parse_credentials(&c.credentials, connector.manifest.auth).map_err(|e| ApiError::invalid(&e.path, e.message))?;
+    let credentials = check_credentials(connector, &c.credentials)?;
     let rate = match c.rate_limit {
         None => None,
         Some(l) => {
@@ -173,12 +201,140 @@ pub fn check_new(registry: &Registry, c: &NewConnection) -> Result<(String, Cred
     Ok((name, credentials, rate))
 }
 
-/// Tests a connection with its app's test and records the outcome on it (`ok` or `error`
-/// with the message). An app without a test records nothing and says so.
-pub async fn run_test(store: &Store, registry: &Registry, http: Arc<dyn HttpTransport>, id: &str, now: i64) -> Result<TestView, ApiError> {
-    let Some((row, credentials)) = store.connection(id).await? else {
+/// Credentials for an app, checked against its auth kind. An OAuth2 connection with a
+/// `grant` takes the app's declared authorization server, and the installation's client id
+/// and secret (`ENLACE_OAUTH_<APP>_CLIENT_ID`, `ENLACE_OAUTH_<APP>_CLIENT_SECRET`) when it
+/// names none.
+pub fn check_credentials(connector: &enlace_core::Connector, value: &Value) -> Result<Credentials, ApiError> {
+    let mut value = value.clone();
+    if let Some(map) = value.as_object_mut()
+        && map.get("kind").and_then(Value::as_str) == Some("oauth2")
+        && map.contains_key("grant")
+    {
+        let prefix = format!("ENLACE_OAUTH_{}", connector.id().to_ascii_uppercase());
+        for (field, var) in [("client_id", format!("{prefix}_CLIENT_ID")), ("client_secret", format!("{prefix}_CLIENT_SECRET"))] {
+            if !map.contains_key(field)
+                && let Ok(v) = std::env::var(&var)
+                && !v.trim().is_empty()
+            {
+                map.insert(field.to_string(), Value::String(v));
+            }
+        }
+    }
+    parse_credentials_with(&value, connector.manifest.auth, connector.manifest.oauth2.as_ref())
+        .map_err(|e| ApiError::invalid(&e.path, e.message))
+}
+
+/// Starts a sign-in for an OAuth2 connection (authorization code grant): a fresh `state`
+/// and PKCE verifier are stored (the verifier sealed), and the app's sign-in address is
+/// returned. `base` is Enlace's public address (`ENLACE_PUBLIC_URL`).
+pub async fn start_authorization(runner: &Runner, id: &str, base: &str) -> Result<AuthorizeView, ApiError> {
+    let Some((_, credentials)) = runner.store().connection(id).await? else {
         return Err(ApiError::not_found(format!("no connection `{id}`")));
     };
+    let Credentials::OAuth2Grant(g) = credentials else {
+        return Err(ApiError::invalid(
+            "id",
+            format!(
+                "the connection `{id}` is not an OAuth2 connection with a sign-in; give it new credentials with PUT /api/v1/connections/{id}/credentials"
+            ),
+        ));
+    };
+    if g.grant != GrantType::AuthorizationCode {
+        return Err(ApiError::invalid("id", format!("the connection `{id}` uses the client credentials grant: it needs no sign-in")));
+    }
+    let redirect_uri = format!("{}/oauth/callback", base.trim_end_matches('/'));
+    let start = enlace_kit::oauth::authorization_start(&g, &redirect_uri).map_err(|e| ApiError::invalid("credentials", e.to_string()))?;
+    let now = runner.now_ms();
+    let expires_at = now + AUTHORIZE_TTL_MS;
+    runner
+        .store()
+        .begin_authorization(PendingAuthorization {
+            state: start.state,
+            connection_id: id.to_string(),
+            verifier: start.verifier.expose().to_string(),
+            redirect_uri: redirect_uri.clone(),
+            created_at: now,
+            expires_at,
+        })
+        .await?;
+    Ok(AuthorizeView { id: id.to_string(), authorize_url: start.url, redirect_uri, expires_at: ts(expires_at) })
+}
+
+/// After a connection got credentials: an OAuth2 client credentials connection gets its
+/// first token now (so a wrong secret shows at once); a sign-in connection is marked as
+/// waiting for its sign-in.
+async fn first_token(runner: &Runner, id: &str, credentials: &Credentials) -> Result<(), ApiError> {
+    let Credentials::OAuth2Grant(g) = credentials else { return Ok(()) };
+    let now = runner.now_ms();
+    if g.grant == GrantType::ClientCredentials || g.can_refresh() {
+        match runner.connection_credentials(id).await {
+            Ok(_) => {}
+            Err(e) => {
+                // A refused grant already marked the connection; anything else is recorded here.
+                if e.class() != enlace_core::ErrorClass::Auth {
+                    runner.store().set_connection_status(id, "error", &e.to_string(), now).await?;
+                }
+            }
+        }
+    } else {
+        runner
+            .store()
+            .set_connection_status(
+                id,
+                enlace_runner::oauth::NEEDS_RECONNECT,
+                "not signed in yet: open the authorize address to finish connecting",
+                now,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The public address to build the callback from: `ENLACE_PUBLIC_URL`, else the address
+/// this request came to.
+pub fn public_base(configured: Option<&str>, headers: &axum::http::HeaderMap) -> String {
+    if let Some(b) = configured.filter(|b| !b.is_empty()) {
+        return b.trim_end_matches('/').to_string();
+    }
+    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:8080");
+    format!("http://{host}")
+}
+
+/// Tests a connection with its app's test and records the outcome on it (`ok` or `error`
+/// with the message). An app without a test records nothing and says so. A passing test
+/// repairs the connection: runs held for it resume.
+pub async fn run_test(runner: &Runner, id: &str, now: i64) -> Result<TestView, ApiError> {
+    let store = runner.store();
+    let registry = runner.registry();
+    let http = runner.transport().clone();
+    let Some((row, stored)) = store.connection(id).await? else {
+        return Err(ApiError::not_found(format!("no connection `{id}`")));
+    };
+    let mut secrets: Vec<String> = stored.secret_values().into_iter().filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let credentials = match &stored {
+        // An OAuth2 connection is tested with a fresh token (refreshed first if it expires soon).
+        Credentials::OAuth2Grant(_) => match runner.connection_credentials(id).await {
+            Ok(c) => c,
+            Err(e) => {
+                let message = e.to_string();
+                let status = if e.class() == enlace_core::ErrorClass::Auth { enlace_runner::oauth::NEEDS_RECONNECT } else { "error" };
+                let row = store
+                    .set_connection_status(id, status, &message, now)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found(format!("no connection `{id}`")))?;
+                return Ok(TestView {
+                    id: row.id,
+                    status: status.into(),
+                    message,
+                    class: Some(e.class().as_str().into()),
+                    tested_at: row.tested_at.map(ts),
+                });
+            }
+        },
+        other => other.clone(),
+    };
+    secrets.extend(credentials.secret_values().into_iter().map(str::to_string));
     let Some(connector) = registry.get(&row.app) else {
         return Err(ApiError::new(
             Code::Conflict,
@@ -200,6 +356,9 @@ pub async fn run_test(store: &Store, registry: &Registry, http: Arc<dyn HttpTran
         .set_connection_status(id, status, &message, now)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no connection `{id}` (it was deleted during the test)")))?;
+    if status == "ok" {
+        runner.connection_repaired(id).await?;
+    }
     Ok(TestView { id: row.id, status: status.into(), message, class, tested_at: row.tested_at.map(ts) })
 }
 
@@ -213,10 +372,81 @@ pub async fn list(State(s): State<AppState>) -> ApiResult<Json<Vec<ConnectionVie
 /// Creates a connection. The credentials are checked against the app's auth kind (an
 /// error names the field), encrypted at rest, and never returned.
 #[utoipa::path(post, path = "/api/v1/connections", tag = "connections", request_body = NewConnection, responses((status = 201, body = ConnectionView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn create(State(s): State<AppState>, Json(c): Json<NewConnection>) -> ApiResult<(StatusCode, Json<ConnectionView>)> {
+pub async fn create(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Json(c): Json<NewConnection>,
+) -> ApiResult<(StatusCode, Json<ConnectionView>)> {
     let (name, credentials, rate) = check_new(s.runner.registry(), &c)?;
-    let r = s.runner.store().create_connection(&c.id, &c.app, &name, &credentials, rate, s.runner.now_ms()).await?;
-    Ok((StatusCode::CREATED, Json(connection_view(&r))))
+    s.runner.store().create_connection(&c.id, &c.app, &name, &credentials, rate, s.runner.now_ms()).await?;
+    first_token(&s.runner, &c.id, &credentials).await?;
+    let row = s
+        .runner
+        .store()
+        .connection(&c.id)
+        .await?
+        .map(|(r, _)| r)
+        .ok_or_else(|| ApiError::not_found(format!("no connection `{}`", c.id)))?;
+    let mut view = connection_view(&row);
+    if let Credentials::OAuth2Grant(g) = &credentials
+        && g.grant == GrantType::AuthorizationCode
+        && !g.can_refresh()
+    {
+        let base = public_base(s.shared.config.public_url.as_deref(), &headers);
+        view.authorize_url = Some(start_authorization(&s.runner, &c.id, &base).await?.authorize_url);
+    }
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Starts (or restarts) the sign-in of an OAuth2 connection: returns the app's sign-in
+/// address. After the user consents, the app sends them to `/oauth/callback`, which stores
+/// the tokens and resumes the runs that waited for the connection. Use it to reconnect a
+/// connection marked `needs_reconnect`; its refresh token is kept if the app sends no new one.
+#[utoipa::path(post, path = "/api/v1/connections/{id}/authorize", tag = "connections", params(("id" = String, Path)), responses((status = 200, body = AuthorizeView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn authorize(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AuthorizeView>> {
+    let base = public_base(s.shared.config.public_url.as_deref(), &headers);
+    Ok(Json(start_authorization(&s.runner, &id, &base).await?))
+}
+
+/// Replaces a connection's credentials (checked like at creation, then encrypted). The
+/// connection's status starts again from `untested`, and the runs that waited for it
+/// (held after the app refused the old credentials) resume.
+#[utoipa::path(put, path = "/api/v1/connections/{id}/credentials", tag = "connections", params(("id" = String, Path)), request_body = NewCredentials, responses((status = 200, body = ConnectionView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn set_credentials(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+    Json(c): Json<NewCredentials>,
+) -> ApiResult<Json<ConnectionView>> {
+    let Some((row, _)) = s.runner.store().connection(&id).await? else {
+        return Err(ApiError::not_found(format!("no connection `{id}`")));
+    };
+    let Some(connector) = s.runner.registry().get(&row.app) else {
+        return Err(ApiError::new(
+            Code::Conflict,
+            format!("the connection `{id}` is for the app `{}`, which is not installed here", row.app),
+        ));
+    };
+    let credentials = check_credentials(connector, &c.credentials)?;
+    let now = s.runner.now_ms();
+    s.runner.store().save_connection_credentials(&id, &credentials, Some(("untested", "new credentials")), now).await?;
+    first_token(&s.runner, &id, &credentials).await?;
+    let needs_sign_in = matches!(&credentials, Credentials::OAuth2Grant(g) if g.grant == GrantType::AuthorizationCode && !g.can_refresh());
+    if !needs_sign_in {
+        s.runner.connection_repaired(&id).await?;
+    }
+    let row =
+        s.runner.store().connection(&id).await?.map(|(r, _)| r).ok_or_else(|| ApiError::not_found(format!("no connection `{id}`")))?;
+    let mut view = connection_view(&row);
+    if needs_sign_in {
+        let base = public_base(s.shared.config.public_url.as_deref(), &headers);
+        view.authorize_url = Some(start_authorization(&s.runner, &id, &base).await?.authorize_url);
+    }
+    Ok(Json(view))
 }
 
 /// One connection (never its credentials).
@@ -253,6 +483,5 @@ pub async fn delete(State(s): State<AppState>, Path(id): Path<String>) -> ApiRes
 /// `status_message`, `tested_at`) and returned; a failed test is a 200 with `status: error`.
 #[utoipa::path(post, path = "/api/v1/connections/{id}/test", tag = "connections", params(("id" = String, Path)), responses((status = 200, body = TestView), (status = 404, body = ErrorBody)))]
 pub async fn test(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<TestView>> {
-    let http = s.runner.transport().clone();
-    Ok(Json(run_test(s.runner.store(), s.runner.registry(), http, &id, s.runner.now_ms()).await?))
+    Ok(Json(run_test(&s.runner, &id, s.runner.now_ms()).await?))
 }

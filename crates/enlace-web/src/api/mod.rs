@@ -56,6 +56,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(connections::list, connections::create))
         .routes(routes!(connections::get, connections::rename, connections::delete))
         .routes(routes!(connections::test))
+        .routes(routes!(connections::authorize))
+        .routes(routes!(connections::set_credentials))
         .routes(routes!(admin::list_secrets))
         .routes(routes!(admin::put_secret, admin::delete_secret))
         .routes(routes!(admin::list_tokens, admin::create_token))
