@@ -11,7 +11,7 @@
 //! - [`Pager`] ([`paginate`] module): a listing read page after page (a cursor in the body,
 //!   `Link` headers, offsets, page tokens), each page classified.
 //! - [`rate_info`] ([`ratelimit`] module): `Retry-After`, `X-RateLimit-*`, the IETF
-//!   `RateLimit` headers and Facebook's usage headers read into one [`RateInfo`].
+//!   `RateLimit` headers, HubSpot's `X-HubSpot-RateLimit-*` and Facebook's usage headers read into one [`RateInfo`].
 //!
 //! - [`oauth`]: OAuth2 token requests (authorization URL with PKCE, code exchange,
 //!   refresh, client credentials) through the same transport, failures classified.

@@ -60,6 +60,9 @@ impl RateInfo {
 ///   `RateLimit-Policy: "default";q=100;w=60`); with several policies, the first counts. A
 ///   reset is delta seconds, or an epoch timestamp when the number is too large to be a
 ///   delta (at least 10^9: seconds, i.e. after 2001; at least 10^12: milliseconds);
+/// - HubSpot's `X-HubSpot-RateLimit-Max` and `X-HubSpot-RateLimit-Remaining` (when no
+///   `X-RateLimit-*` header says otherwise), the reset being one rolling window
+///   (`X-HubSpot-RateLimit-Interval-Milliseconds`) from now;
 /// - Facebook's `X-App-Usage` and `X-Business-Use-Case-Usage` (JSON objects of percentages):
 ///   the highest percentage is `usage_percent`.
 ///
@@ -84,6 +87,17 @@ pub(crate) fn rate_info_at(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Ra
         field("limit", &["limit"], &structured).or_else(|| policy.iter().find(|(k, _)| k == "q").map(|(_, v)| *v)).map(|n| n as u64);
     let remaining = field("remaining", &["remaining", "r"], &structured).map(|n| n as u64);
     let reset_at_ms = field("reset", &["reset", "t"], &structured).map(|n| reset_at(n, now_ms));
+
+    // HubSpot: `X-HubSpot-RateLimit-Max` calls per rolling window of
+    // `X-HubSpot-RateLimit-Interval-Milliseconds` (10000), `X-HubSpot-RateLimit-Remaining` left
+    // in it. No reset time is sent: in a rolling window a slot frees at the latest one window
+    // from now, so that is the reset. The daily headers (`-Daily`, `-Daily-Remaining`) are not
+    // read: the daily reset is midnight in the account's time zone, which the headers do not say.
+    let hubspot = |name: &str| text(&format!("x-hubspot-ratelimit-{name}")).and_then(leading_number);
+    let limit = limit.or_else(|| hubspot("max").map(|n| n as u64));
+    let remaining = remaining.or_else(|| hubspot("remaining").map(|n| n as u64));
+    let reset_at_ms = reset_at_ms
+        .or_else(|| hubspot("interval-milliseconds").map(|ms| now_ms.saturating_add(ms.min(MAX_RETRY_AFTER.as_millis() as f64) as u64)));
 
     let (usage_percent, regain) = facebook_usage(text("x-app-usage"), text("x-business-use-case-usage"));
     let retry_after = text("retry-after").and_then(|v| parse_retry_after(v, now)).or(regain);
@@ -259,6 +273,34 @@ mod tests {
         assert_eq!(info.usage_percent, Some(99.0), "the highest counter of every entry");
         assert_eq!(info.retry_after, Some(Duration::from_secs(7 * 60)), "estimated_time_to_regain_access is in minutes");
         assert_eq!(info.wait(NOW_MS), Some(Duration::from_secs(420)));
+    }
+
+    #[test]
+    fn hubspot_rolling_window_headers() {
+        // HubSpot's usage guidelines: the burst limit per rolling window (10 s), what is left of
+        // it, and the daily quota of private apps (not read: its reset is the account's midnight).
+        let h = headers(&[
+            ("x-hubspot-ratelimit-daily", "250000"),
+            ("x-hubspot-ratelimit-daily-remaining", "249990"),
+            ("x-hubspot-ratelimit-interval-milliseconds", "10000"),
+            ("x-hubspot-ratelimit-max", "100"),
+            ("x-hubspot-ratelimit-remaining", "97"),
+        ]);
+        let info = rate_info_at(&h, now()).unwrap();
+        assert_eq!((info.limit, info.remaining, info.reset_at_ms), (Some(100), Some(97), Some(NOW_MS + 10_000)));
+        assert_eq!(info.wait(NOW_MS), None, "calls are left: no wait");
+        let spent = headers(&[
+            ("x-hubspot-ratelimit-interval-milliseconds", "10000"),
+            ("x-hubspot-ratelimit-max", "100"),
+            ("x-hubspot-ratelimit-remaining", "0"),
+        ]);
+        let info = rate_info_at(&spent, now()).unwrap();
+        assert_eq!(info.wait(NOW_MS), Some(Duration::from_secs(10)), "nothing left: at most one window");
+        // Generic headers win when a response carries both.
+        let both = headers(&[("x-ratelimit-remaining", "5"), ("x-hubspot-ratelimit-remaining", "0")]);
+        assert_eq!(rate_info_at(&both, now()).unwrap().remaining, Some(5));
+        // The daily headers alone say nothing this reader can use.
+        assert_eq!(rate_info_at(&headers(&[("x-hubspot-ratelimit-daily-remaining", "0")]), now()), None);
     }
 
     #[test]
