@@ -17,6 +17,7 @@ pub fn all() -> Vec<Connector> {
         enlace_connector_twilio::connector(),
         enlace_connector_sendgrid::connector(),
         enlace_connector_mailchimp::connector(),
+        enlace_connector_google_drive::connector(),
     ]
 }
 
