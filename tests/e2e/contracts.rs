@@ -1,5 +1,5 @@
-//! Contract tests: the requests the `twilio`, `slack` and `sendgrid` connectors send are checked against
-//! the vendors' own API descriptions (`../shared/vendor-specs/`, read in place) by Prism
+//! Contract tests: the requests the `twilio`, `slack`, `sendgrid` and `google_drive` connectors send are
+//! checked against the vendors' own API descriptions (`../shared/vendor-specs/`, read in place) by Prism
 //! (`@stoplight/prism-cli@5.14.2`), a mock server that validates each request against the
 //! description and answers from its examples. A recipe runs through the real server and
 //! runner with both connectors pointed at Prism (through a recording proxy that keeps what
@@ -498,4 +498,438 @@ async fn prism_refuses_a_sendgrid_request_without_from() {
     let mut unauthenticated = build();
     unauthenticated.headers.remove("authorization");
     assert_eq!(send_to_prism(prism, unauthenticated, BASE, None).await.status, 401, "the API key is required");
+}
+
+// ---- Google Drive ----
+//
+// The metadata calls (`POST /files` for a folder, `GET /changes/startPageToken`, `GET
+// /changes`, `GET /about`) go to Prism serving the Swagger 2.0 conversion of Google's own
+// discovery document; Prism matches its routes without the `/drive/v3` base path, so the
+// connector's API base is the proxy's root. The upload endpoint
+// (`/upload/drive/v3/files?uploadType=multipart`) is not in the conversion: a hand-written
+// route stands in for it, checks the multipart/related structure, and validates the
+// metadata part against the `File` schema of the discovery document, read in place.
+
+const DRIVE_TOKEN: &str = "ya29.contract-drive-token-0123";
+const DRIVE_BASE: &str = "https://www.googleapis.com/drive/v3";
+
+fn drive_prism() -> &'static Prism {
+    static P: OnceLock<Prism> = OnceLock::new();
+    P.get_or_init(|| Prism::start(&spec("google-drive/drive.v3.swagger2.prism.json")))
+}
+
+/// Drive's discovery document (`schemas.File` and friends).
+fn drive_discovery() -> &'static Value {
+    static D: OnceLock<Value> = OnceLock::new();
+    D.get_or_init(|| {
+        let path = spec("google-drive/drive.v3.discovery.json");
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    })
+}
+
+/// What is wrong with `value` as an instance of a discovery `schema`: unknown properties,
+/// properties Google marks output-only, and JSON types that do not match.
+fn discovery_problems(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
+    let schemas = &drive_discovery()["schemas"];
+    if let Some(name) = schema.get("$ref").and_then(Value::as_str) {
+        return discovery_problems(&schemas[name], value, path, out);
+    }
+    let want = schema.get("type").and_then(Value::as_str).unwrap_or("any");
+    let fits = match want {
+        "string" => value.is_string(),
+        "boolean" => value.is_boolean(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "array" => value.is_array(),
+        "object" => value.is_object(),
+        _ => true,
+    };
+    if !fits {
+        out.push(format!("{path}: expected {want}, found {value}"));
+        return;
+    }
+    match value {
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    discovery_problems(item_schema, item, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        Value::Object(map) => {
+            for (key, v) in map {
+                let at = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                let prop = schema.get("properties").and_then(|p| p.get(key)).or_else(|| schema.get("additionalProperties"));
+                match prop {
+                    None => out.push(format!("{at}: not a property of the schema")),
+                    Some(p) => {
+                        let output_only = p.get("readOnly") == Some(&Value::Bool(true))
+                            || p.get("description").and_then(Value::as_str).is_some_and(|d| d.starts_with("Output only."));
+                        if output_only {
+                            out.push(format!("{at}: output only; Drive sets it"));
+                        }
+                        discovery_problems(p, v, &at, out);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn file_problems(metadata: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    discovery_problems(&json!({"$ref": "File"}), metadata, "", &mut out);
+    out
+}
+
+/// One request the upload route received.
+#[derive(Debug, Clone)]
+struct Upload {
+    query: Vec<(String, String)>,
+    metadata: Value,
+    media_type: String,
+    media: Vec<u8>,
+    problems: Vec<String>,
+}
+
+type Uploads = Arc<Mutex<Vec<Upload>>>;
+
+fn google_error(status: StatusCode, message: String) -> Response {
+    let body = json!({"error": {"code": status.as_u16(), "message": message, "errors": [{"reason": "badRequest", "message": message}]}});
+    (status, axum::Json(body)).into_response()
+}
+
+/// Drive's upload endpoint, as its documentation and discovery document describe it.
+async fn drive_upload(State(seen): State<Uploads>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let query: Vec<(String, String)> =
+        reqwest::Url::parse(&format!("http://drive.test/?{}", uri.query().unwrap_or(""))).unwrap().query_pairs().into_owned().collect();
+    let mut problems = Vec::new();
+    if !headers.get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("Bearer ")) {
+        return google_error(StatusCode::UNAUTHORIZED, "Request is missing required authentication credential.".into());
+    }
+    if !query.iter().any(|(k, v)| k == "uploadType" && v == "multipart") {
+        problems.push("uploadType must be `multipart` for a body with metadata and media".to_string());
+    }
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let Some(boundary) = content_type.strip_prefix("multipart/related; boundary=") else {
+        return google_error(StatusCode::BAD_REQUEST, format!("expected multipart/related with a boundary, got `{content_type}`"));
+    };
+    // RFC 2046: --boundary CRLF part (CRLF --boundary CRLF part)* CRLF --boundary-- [CRLF]
+    let text = body.to_vec();
+    let open = format!("--{boundary}\r\n");
+    let between = format!("\r\n--{boundary}\r\n");
+    let close = format!("\r\n--{boundary}--\r\n");
+    if !text.starts_with(open.as_bytes()) || !text.ends_with(close.as_bytes()) {
+        return google_error(StatusCode::BAD_REQUEST, "the body does not open and close with the boundary".into());
+    }
+    let inner = &text[open.len()..text.len() - close.len()];
+    let at = inner.windows(between.len()).position(|w| w == between.as_bytes());
+    let Some(at) = at else {
+        return google_error(StatusCode::BAD_REQUEST, "expected two parts: the metadata, then the media".into());
+    };
+    let (first, second) = (&inner[..at], &inner[at + between.len()..]);
+    if second.windows(between.len()).any(|w| w == between.as_bytes()) {
+        problems.push("more than two parts".to_string());
+    }
+    let split = |part: &[u8]| -> Option<(String, Vec<u8>)> {
+        let i = part.windows(4).position(|w| w == b"\r\n\r\n")?;
+        Some((String::from_utf8_lossy(&part[..i]).to_ascii_lowercase(), part[i + 4..].to_vec()))
+    };
+    let (Some((meta_headers, meta)), Some((media_headers, media))) = (split(first), split(second)) else {
+        return google_error(StatusCode::BAD_REQUEST, "a part without headers".into());
+    };
+    if !meta_headers.contains("content-type: application/json") {
+        problems.push(format!("the first part must be the JSON metadata, its headers are `{meta_headers}`"));
+    }
+    let media_type = media_headers.strip_prefix("content-type: ").map(|t| t.trim().to_string());
+    if media_type.is_none() {
+        problems.push("the media part has no Content-Type".to_string());
+    }
+    let metadata: Value = match serde_json::from_slice(&meta) {
+        Ok(v) => v,
+        Err(e) => return google_error(StatusCode::BAD_REQUEST, format!("the metadata part is not JSON: {e}")),
+    };
+    problems.extend(file_problems(&metadata));
+    let media_type = media_type.unwrap_or_default();
+    let n = {
+        let mut seen = seen.lock().unwrap();
+        seen.push(Upload {
+            query,
+            metadata: metadata.clone(),
+            media_type: media_type.clone(),
+            media: media.clone(),
+            problems: problems.clone(),
+        });
+        seen.len()
+    };
+    if !problems.is_empty() {
+        return google_error(StatusCode::BAD_REQUEST, problems.join("; "));
+    }
+    let id = format!("1UploadedFile{n}");
+    axum::Json(json!({
+        "id": id,
+        "name": metadata["name"],
+        "mimeType": metadata.get("mimeType").cloned().unwrap_or(json!(media_type)),
+        "parents": metadata.get("parents").cloned().unwrap_or(json!(["0AMyDriveRoot"])),
+        "size": media.len().to_string(),
+        "webViewLink": format!("https://drive.google.com/file/d/{id}/view?usp=drivesdk"),
+    }))
+    .into_response()
+}
+
+async fn drive_upload_route() -> (String, Uploads) {
+    let seen: Uploads = Arc::default();
+    let app = Router::new().route("/upload/drive/v3/files", axum::routing::post(drive_upload)).with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/upload/drive/v3"), seen)
+}
+
+fn drive_recipe() -> &'static str {
+    r##"
+id: lead-files-to-drive
+trigger:
+  app: webhook
+  event: catch
+  with:
+    path: lead-files
+steps:
+  - id: folder
+    app: google_drive
+    action: create_folder
+    connection: drive-main
+    with:
+      name: "Leads {{trigger.body.name}}"
+      parent_id: "https://drive.google.com/drive/folders/1ParentFolderId?usp=sharing"
+  - id: note
+    app: google_drive
+    action: upload_file
+    connection: drive-main
+    with:
+      name: "lead.txt"
+      folder_id: "{{steps.folder.id}}"
+      content_text: "Lead: {{trigger.body.name}}"
+  - id: each_attachment
+    foreach: "{{trigger.body.attachments}}"
+    steps:
+      - id: save
+        app: google_drive
+        action: upload_file
+        connection: drive-main
+        with:
+          folder_id: "{{steps.folder.id}}"
+          attachment: "{{item}}"
+"##
+}
+
+#[tokio::test]
+async fn a_recipe_saves_files_to_drive_with_requests_the_drive_description_accepts() {
+    let (api_base, seen) = proxy(drive_prism()).await;
+    let (upload_base, uploads) = drive_upload_route().await;
+    let mut connectors: Vec<_> = enlace_connectors::all().into_iter().filter(|c| c.id() != "google_drive").collect();
+    connectors.push(enlace_connector_google_drive::connector_at(&api_base, &upload_base));
+    let s = TestServer::start_with(enlace_core::Registry::new(connectors).unwrap()).await;
+    let r = s
+        .api(Method::POST, "/api/v1/connections")
+        .json(&json!({"id": "drive-main", "app": "google_drive", "name": "Drive", "credentials": {"kind": "oauth2", "access_token": DRIVE_TOKEN}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    // The connection test: GET /about?fields=user, against the description.
+    let t: Value = s.api(Method::POST, "/api/v1/connections/drive-main/test").send().await.unwrap().json().await.unwrap();
+    assert_eq!(t["status"], "ok", "{t}");
+    assert!(t.to_string().contains("Connected as string"), "the address from Prism's generated answer: {t}");
+    let r = s.api(Method::POST, "/api/v1/recipes").header("content-type", "application/yaml").body(drive_recipe()).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+
+    let pdf: &[u8] = b"%PDF-1.4\n\x00\x01\xfe\xff\r\n%%EOF";
+    let pdf_b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(pdf)
+    };
+    let attachments = json!([
+        {"name": "cv.pdf", "content_type": "application/pdf", "content_base64": pdf_b64, "size": pdf.len()},
+        {"name": "notes.txt", "content_text": "call back on Monday"}
+    ]);
+    let fired: Value = s
+        .http
+        .post(s.url("/hooks/lead-files"))
+        .json(&json!({"name": "Ana", "attachments": attachments}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run_id = fired["run_id"].as_str().unwrap_or_else(|| panic!("no run id: {fired}")).to_string();
+    let row = settled(&s.store, &run_id).await;
+    let detail: Value = s.api(Method::GET, &format!("/api/v1/runs/{run_id}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(row.status, RunStatus::Succeeded, "{detail:#}\nprism: {:#?}\nuploads: {:#?}", seen.lock().unwrap(), uploads.lock().unwrap());
+
+    let exchanges = seen.lock().unwrap().clone();
+    let calls: Vec<(&str, &str, u16)> = exchanges.iter().map(|e| (e.method.as_str(), e.path.as_str(), e.status)).collect();
+    assert_eq!(calls, [("GET", "/about", 200), ("POST", "/files", 200)], "{exchanges:#?}");
+    for ex in &exchanges {
+        assert_eq!(request_violations(ex), Vec::<Value>::new(), "Prism found nothing wrong in the Drive request {ex:#?}");
+    }
+
+    // Prism's generated folder has the id "string": every upload goes into it.
+    let uploads = uploads.lock().unwrap().clone();
+    assert_eq!(uploads.len(), 3, "{uploads:#?}");
+    for u in &uploads {
+        assert_eq!(u.problems, Vec::<String>::new(), "the upload matches Drive's File schema: {u:#?}");
+        assert!(u.query.contains(&("uploadType".into(), "multipart".into())), "{u:#?}");
+        assert_eq!(u.metadata["parents"], json!(["string"]), "{u:#?}");
+    }
+    assert_eq!((uploads[0].metadata["name"].as_str(), uploads[0].media.as_slice()), (Some("lead.txt"), b"Lead: Ana".as_slice()));
+    assert_eq!(uploads[0].media_type, "text/plain; charset=utf-8");
+    assert_eq!((uploads[1].metadata["name"].as_str(), uploads[1].media.as_slice()), (Some("cv.pdf"), pdf));
+    assert_eq!((uploads[1].media_type.as_str(), uploads[1].metadata["mimeType"].as_str()), ("application/pdf", Some("application/pdf")));
+    assert_eq!((uploads[2].metadata["name"].as_str(), uploads[2].media.as_slice()), (Some("notes.txt"), b"call back on Monday".as_slice()));
+    let key = uploads[1].metadata["appProperties"]["enlace_idempotency_key"].as_str().unwrap();
+    assert!(key.starts_with(&run_id), "the step's idempotency key is stored with the file: {key}");
+
+    let saved = &detail["steps"];
+    let history = detail.to_string();
+    assert!(history.contains("1UploadedFile2") && history.contains("https://drive.google.com/file/d/1UploadedFile3/view"), "{saved:#}");
+    assert!(!history.contains(DRIVE_TOKEN), "no secret in run history");
+}
+
+/// A proxy in front of Drive's Prism that ends the changes listing: Prism's generated
+/// answer always holds `nextPageToken: "string"`, so the page asked with that token is
+/// answered without it (the last page, which carries `newStartPageToken`).
+async fn drive_changes_proxy() -> (String, Arc<Mutex<Vec<Exchange>>>) {
+    let p = Proxy { upstream: drive_prism().base.clone(), seen: Arc::default(), client: client() };
+    let seen = p.seen.clone();
+    let app = Router::new()
+        .fallback(|state: State<Proxy>, method: AxumMethod, uri: Uri, headers: HeaderMap, body: Bytes| async move {
+            let last_page = uri.path() == "/changes" && uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "pageToken=string"));
+            let resp = forward(state, method, uri, headers, body).await;
+            if !last_page {
+                return resp;
+            }
+            let (parts, body) = resp.into_parts();
+            let mut page: Value = serde_json::from_slice(&axum::body::to_bytes(body, usize::MAX).await.unwrap()).unwrap();
+            page.as_object_mut().unwrap().remove("nextPageToken");
+            (parts.status, axum::Json(page)).into_response()
+        })
+        .with_state(p);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test]
+async fn the_new_file_trigger_reads_changes_as_the_drive_description_says() {
+    let (api_base, seen) = drive_changes_proxy().await;
+    let drive = enlace_connector_google_drive::connector_at(&api_base, "http://127.0.0.1:9/upload/drive/v3");
+    let trigger = drive.polling_trigger("new_file").unwrap();
+    let ctx = enlace_core::ActionContext {
+        run_id: "poll".into(),
+        step_key: "trigger".into(),
+        attempt: 1,
+        idempotency_key: "poll:trigger".into(),
+        credentials: Credentials::OAuth2 { access_token: Secret::new(DRIVE_TOKEN) },
+        http: transport(),
+        timeout: Duration::from_secs(30),
+    };
+    let config = json!({"folder_id": "string"});
+    // Enabling: the start page token, no items.
+    let seeded = trigger.poll(&ctx, config.clone(), None).await.expect("seeded");
+    assert_eq!((seeded.items.len(), seeded.cursor.as_deref()), (0, Some("string")));
+    // A poll: two pages (the generated token, then the last page), the new start token.
+    let page = trigger.poll(&ctx, config, Some("1".into())).await.expect("polled");
+    assert_eq!(page.cursor.as_deref(), Some("string"), "the last page's newStartPageToken");
+    assert!(page.items.is_empty(), "Prism's generated file is in the bin (`trashed: true`): it does not fire");
+
+    let exchanges = seen.lock().unwrap().clone();
+    let calls: Vec<(&str, &str, u16)> = exchanges.iter().map(|e| (e.method.as_str(), e.path.as_str(), e.status)).collect();
+    assert_eq!(calls, [("GET", "/changes/startPageToken", 200), ("GET", "/changes", 200), ("GET", "/changes", 200)], "{exchanges:#?}");
+    for ex in &exchanges {
+        assert_eq!(request_violations(ex), Vec::<Value>::new(), "Prism found nothing wrong in the Drive request {ex:#?}");
+    }
+}
+
+#[tokio::test]
+async fn prism_and_the_upload_route_refuse_wrong_drive_requests() {
+    use enlace_connector_google_drive::{folder, trigger, upload};
+    let prism = drive_prism();
+    let creds = Credentials::OAuth2 { access_token: Secret::new(DRIVE_TOKEN) };
+
+    // The changes listing: as built, then without its required pageToken.
+    let good = send_to_prism(prism, trigger::changes_request(DRIVE_BASE, "1", &creds).unwrap(), DRIVE_BASE, None).await;
+    assert_eq!(good.status, 200, "the request as built is accepted: {good:#?}");
+    assert!(request_violations(&good).is_empty(), "{good:#?}");
+    let mut no_token = trigger::changes_request(DRIVE_BASE, "1", &creds).unwrap();
+    let mut url = reqwest::Url::parse(&no_token.url).unwrap();
+    let kept: Vec<(String, String)> = url.query_pairs().filter(|(k, _)| k != "pageToken").map(|(k, v)| (k.into(), v.into())).collect();
+    url.query_pairs_mut().clear().extend_pairs(kept);
+    no_token.url = url.to_string();
+    let wrong = send_to_prism(prism, no_token, DRIVE_BASE, None).await;
+    assert_eq!(wrong.status, 422, "{wrong:#?}");
+    let said = format!("{:?} {}", wrong.violations, wrong.body).to_ascii_lowercase();
+    assert!(said.contains("'pagetoken'"), "Prism names the missing pageToken: {wrong:#?}");
+
+    // A folder: as built, then with a name that is not a string, then without the token.
+    let input: folder::Input = serde_json::from_value(json!({"name": "Leads", "parent_id": "1ParentFolderId"})).unwrap();
+    let build = || folder::build_request(DRIVE_BASE, &input, &creds, "run:folder").unwrap();
+    let good = send_to_prism(prism, build(), DRIVE_BASE, None).await;
+    assert_eq!(good.status, 200, "the request as built is accepted: {good:#?}");
+    assert!(request_violations(&good).is_empty(), "{good:#?}");
+    let mut numeric = build();
+    let mut body: Value = serde_json::from_slice(&numeric.body).unwrap();
+    body["name"] = json!(5);
+    numeric.body = body.to_string().into();
+    let wrong = send_to_prism(prism, numeric, DRIVE_BASE, None).await;
+    assert_eq!(wrong.status, 422, "{wrong:#?}");
+    assert!(
+        request_violations(&wrong).iter().any(|v| v["location"] == json!(["body", "name"]) && v["code"] == "type"),
+        "Prism names the body's `name`: {wrong:#?}"
+    );
+    let mut unauthenticated = folder::about_request(DRIVE_BASE, &creds).unwrap();
+    unauthenticated.headers.remove("authorization");
+    assert_eq!(send_to_prism(prism, unauthenticated, DRIVE_BASE, None).await.status, 401, "OAuth2 is required");
+
+    // The File schema check of the upload route: the connector's metadata passes, wrong
+    // metadata does not.
+    let media = upload::Media { name: "a.csv".into(), content_type: "text/csv".into(), bytes: "a,b".into() };
+    assert_eq!(file_problems(&upload::metadata_of(&media, Some("1Folder"), "run:save")), Vec::<String>::new());
+    for (bad, why) in [
+        (json!({"name": 5}), "name: expected string"),
+        (json!({"name": "a", "folder": "x"}), "folder: not a property"),
+        (json!({"name": "a", "parents": "1Folder"}), "parents: expected array"),
+        (json!({"name": "a", "appProperties": {"k": 1}}), "appProperties.k: expected string"),
+        (json!({"name": "a", "webViewLink": "https://x"}), "webViewLink: output only"),
+    ] {
+        let problems = file_problems(&bad);
+        assert!(problems.iter().any(|p| p.contains(why)), "{bad}: {problems:?}");
+    }
+    // The upload route itself refuses a body that is not multipart/related, or a wrong
+    // uploadType.
+    let (upload_base, uploads) = drive_upload_route().await;
+    let built = upload::build_request(&upload_base, &media, None, &creds, "run:save").unwrap();
+    let send = |req: enlace_core::http::HttpRequest| async move {
+        let mut r = client().request(req.method.clone(), &req.url).body(req.body.clone());
+        for (k, v) in &req.headers {
+            r = r.header(k.as_str(), v.as_bytes());
+        }
+        r.send().await.unwrap()
+    };
+    assert_eq!(send(built.clone()).await.status(), 200, "the request as built is accepted");
+    let mut media_only = built.clone();
+    media_only.url = media_only.url.replace("uploadType=multipart", "uploadType=media");
+    let r = send(media_only).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("uploadType must be `multipart`"));
+    let mut not_multipart = built.clone();
+    not_multipart.headers.insert("content-type", "application/json".parse().unwrap());
+    assert_eq!(send(not_multipart).await.status(), 400);
+    let mut unauthenticated = built;
+    unauthenticated.headers.remove("authorization");
+    assert_eq!(send(unauthenticated).await.status(), 401);
+    assert_eq!(uploads.lock().unwrap().len(), 2, "{:#?}", uploads.lock().unwrap());
 }

@@ -18,6 +18,7 @@ pub fn all() -> Vec<Connector> {
         enlace_connector_sendgrid::connector(),
         enlace_connector_mailchimp::connector(),
         enlace_connector_hubspot::connector(),
+        enlace_connector_google_drive::connector(),
     ]
 }
 

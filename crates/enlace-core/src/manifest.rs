@@ -15,6 +15,8 @@ pub enum AuthKind {
     ApiKey,
     Bearer,
     Basic,
+    /// Written `oauth2`, like the credential kind (not snake_case's `o_auth2`).
+    #[serde(rename = "oauth2", alias = "o_auth2")]
     OAuth2,
     Smtp,
 }

@@ -48,8 +48,8 @@ pub enum Credentials {
     /// HTTP basic authentication.
     Basic { username: String, password: Secret },
     /// An OAuth2 access token the user pasted (a private app's token): used as is, never
-    /// refreshed.
-    #[serde(rename = "oauth2")]
+    /// refreshed. Written `oauth2` (snake_case alone would make it `o_auth2`).
+    #[serde(rename = "oauth2", alias = "o_auth2")]
     OAuth2 { access_token: Secret },
     /// An OAuth2 connection Enlace keeps fresh: the client, the grant and the tokens. The
     /// runner refreshes it and hands actions a plain [`Credentials::OAuth2`] with the
@@ -151,6 +151,26 @@ impl Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_reads_and_writes_the_name_users_write() {
+        let all = [
+            Credentials::None,
+            Credentials::Bearer { token: Secret::new("t") },
+            Credentials::ApiKey { header: "X-Api-Key".into(), key: Secret::new("k") },
+            Credentials::Basic { username: "u".into(), password: Secret::new("p") },
+            Credentials::OAuth2 { access_token: Secret::new("at") },
+            Credentials::Smtp(SmtpCredentials { host: "smtp.example.com".into(), ..SmtpCredentials::default() }),
+        ];
+        for c in all {
+            let v = serde_json::to_value(&c).unwrap();
+            assert_eq!(v["kind"], c.kind(), "{v}");
+            assert_eq!(serde_json::from_value::<Credentials>(v).unwrap(), c);
+        }
+        let read: Credentials = serde_json::from_str(r#"{"kind": "oauth2", "access_token": "at"}"#).unwrap();
+        assert_eq!(read, Credentials::OAuth2 { access_token: Secret::new("at") });
+        assert_eq!(serde_json::to_value(crate::AuthKind::OAuth2).unwrap(), "oauth2", "the app's auth kind too");
+    }
 
     #[test]
     fn debug_never_shows_the_value() {
