@@ -5,7 +5,10 @@
 mod cli;
 mod contracts;
 mod recipes;
+// Before the modules that run their tests on both backends with its `on_both_backends!`.
+#[macro_use]
 mod runner;
+mod contacts;
 mod scale;
 mod server;
 mod smtp;

@@ -404,8 +404,13 @@ impl<'a> Validator<'a> {
                 TriggerConfig::Event { name }
             }
             TriggerKind::Contact => {
-                let schema = spec.config_schema.clone();
-                self.check_against_schema(with_v, &schema, "trigger.with");
+                if spec.config_schema.get("properties").is_some() {
+                    let schema = spec.config_schema.clone();
+                    self.check_against_schema(with_v, &schema, "trigger.with");
+                } else {
+                    // A trigger without settings: `with` must be empty.
+                    self.known_keys(with, "trigger.with", &[], &format!("`{app}.{event}`"));
+                }
                 let Some(trigger) = enlace_core::contacts::ContactTrigger::from_id(&event) else {
                     self.err("trigger.event", format!("`{app}.{event}` is not a contact trigger this version of Enlace carries out"));
                     return None;
