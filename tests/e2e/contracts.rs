@@ -836,6 +836,7 @@ async fn the_new_file_trigger_reads_changes_as_the_drive_description_says() {
         credentials: Credentials::OAuth2 { access_token: Secret::new(DRIVE_TOKEN) },
         http: transport(),
         timeout: Duration::from_secs(30),
+        extensions: Default::default(),
     };
     let config = json!({"folder_id": "string"});
     // Enabling: the start page token, no items.

@@ -7,6 +7,7 @@
 mod support;
 
 mod cli;
+mod contacts;
 mod contracts;
 mod oauth;
 mod recipes;

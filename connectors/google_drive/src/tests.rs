@@ -109,6 +109,7 @@ fn ctx_with(http: Arc<dyn HttpTransport>) -> ActionContext {
         credentials: Credentials::OAuth2 { access_token: Secret::new(TOKEN) },
         http,
         timeout: Duration::from_secs(10),
+        extensions: Default::default(),
     }
 }
 

@@ -86,6 +86,7 @@ fn ctx_with(http: Arc<dyn HttpTransport>, credentials: Credentials) -> ActionCon
         credentials,
         http,
         timeout: Duration::from_secs(60),
+        extensions: Default::default(),
     }
 }
 

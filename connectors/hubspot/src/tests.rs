@@ -81,6 +81,7 @@ fn ctx() -> ActionContext {
         credentials: Credentials::OAuth2 { access_token: Secret::new(TOKEN) },
         http: transport(),
         timeout: Duration::from_secs(10),
+        extensions: Default::default(),
     }
 }
 

@@ -71,6 +71,7 @@ fn ctx_with(credentials: Credentials) -> ActionContext {
         credentials,
         http,
         timeout: Duration::from_secs(10),
+        extensions: Default::default(),
     }
 }
 

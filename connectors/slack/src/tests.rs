@@ -62,6 +62,7 @@ fn ctx() -> ActionContext {
         credentials: Credentials::Bearer { token: Secret::new(TOKEN) },
         http,
         timeout: Duration::from_secs(10),
+        extensions: Default::default(),
     }
 }
 

@@ -49,6 +49,7 @@ fn ctx(credentials: Credentials, allow_private: bool, timeout: Duration) -> Acti
         credentials,
         http: Arc::new(Policy(allow_private)),
         timeout,
+        extensions: Default::default(),
     }
 }
 

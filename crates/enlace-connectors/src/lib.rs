@@ -11,6 +11,7 @@ pub fn all() -> Vec<Connector> {
         enlace_connector_webhook::connector(),
         enlace_connector_schedule::connector(),
         enlace_connector_enlace::connector(),
+        enlace_connector_contacts::connector(),
         enlace_connector_http::connector(),
         enlace_connector_smtp::connector(),
         enlace_connector_slack::connector(),

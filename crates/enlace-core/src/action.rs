@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::BoxFuture;
+use crate::contacts::Extensions;
 use crate::error::ConnectorError;
 use crate::http::HttpTransport;
 use crate::manifest::{ActionSpec, Idempotency, schema_of};
@@ -33,6 +34,9 @@ pub struct ActionContext {
     pub http: Arc<dyn HttpTransport>,
     /// How long the call may take in all.
     pub timeout: Duration,
+    /// The built-in services the runner lends this call (the contact store for the
+    /// `contacts` app); empty (`Extensions::default()`) for every other connector.
+    pub extensions: Extensions,
 }
 
 impl std::fmt::Debug for ActionContext {
@@ -43,6 +47,7 @@ impl std::fmt::Debug for ActionContext {
             .field("attempt", &self.attempt)
             .field("idempotency_key", &self.idempotency_key)
             .field("credentials", &self.credentials)
+            .field("extensions", &self.extensions)
             .finish_non_exhaustive()
     }
 }

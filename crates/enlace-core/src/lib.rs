@@ -6,13 +6,15 @@
 //! kind and the connection-test hook ([`connection`]), OAuth2 apps and grants ([`oauth`]), the shape of an outgoing HTTP exchange that
 //! the connector kit carries out ([`http`]), credentials that never print themselves
 //! ([`secret`]), durations as recipes write them ([`duration`]) and the registry of
-//! connectors the runner looks names up in ([`registry`]).
+//! connectors the runner looks names up in ([`registry`]), and the embedded contact store's
+//! vocabulary and the trait the runner implements for it ([`contacts`]).
 //!
 //! Architecture invariant: this crate performs no IO and starts no task. It names the
 //! [`http::HttpTransport`] trait but does not implement it; `enlace-kit` does.
 
 pub mod action;
 pub mod connection;
+pub mod contacts;
 pub mod duration;
 pub mod error;
 pub mod http;
@@ -26,6 +28,7 @@ pub use action::{Action, ActionContext, DynAction};
 pub use connection::{
     ConnectionContext, ConnectionTest, CredentialsError, TestOutcome, accepted_kinds, parse_credentials, parse_credentials_with,
 };
+pub use contacts::{ContactsBackend, Extensions};
 pub use error::{ConnectorError, ErrorClass};
 pub use manifest::{ActionSpec, AuthKind, ConnectorManifest, Idempotency, RateLimit, TriggerKind, TriggerSpec};
 pub use oauth::{ClientAuth, GrantType, OAuth2App, OAuth2Grant, TokenSet};

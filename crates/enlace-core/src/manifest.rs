@@ -93,6 +93,9 @@ pub enum TriggerKind {
     Schedule,
     /// An internal event (`emit`).
     Event,
+    /// A change in Enlace's contact store (`contacts.contact_created`, ...), started by the
+    /// runner in the same transaction as the change.
+    Contact,
     /// The runner polls the app with a cursor and a dedupe key per item.
     Polling,
     /// The app calls us after we subscribe (REST hooks).

@@ -104,6 +104,12 @@ pub enum TriggerConfig {
     Event {
         name: String,
     },
+    /// A change in the contact store (`contacts.contact_created`, `contact_updated`,
+    /// `tag_added`); `tag` narrows `tag_added` to one tag.
+    Contact {
+        trigger: enlace_core::contacts::ContactTrigger,
+        tag: Option<String>,
+    },
     /// A connector's polling trigger: its `with`, checked against the trigger's schema.
     Polling {
         with: Value,

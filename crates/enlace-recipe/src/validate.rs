@@ -403,6 +403,33 @@ impl<'a> Validator<'a> {
                 }
                 TriggerConfig::Event { name }
             }
+            TriggerKind::Contact => {
+                if spec.config_schema.get("properties").is_some() {
+                    let schema = spec.config_schema.clone();
+                    self.check_against_schema(with_v, &schema, "trigger.with");
+                } else {
+                    // A trigger without settings: `with` must be empty.
+                    self.known_keys(with, "trigger.with", &[], &format!("`{app}.{event}`"));
+                }
+                let Some(trigger) = enlace_core::contacts::ContactTrigger::from_id(&event) else {
+                    self.err("trigger.event", format!("`{app}.{event}` is not a contact trigger this version of Enlace carries out"));
+                    return None;
+                };
+                // The schema check above reported a tag that is not a string.
+                let tag = match with.get("tag").and_then(Value::as_str) {
+                    Some(t) if trigger == enlace_core::contacts::ContactTrigger::TagAdded => {
+                        match enlace_core::contacts::normalize_tag(t) {
+                            Ok(t) => Some(t),
+                            Err(e) => {
+                                self.err("trigger.with.tag", e);
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                TriggerConfig::Contact { trigger, tag }
+            }
             TriggerKind::Polling | TriggerKind::Subscribe => {
                 let schema = spec.config_schema.clone();
                 self.check_against_schema(with_v, &schema, "trigger.with");

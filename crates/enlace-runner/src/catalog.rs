@@ -24,6 +24,8 @@ struct Inner {
     current: HashMap<String, Current>,
     hooks: HashMap<String, String>,
     events: HashMap<String, Vec<String>>,
+    /// Enabled recipes started by contact changes (`contacts.*` triggers).
+    contacts: Vec<String>,
     updated_at: i64,
 }
 
@@ -94,6 +96,7 @@ impl Catalog {
         for list in w.events.values_mut() {
             list.retain(|v| *v != id);
         }
+        w.contacts.retain(|v| *v != id);
         index(&mut w, Current { row, recipe });
     }
 
@@ -117,6 +120,24 @@ impl Catalog {
     pub fn by_event(&self, name: &str) -> Vec<Current> {
         let r = self.read();
         r.events.get(name).map(|ids| ids.iter().filter_map(|id| r.current.get(id).cloned()).collect()).unwrap_or_default()
+    }
+
+    /// The enabled recipes started by contact changes, as the store takes them.
+    pub fn contact_subs(&self) -> Vec<enlace_store::ContactSub> {
+        let r = self.read();
+        r.contacts
+            .iter()
+            .filter_map(|id| r.current.get(id))
+            .filter_map(|c| match &c.recipe.trigger.config {
+                TriggerConfig::Contact { trigger, tag } => Some(enlace_store::ContactSub {
+                    recipe_id: c.row.id.clone(),
+                    recipe_version: c.row.version,
+                    trigger: *trigger,
+                    tag: tag.clone(),
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     /// A given version of a recipe, compiled (runs keep the version they started with).
@@ -143,6 +164,7 @@ fn index(inner: &mut Inner, cur: Current) {
                 inner.hooks.insert(w.path.clone(), cur.row.id.clone());
             }
             TriggerConfig::Event { name } => inner.events.entry(name.clone()).or_default().push(cur.row.id.clone()),
+            TriggerConfig::Contact { .. } => inner.contacts.push(cur.row.id.clone()),
             _ => {}
         }
     }

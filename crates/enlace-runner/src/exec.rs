@@ -833,6 +833,7 @@ impl Exec {
             credentials: crate::oauth::handed_out(&credentials),
             http: transport,
             timeout: inner.config.step_timeout,
+            extensions: enlace_core::Extensions { contacts: Some(Arc::new(crate::contacts::Contacts::new(inner.clone()))) },
         };
         let t0 = Instant::now();
         let result = if inner.config.dry_run {

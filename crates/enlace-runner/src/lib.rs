@@ -18,6 +18,7 @@
 
 pub mod catalog;
 pub mod clock;
+pub mod contacts;
 mod exec;
 pub mod limits;
 pub mod mask;
@@ -253,6 +254,12 @@ impl Runner {
         tokio::spawn(async move { refresh_loop(me).await });
     }
 
+    /// The contact store as actions and the API change it: every change starts the
+    /// recipes whose `contacts.*` triggers it matches, in its own transaction.
+    pub fn contacts(&self) -> contacts::Contacts {
+        contacts::Contacts::new(self.inner.clone())
+    }
+
     /// Wakes the poller (after a replay, a parked run, or a move of a manual clock).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
@@ -301,7 +308,7 @@ impl Runner {
                     }),
                 )
             }
-            TriggerConfig::Polling { .. } => (None, None, None),
+            TriggerConfig::Polling { .. } | TriggerConfig::Contact { .. } => (None, None, None),
         };
         let saved = self
             .inner

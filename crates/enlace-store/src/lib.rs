@@ -6,7 +6,8 @@
 //! `NOTIFY` wakes the other nodes' pollers. Callers do not change with the backend. The
 //! store holds recipes and their versions, the inbound event inbox, runs (which are also
 //! the queue and the durable timers) with their step journal, cron schedules, encrypted
-//! secrets and connections, and API tokens.
+//! secrets and connections, API tokens, and the embedded contact store (contacts, tags,
+//! consent history, notes, timeline: `contacts.rs`).
 //!
 //! Writes on SQLite go through one writer task that commits in groups: many webhook
 //! acceptances share one fsync, and each caller is answered only after its commit. On
@@ -16,6 +17,7 @@
 //! Architecture invariant: no other crate contains SQL, and no method here decides policy
 //! (retries, what runs next): it stores what the runner decides, atomically.
 
+mod contacts;
 mod crypto;
 mod pg;
 mod sqlite;
@@ -28,7 +30,12 @@ use std::sync::Arc;
 
 use enlace_core::Credentials;
 
+pub use contacts::{ContactApplied, ContactFilter, ContactSub, ContactWrite, DETAIL_TIMELINE, MAX_FIELDS_BYTES, MAX_NOTE_CHARS};
 pub use crypto::SecretBox;
+pub use enlace_core::contacts::{
+    Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, ContactOutcome, ContactTrigger, Evidence, NewConsent, Note,
+    TimelineEvent, WriteContext,
+};
 pub use types::*;
 
 /// What went wrong in the store. Callers map these to API errors; none of them is "the

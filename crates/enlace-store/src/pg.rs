@@ -24,6 +24,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 use sqlx::{ConnectOptions, Connection, PgConnection, Postgres, QueryBuilder, Row};
 use tokio::sync::Notify;
 
+mod contacts;
+
 use crate::crypto::SecretBox;
 use crate::sqlite::{digest, json_text, parse_json};
 use crate::types::*;

@@ -13,6 +13,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{ConnectOptions, Connection, Executor, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
+mod contacts;
+
 use crate::crypto::SecretBox;
 use crate::types::*;
 use crate::{Result, StoreError, Synchronous, new_id, token_hash};

@@ -164,6 +164,10 @@ both!(
     replay_and_cancel,
     secrets_connections_tokens,
     a_wrong_secret_key_refuses_to_open,
+    contacts_upsert_race_makes_one_contact,
+    contacts_changes_write_the_timeline_and_start_subscribed_runs_once,
+    contacts_consent_history_and_notes_are_idempotent_per_key,
+    contacts_list_filters_and_erase_removes_everything,
 );
 
 async fn backend_facts(kind: Kind) {
@@ -878,5 +882,265 @@ async fn sqlite_store_from_before_the_key_check_is_checked_against_its_secrets()
     sqlx::query("DELETE FROM secrets").execute(&mut c).await.unwrap();
     c.close().await.unwrap();
     assert!(open(Kind::Sqlite, None, &db.dir, &key_text(8), None).await.is_err());
+    db.finish().await;
+}
+
+// ---- contacts ----
+
+fn write(op_key: Option<&str>, subs: Vec<ContactSub>, now: Millis) -> ContactWrite {
+    ContactWrite { ctx: WriteContext { op_key: op_key.map(String::from), run_id: op_key.map(|k| format!("run-of-{k}")) }, subs, now }
+}
+
+fn fields(v: Value) -> serde_json::Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+async fn contacts_upsert_race_makes_one_contact(kind: Kind) {
+    let db = Db::new(kind).await;
+    // Several nodes on PostgreSQL (each its own pool), the one writer on SQLite.
+    let stores = db.stores(3).await;
+    let sub = ContactSub { recipe_id: "welcome".into(), recipe_version: 1, trigger: ContactTrigger::ContactCreated, tag: None };
+    let mut set = JoinSet::new();
+    for i in 0..20 {
+        let s = stores[i % stores.len()].clone();
+        let sub = sub.clone();
+        set.spawn(async move {
+            let email = if i % 2 == 0 { "Race@Example.com" } else { "race@example.com " };
+            let op = ContactOp::Upsert { email: email.into(), fields: fields(json!({format!("f{i}"): i})) };
+            s.apply_contact(op, write(None, vec![sub], 1_000 + i as i64)).await.unwrap()
+        });
+    }
+    let mut created = 0;
+    let mut ids = HashSet::new();
+    let mut started = 0;
+    while let Some(r) = set.join_next().await {
+        let a = r.unwrap();
+        created += a.outcome.created as usize;
+        started += a.started.len();
+        ids.insert(a.outcome.contact.id.clone());
+    }
+    assert_eq!(created, 1, "exactly one upsert created the contact");
+    assert_eq!(ids.len(), 1, "every upsert answered with the same contact");
+    assert_eq!(started, 1, "contact_created started its recipe once");
+    let all = db.store().list_contacts(&ContactFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 1);
+    let c = &all[0];
+    assert_eq!(c.email, "race@example.com");
+    assert_eq!(c.fields.len(), 20, "no upsert's fields were lost: {:?}", c.fields);
+    assert_eq!(c.version, 20, "one version per change");
+    let d = db.store().contact_detail(ContactKey::Email("RACE@example.com".into())).await.unwrap().unwrap();
+    let kinds: Vec<&str> = d.timeline.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "created").count(), 1);
+    assert_eq!(kinds.iter().filter(|k| **k == "fields_updated").count(), 19);
+    for s in stores.into_iter().skip(1) {
+        s.close().await;
+    }
+    db.finish().await;
+}
+
+async fn contacts_changes_write_the_timeline_and_start_subscribed_runs_once(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    let subs = vec![
+        ContactSub { recipe_id: "on-vip".into(), recipe_version: 2, trigger: ContactTrigger::TagAdded, tag: Some("vip".into()) },
+        ContactSub { recipe_id: "on-any-tag".into(), recipe_version: 1, trigger: ContactTrigger::TagAdded, tag: None },
+        ContactSub { recipe_id: "on-update".into(), recipe_version: 1, trigger: ContactTrigger::ContactUpdated, tag: None },
+        ContactSub { recipe_id: "on-create".into(), recipe_version: 1, trigger: ContactTrigger::ContactCreated, tag: None },
+    ];
+    let up = |f: Value| ContactOp::Upsert { email: "Ada@Example.com".into(), fields: fields(f) };
+    let a = s.apply_contact(up(json!({"name": "Ada"})), write(Some("r1:up"), subs.clone(), 10)).await.unwrap();
+    assert!(a.outcome.created && a.outcome.changed);
+    assert_eq!(a.outcome.contact.email_original, "Ada@Example.com");
+    assert_eq!(a.started.len(), 1, "created, not also updated");
+    let id = a.outcome.contact.id.clone();
+    // The same upsert again (a retry): nothing changes, nothing starts.
+    let again = s.apply_contact(up(json!({"name": "Ada"})), write(Some("r1:up"), subs.clone(), 11)).await.unwrap();
+    assert!(!again.outcome.created && !again.outcome.changed && again.started.is_empty());
+    assert_eq!(again.outcome.contact.version, 1);
+    // A field changes: updated.
+    let b = s.apply_contact(up(json!({"plan": "pro", "name": "Ada"})), write(Some("r2:up"), subs.clone(), 12)).await.unwrap();
+    assert!(b.outcome.changed && !b.outcome.created);
+    assert_eq!(b.started.len(), 1);
+    // A tag: both tag recipes; a retry of the same step (same key) starts nothing and changes nothing.
+    let tag = ContactOp::AddTag { key: ContactKey::Id(id.clone()), tag: " vip ".into() };
+    let t1 = s.apply_contact(tag.clone(), write(Some("r3:tag"), subs.clone(), 13)).await.unwrap();
+    assert_eq!(t1.started.len(), 2);
+    assert_eq!(t1.outcome.contact.tags, vec!["vip".to_string()]);
+    let t2 = s.apply_contact(tag.clone(), write(Some("r3:tag"), subs.clone(), 14)).await.unwrap();
+    assert!(!t2.outcome.changed && t2.started.is_empty());
+    // Removed, then added again by the same step key: the tag is back, the recipes' dedupe
+    // key (the step's) starts nothing twice.
+    s.apply_contact(ContactOp::RemoveTag { key: ContactKey::Id(id.clone()), tag: "vip".into() }, write(Some("r4:rm"), subs.clone(), 15))
+        .await
+        .unwrap();
+    let t3 = s.apply_contact(tag, write(Some("r3:tag"), subs.clone(), 16)).await.unwrap();
+    assert!(t3.outcome.changed && t3.started.is_empty());
+    // Another tag: only the recipe without a tag filter.
+    let t4 = s
+        .apply_contact(
+            ContactOp::AddTag { key: ContactKey::Email("ADA@example.com".into()), tag: "newsletter".into() },
+            write(None, subs.clone(), 17),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t4.started.len(), 1);
+    // The runs are queued with the contact in their event.
+    let run = s.run_detail(&t1.started[0].run_id).await.unwrap().unwrap();
+    assert_eq!(run.run.status, RunStatus::Queued);
+    assert_eq!(run.event.source, "contacts");
+    assert_eq!(run.event.payload["trigger"], "tag_added");
+    assert_eq!(run.event.payload["tag"], "vip");
+    assert_eq!(run.event.payload["contact"]["email"], "ada@example.com");
+    assert_eq!(run.event.payload["run_id"], "run-of-r3:tag");
+    let claimed = s.claim_due("n1", 100, 100, 30_000).await.unwrap();
+    assert_eq!(claimed.len(), 5, "create, update, two for vip, one for newsletter");
+    // Every change wrote its timeline row (newest first), with the run that made it.
+    let d = s.contact_detail(ContactKey::Id(id.clone())).await.unwrap().unwrap();
+    let kinds: Vec<&str> = d.timeline.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["tag_added", "tag_added", "tag_removed", "tag_added", "fields_updated", "created"]);
+    assert_eq!(d.timeline[4].data, json!({"changed": {"plan": "pro"}}));
+    assert_eq!(d.timeline[5].run_id.as_deref(), Some("run-of-r1:up"));
+    assert_eq!(d.contact.tags, vec!["newsletter".to_string(), "vip".to_string()]);
+    assert_eq!(d.contact.version, 6);
+    // Errors: unknown contact, bad email, bad tag; nothing written.
+    let e = s.apply_contact(ContactOp::AddTag { key: ContactKey::Id("nope".into()), tag: "x".into() }, write(None, vec![], 20)).await;
+    assert!(matches!(e, Err(StoreError::NotFound(ref m)) if m.contains("nope")), "{e:?}");
+    let e = s.apply_contact(ContactOp::Upsert { email: "nope".into(), fields: Default::default() }, write(None, vec![], 20)).await;
+    assert!(matches!(e, Err(StoreError::Invalid(_))), "{e:?}");
+    let big = json!({"blob": "x".repeat(MAX_FIELDS_BYTES)});
+    let e = s.apply_contact(ContactOp::SetFields { key: ContactKey::Id(id.clone()), fields: fields(big) }, write(None, vec![], 20)).await;
+    assert!(matches!(e, Err(StoreError::Invalid(ref m)) if m.contains("bytes")), "{e:?}");
+    assert_eq!(s.contact(ContactKey::Id(id)).await.unwrap().unwrap().version, 6);
+    db.finish().await;
+}
+
+async fn contacts_consent_history_and_notes_are_idempotent_per_key(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    let id = s
+        .apply_contact(ContactOp::Upsert { email: "bo@example.com".into(), fields: Default::default() }, write(None, vec![], 1))
+        .await
+        .unwrap()
+        .outcome
+        .contact
+        .id;
+    let key = ContactKey::Id(id.clone());
+    let consent = |purpose: &str, channel: &str, status: ConsentStatus, source: &str| ContactOp::RecordConsent {
+        key: key.clone(),
+        consent: NewConsent {
+            purpose: purpose.into(),
+            channel: channel.into(),
+            status,
+            evidence: Evidence {
+                source: source.into(),
+                ip: Some("203.0.113.7".into()),
+                text: Some("Yes".into()),
+                recorded_at: 5,
+                run_id: None,
+            },
+        },
+    };
+    let g = s.apply_contact(consent("marketing", "email", ConsentStatus::Granted, "form"), write(Some("r1:c"), vec![], 10)).await.unwrap();
+    let c1 = g.outcome.consent.clone().unwrap();
+    assert_eq!(c1.evidence.run_id.as_deref(), Some("run-of-r1:c"), "the run that recorded it is part of the evidence");
+    // A retry of the same step stores nothing more and answers with the first decision.
+    let again =
+        s.apply_contact(consent("marketing", "email", ConsentStatus::Granted, "form"), write(Some("r1:c"), vec![], 11)).await.unwrap();
+    assert!(!again.outcome.changed);
+    assert_eq!(again.outcome.consent.unwrap().id, c1.id);
+    s.apply_contact(consent("marketing", "sms", ConsentStatus::Granted, "form"), write(Some("r1:d"), vec![], 12)).await.unwrap();
+    // Withdrawn later, in the same millisecond as another decision: the later row wins.
+    s.apply_contact(consent("marketing", "sms", ConsentStatus::Withdrawn, "SMS reply STOP"), write(Some("r2:stop"), vec![], 12))
+        .await
+        .unwrap();
+    let e = s.apply_contact(consent("marketing", "fax", ConsentStatus::Granted, "form"), write(None, vec![], 13)).await;
+    assert!(matches!(e, Err(StoreError::Invalid(ref m)) if m.contains("email, sms")), "{e:?}");
+    let e = s.apply_contact(consent("marketing", "email", ConsentStatus::Granted, " "), write(None, vec![], 13)).await;
+    assert!(matches!(e, Err(StoreError::Invalid(_))), "{e:?}");
+
+    let note = |body: &str| ContactOp::AddNote { key: key.clone(), body: body.into(), author: Some("marie".into()) };
+    let n1 = s.apply_contact(note("Called back."), write(Some("r3:n"), vec![], 20)).await.unwrap().outcome.note.unwrap();
+    let n2 = s.apply_contact(note("Called back."), write(Some("r3:n"), vec![], 21)).await.unwrap();
+    assert_eq!(n2.outcome.note.unwrap().id, n1.id, "a retried note is stored once");
+    assert!(s.apply_contact(note(""), write(None, vec![], 22)).await.is_err());
+
+    let d = s.contact_detail(key).await.unwrap().unwrap();
+    let current: Vec<(String, String, ConsentStatus)> =
+        d.consents.iter().map(|c| (c.purpose.clone(), c.channel.clone(), c.status)).collect();
+    assert_eq!(
+        current,
+        [("marketing".into(), "email".into(), ConsentStatus::Granted), ("marketing".into(), "sms".into(), ConsentStatus::Withdrawn)]
+    );
+    assert_eq!(d.consents[1].evidence.source, "SMS reply STOP");
+    assert_eq!(d.notes.len(), 1);
+    let kinds: Vec<&str> = d.timeline.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["note_added", "consent_recorded", "consent_recorded", "consent_recorded", "created"]);
+    db.finish().await;
+}
+
+async fn contacts_list_filters_and_erase_removes_everything(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    let mut ids = vec![];
+    for i in 0..5 {
+        let a = s
+            .apply_contact(
+                ContactOp::Upsert { email: format!("p{i}@example.com"), fields: fields(json!({"i": i})) },
+                write(None, vec![], i),
+            )
+            .await
+            .unwrap();
+        let id = a.outcome.contact.id;
+        if i % 2 == 0 {
+            s.apply_contact(ContactOp::AddTag { key: ContactKey::Id(id.clone()), tag: "even".into() }, write(None, vec![], 10))
+                .await
+                .unwrap();
+        }
+        ids.push(id);
+    }
+    let page = |after: Option<String>, tag: Option<&str>| ContactFilter { email: None, tag: tag.map(String::from), after, limit: 2 };
+    let first = s.list_contacts(&page(None, None)).await.unwrap();
+    assert_eq!(first.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), ids[..2]);
+    let second = s.list_contacts(&page(Some(first[1].id.clone()), None)).await.unwrap();
+    assert_eq!(second.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), ids[2..4]);
+    let even = s.list_contacts(&ContactFilter { tag: Some("even".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(even.len(), 3);
+    assert!(even.iter().all(|c| c.tags == ["even"]));
+    let one = s.list_contacts(&ContactFilter { email: Some("P3@Example.com".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].fields["i"], 3);
+
+    let victim = ids[0].clone();
+    s.apply_contact(
+        ContactOp::RecordConsent {
+            key: ContactKey::Id(victim.clone()),
+            consent: NewConsent {
+                purpose: "marketing".into(),
+                channel: "email".into(),
+                status: ConsentStatus::Granted,
+                evidence: Evidence { source: "form".into(), ip: None, text: None, recorded_at: 1, run_id: None },
+            },
+        },
+        write(None, vec![], 11),
+    )
+    .await
+    .unwrap();
+    s.apply_contact(ContactOp::AddNote { key: ContactKey::Id(victim.clone()), body: "x".into(), author: None }, write(None, vec![], 12))
+        .await
+        .unwrap();
+    assert!(s.erase_contact(&victim).await.unwrap());
+    assert!(!s.erase_contact(&victim).await.unwrap(), "already gone");
+    assert!(s.contact_detail(ContactKey::Id(victim.clone())).await.unwrap().is_none());
+    assert!(s.contact(ContactKey::Email("p0@example.com".into())).await.unwrap().is_none());
+    assert_eq!(s.list_contacts(&ContactFilter { tag: Some("even".into()), ..Default::default() }).await.unwrap().len(), 2);
+    // The email is free again: a new upsert makes a new contact with nothing of the old one.
+    let again = s
+        .apply_contact(ContactOp::Upsert { email: "p0@example.com".into(), fields: Default::default() }, write(None, vec![], 20))
+        .await
+        .unwrap();
+    assert!(again.outcome.created);
+    let d = s.contact_detail(ContactKey::Id(again.outcome.contact.id)).await.unwrap().unwrap();
+    assert!(d.consents.is_empty() && d.notes.is_empty() && d.contact.tags.is_empty());
+    assert_eq!(d.timeline.len(), 1);
     db.finish().await;
 }

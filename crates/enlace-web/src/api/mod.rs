@@ -1,4 +1,4 @@
-//! `/api/v1`: recipes, runs, connectors, connections, secrets and tokens. Every handler is
+//! `/api/v1`: recipes, runs, connectors, connections, contacts, secrets and tokens. Every handler is
 //! described with `#[utoipa::path]` and mounted through utoipa-axum's router, so the
 //! OpenAPI document and the routes cannot drift apart.
 
@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod connections;
 pub mod connectors;
+pub mod contacts;
 pub mod recipes;
 pub mod runs;
 
@@ -18,7 +19,7 @@ use crate::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Enlace API", description = "Recipes, runs, connectors, connections, secrets and tokens. Every request needs `Authorization: Bearer <token>` (create one with `enlace tokens create NAME`). Errors share one shape: `{code, message, path?, request_id}`."),
+    info(title = "Enlace API", description = "Recipes, runs, connectors, connections, contacts, secrets and tokens. Every request needs `Authorization: Bearer <token>` (create one with `enlace tokens create NAME`). Errors share one shape: `{code, message, path?, request_id}`."),
     modifiers(&Security),
     security(("bearer" = [])),
     components(schemas(crate::error::ErrorBody, crate::error::Code))
@@ -58,6 +59,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(connections::test))
         .routes(routes!(connections::authorize))
         .routes(routes!(connections::set_credentials))
+        .routes(routes!(contacts::list, contacts::upsert))
+        .routes(routes!(contacts::get, contacts::delete))
         .routes(routes!(admin::list_secrets))
         .routes(routes!(admin::put_secret, admin::delete_secret))
         .routes(routes!(admin::list_tokens, admin::create_token))

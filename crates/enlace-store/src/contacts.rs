@@ -1,0 +1,475 @@
+//! The embedded contact store: contacts, tags, consent history with evidence, notes and the
+//! timeline (tables in `migrations/*/…_contacts.sql`).
+//!
+//! A change ([`ContactOp`]) is one transaction: the change, its timeline row, and the event
+//! and run of every recipe it starts (the subscriptions the runner passes in
+//! [`ContactWrite::subs`]), so a change is never without its timeline entry nor its runs. On
+//! SQLite the transaction is a job of the one writer task (group commit); on PostgreSQL a
+//! transaction on a pooled connection, where the contact row is locked (`FOR UPDATE`) and a
+//! concurrent insert of the same email waits for the first and then updates it: twenty
+//! concurrent upserts of one email make one contact.
+//!
+//! The logic is written once, here, over [`ContactTx`]: a handful of statements each backend
+//! implements (`sqlite/contacts.rs`, `pg/contacts.rs`).
+
+use enlace_core::contacts::{
+    Consent, Contact, ContactDetail, ContactKey, ContactOp, ContactOutcome, ContactTrigger, Note, TimelineEvent, WriteContext,
+    check_channel, check_purpose, normalize_email, normalize_tag,
+};
+use serde_json::{Map, Value, json};
+
+use crate::{Accepted, Backend, Millis, NewEvent, Result, Store, StoreError, new_id};
+
+/// The most a contact's fields may hold, as JSON text.
+pub const MAX_FIELDS_BYTES: usize = 64 * 1024;
+/// The longest note, in characters.
+pub const MAX_NOTE_CHARS: usize = 10_000;
+/// Timeline entries [`Store::contact_detail`] returns.
+pub const DETAIL_TIMELINE: i64 = 100;
+
+/// A recipe started by contact changes: the runner lists the enabled ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactSub {
+    pub recipe_id: String,
+    pub recipe_version: i64,
+    pub trigger: ContactTrigger,
+    /// For `tag_added`: only this tag.
+    pub tag: Option<String>,
+}
+
+/// Everything a contact change needs besides the change itself.
+#[derive(Debug, Clone, Default)]
+pub struct ContactWrite {
+    pub ctx: WriteContext,
+    /// The recipes that may start on this change; those it matches start in its transaction.
+    pub subs: Vec<ContactSub>,
+    pub now: Millis,
+}
+
+/// What a change did, and the runs it started.
+#[derive(Debug, Clone)]
+pub struct ContactApplied {
+    pub outcome: ContactOutcome,
+    /// Runs started by the change (queued, due now); a retried call starts none again.
+    pub started: Vec<Accepted>,
+}
+
+/// Which contacts to list.
+#[derive(Debug, Clone, Default)]
+pub struct ContactFilter {
+    /// Only the contact with this email (compared case-insensitively).
+    pub email: Option<String>,
+    /// Only contacts with this tag.
+    pub tag: Option<String>,
+    /// Keyset pagination: contacts whose id sorts after this one (ids are UUIDv7: creation order).
+    pub after: Option<String>,
+    /// At most this many (1 to 500; 50 when 0).
+    pub limit: i64,
+}
+
+impl ContactFilter {
+    pub(crate) fn limit(&self) -> i64 {
+        if self.limit <= 0 { 50 } else { self.limit.min(500) }
+    }
+}
+
+/// The statements the contact logic needs, per backend, on one connection (in a transaction
+/// for writes).
+pub(crate) trait ContactTx: Send {
+    /// The contact with its tags; `lock` takes its row lock until the transaction ends
+    /// (PostgreSQL; SQLite's writer is alone anyway).
+    fn contact(&mut self, key: &ContactKey, lock: bool) -> impl Future<Output = Result<Option<Contact>>> + Send;
+    /// Inserts the contact unless its email exists (then waits for a concurrent insert of
+    /// it to end, and inserts nothing): whether it was inserted.
+    fn insert_contact(&mut self, c: &Contact) -> impl Future<Output = Result<bool>> + Send;
+    /// Writes fields, updated_at and version.
+    fn update_contact(&mut self, c: &Contact) -> impl Future<Output = Result<()>> + Send;
+    fn insert_tag(&mut self, contact_id: &str, tag: &str, at: Millis) -> impl Future<Output = Result<bool>> + Send;
+    fn delete_tag(&mut self, contact_id: &str, tag: &str) -> impl Future<Output = Result<bool>> + Send;
+    fn consent_by_op(&mut self, contact_id: &str, op_key: &str) -> impl Future<Output = Result<Option<Consent>>> + Send;
+    fn insert_consent(&mut self, contact_id: &str, c: &Consent, op_key: Option<&str>) -> impl Future<Output = Result<()>> + Send;
+    fn note_by_op(&mut self, contact_id: &str, op_key: &str) -> impl Future<Output = Result<Option<Note>>> + Send;
+    fn insert_note(&mut self, contact_id: &str, n: &Note, op_key: Option<&str>) -> impl Future<Output = Result<()>> + Send;
+    fn insert_timeline(&mut self, contact_id: &str, e: &TimelineEvent) -> impl Future<Output = Result<()>> + Send;
+    /// Stores a trigger event and its queued run unless its dedupe key was seen; `None` then.
+    fn insert_run(&mut self, e: &NewEvent) -> impl Future<Output = Result<Option<Accepted>>> + Send;
+    /// The latest decision per purpose and channel.
+    fn current_consents(&mut self, contact_id: &str) -> impl Future<Output = Result<Vec<Consent>>> + Send;
+    fn notes(&mut self, contact_id: &str) -> impl Future<Output = Result<Vec<Note>>> + Send;
+    /// Newest first.
+    fn timeline(&mut self, contact_id: &str, limit: i64) -> impl Future<Output = Result<Vec<TimelineEvent>>> + Send;
+}
+
+fn invalid(msg: impl Into<String>) -> StoreError {
+    StoreError::Invalid(msg.into())
+}
+
+fn not_found(key: &ContactKey) -> StoreError {
+    match key {
+        ContactKey::Id(id) => StoreError::NotFound(format!("no contact with the id `{id}`")),
+        ContactKey::Email(e) => StoreError::NotFound(format!("no contact with the email `{e}`")),
+    }
+}
+
+/// The key with its email normalised (so that lookups ignore case).
+fn normal_key(key: ContactKey) -> Result<ContactKey> {
+    match key {
+        ContactKey::Email(e) => Ok(ContactKey::Email(normalize_email(&e).map_err(invalid)?)),
+        ContactKey::Id(id) if id.trim().is_empty() => Err(invalid("the contact id is empty")),
+        ContactKey::Id(id) => Ok(ContactKey::Id(id.trim().to_string())),
+    }
+}
+
+/// Merges `patch` into `fields` (a `null` removes the field); returns the names of the fields
+/// that changed, in the patch's order.
+pub(crate) fn merge_fields(fields: &mut Map<String, Value>, patch: &Map<String, Value>) -> Vec<String> {
+    let mut changed = vec![];
+    for (k, v) in patch {
+        let differs = match v {
+            Value::Null => fields.remove(k).is_some(),
+            v if fields.get(k) == Some(v) => false,
+            v => {
+                fields.insert(k.clone(), v.clone());
+                true
+            }
+        };
+        if differs {
+            changed.push(k.clone());
+        }
+    }
+    changed
+}
+
+fn check_fields(patch: &Map<String, Value>) -> Result<()> {
+    if let Some(k) = patch.keys().find(|k| k.trim().is_empty() || k.len() > 200) {
+        return Err(invalid(format!("the field name `{k}` is empty or longer than 200 characters")));
+    }
+    Ok(())
+}
+
+fn check_size(c: &Contact) -> Result<()> {
+    let n = serde_json::to_string(&c.fields).map(|s| s.len()).unwrap_or(0);
+    if n > MAX_FIELDS_BYTES {
+        return Err(invalid(format!(
+            "the contact's fields would take {n} bytes, more than the {MAX_FIELDS_BYTES} allowed; keep large data elsewhere and store a link"
+        )));
+    }
+    Ok(())
+}
+
+/// One change to publish: the trigger, its extra payload, and what makes its dedupe key.
+struct Fire {
+    trigger: ContactTrigger,
+    tag: Option<String>,
+    extra: Map<String, Value>,
+}
+
+struct Change<'a> {
+    w: &'a ContactWrite,
+    contact: Contact,
+    created: bool,
+    changed: bool,
+    timeline: Vec<(String, Value)>,
+    fire: Vec<Fire>,
+}
+
+impl Change<'_> {
+    fn log(&mut self, kind: &str, data: Value) {
+        self.timeline.push((kind.to_string(), data));
+    }
+
+    fn touch(&mut self) {
+        self.changed = true;
+        self.contact.version += 1;
+        self.contact.updated_at = self.w.now.max(self.contact.updated_at);
+    }
+}
+
+/// Applies one change, with its timeline rows and the runs it starts.
+pub(crate) async fn apply<T: ContactTx>(t: &mut T, op: ContactOp, w: &ContactWrite) -> Result<ContactApplied> {
+    let now = w.now;
+    let mut consent = None;
+    let mut note = None;
+    let mut ch = match op {
+        ContactOp::Upsert { email, fields } => {
+            let norm = normalize_email(&email).map_err(invalid)?;
+            check_fields(&fields)?;
+            let existing = t.contact(&ContactKey::Email(norm.clone()), true).await?;
+            let existing = match existing {
+                Some(c) => Some(c),
+                None => {
+                    let mut fresh = Contact {
+                        id: new_id(),
+                        email: norm.clone(),
+                        email_original: email.trim().to_string(),
+                        fields: Map::new(),
+                        tags: vec![],
+                        created_at: now,
+                        updated_at: now,
+                        version: 1,
+                    };
+                    merge_fields(&mut fresh.fields, &fields);
+                    check_size(&fresh)?;
+                    if t.insert_contact(&fresh).await? {
+                        let data = json!({"email": fresh.email, "fields": fresh.fields});
+                        let mut ch = Change { w, contact: fresh, created: true, changed: true, timeline: vec![], fire: vec![] };
+                        ch.log("created", data);
+                        ch.fire.push(Fire { trigger: ContactTrigger::ContactCreated, tag: None, extra: Map::new() });
+                        return finish(t, ch, None, None).await;
+                    }
+                    // Another transaction created it meanwhile: update that one.
+                    t.contact(&ContactKey::Email(norm.clone()), true).await?
+                }
+            };
+            let contact = existing.ok_or_else(|| StoreError::Database(format!("the contact `{norm}` was neither inserted nor found")))?;
+            let mut ch = Change { w, contact, created: false, changed: false, timeline: vec![], fire: vec![] };
+            set_fields(&mut ch, &fields)?;
+            ch
+        }
+        ContactOp::SetFields { key, fields } => {
+            check_fields(&fields)?;
+            let contact = find(t, key).await?;
+            let mut ch = Change { w, contact, created: false, changed: false, timeline: vec![], fire: vec![] };
+            set_fields(&mut ch, &fields)?;
+            ch
+        }
+        ContactOp::AddTag { key, tag } => {
+            let tag = normalize_tag(&tag).map_err(invalid)?;
+            let contact = find(t, key).await?;
+            let mut ch = Change { w, contact, created: false, changed: false, timeline: vec![], fire: vec![] };
+            if t.insert_tag(&ch.contact.id, &tag, now).await? {
+                ch.touch();
+                ch.contact.tags.push(tag.clone());
+                ch.contact.tags.sort();
+                ch.log("tag_added", json!({"tag": tag}));
+                let mut extra = Map::new();
+                extra.insert("tag".into(), json!(tag));
+                ch.fire.push(Fire { trigger: ContactTrigger::TagAdded, tag: Some(tag), extra });
+            }
+            ch
+        }
+        ContactOp::RemoveTag { key, tag } => {
+            let tag = normalize_tag(&tag).map_err(invalid)?;
+            let contact = find(t, key).await?;
+            let mut ch = Change { w, contact, created: false, changed: false, timeline: vec![], fire: vec![] };
+            if t.delete_tag(&ch.contact.id, &tag).await? {
+                ch.touch();
+                ch.contact.tags.retain(|x| *x != tag);
+                ch.log("tag_removed", json!({"tag": tag}));
+            }
+            ch
+        }
+        ContactOp::RecordConsent { key, consent: nc } => {
+            check_purpose(&nc.purpose).map_err(invalid)?;
+            check_channel(&nc.channel).map_err(invalid)?;
+            if nc.evidence.source.trim().is_empty() {
+                return Err(invalid("the consent's evidence needs a `source`: where the contact decided"));
+            }
+            let contact = find(t, key).await?;
+            let mut ch = Change { w, contact, created: false, changed: false, timeline: vec![], fire: vec![] };
+            let seen = match &w.ctx.op_key {
+                Some(k) => t.consent_by_op(&ch.contact.id, k).await?,
+                None => None,
+            };
+            match seen {
+                Some(c) => consent = Some(c),
+                None => {
+                    let mut evidence = nc.evidence;
+                    if evidence.run_id.is_none() {
+                        evidence.run_id = w.ctx.run_id.clone();
+                    }
+                    let c = Consent { id: new_id(), purpose: nc.purpose, channel: nc.channel, status: nc.status, evidence, at: now };
+                    t.insert_consent(&ch.contact.id, &c, w.ctx.op_key.as_deref()).await?;
+                    ch.touch();
+                    ch.log(
+                        "consent_recorded",
+                        json!({"consent_id": c.id, "purpose": c.purpose, "channel": c.channel, "status": c.status, "source": c.evidence.source}),
+                    );
+                    consent = Some(c);
+                }
+            }
+            ch
+        }
+        ContactOp::AddNote { key, body, author } => {
+            if body.trim().is_empty() {
+                return Err(invalid("the note is empty"));
+            }
+            if body.chars().count() > MAX_NOTE_CHARS {
+                return Err(invalid(format!("the note is longer than {MAX_NOTE_CHARS} characters")));
+            }
+            let contact = find(t, key).await?;
+            let mut ch = Change { w, contact, created: false, changed: false, timeline: vec![], fire: vec![] };
+            let seen = match &w.ctx.op_key {
+                Some(k) => t.note_by_op(&ch.contact.id, k).await?,
+                None => None,
+            };
+            match seen {
+                Some(n) => note = Some(n),
+                None => {
+                    let n = Note { id: new_id(), body, author, at: now };
+                    t.insert_note(&ch.contact.id, &n, w.ctx.op_key.as_deref()).await?;
+                    ch.touch();
+                    ch.log("note_added", json!({"note_id": n.id, "author": n.author}));
+                    note = Some(n);
+                }
+            }
+            ch
+        }
+    };
+    if ch.changed && !ch.created {
+        t.update_contact(&ch.contact).await?;
+    }
+    ch.changed |= ch.created;
+    finish(t, ch, consent, note).await
+}
+
+/// The contact, its row locked for the change.
+async fn find<T: ContactTx>(t: &mut T, key: ContactKey) -> Result<Contact> {
+    let key = normal_key(key)?;
+    t.contact(&key, true).await?.ok_or_else(|| not_found(&key))
+}
+
+fn set_fields(ch: &mut Change<'_>, patch: &Map<String, Value>) -> Result<()> {
+    let changed = merge_fields(&mut ch.contact.fields, patch);
+    if changed.is_empty() {
+        return Ok(());
+    }
+    check_size(&ch.contact)?;
+    ch.touch();
+    let set: Map<String, Value> = changed.iter().map(|k| (k.clone(), ch.contact.fields.get(k).cloned().unwrap_or(Value::Null))).collect();
+    ch.log("fields_updated", json!({"changed": set}));
+    let mut extra = Map::new();
+    extra.insert("changed".into(), json!(changed));
+    ch.fire.push(Fire { trigger: ContactTrigger::ContactUpdated, tag: None, extra });
+    Ok(())
+}
+
+/// Writes the timeline rows and starts the subscribed recipes.
+async fn finish<T: ContactTx>(t: &mut T, ch: Change<'_>, consent: Option<Consent>, note: Option<Note>) -> Result<ContactApplied> {
+    let w = ch.w;
+    let mut first_timeline_id = None;
+    for (kind, data) in &ch.timeline {
+        let e = TimelineEvent { id: new_id(), kind: kind.clone(), data: data.clone(), run_id: w.ctx.run_id.clone(), at: w.now };
+        t.insert_timeline(&ch.contact.id, &e).await?;
+        first_timeline_id.get_or_insert(e.id);
+    }
+    let mut started = vec![];
+    for f in &ch.fire {
+        // The same for every attempt of one call: a retried step starts nothing twice.
+        let origin = w.ctx.op_key.clone().or_else(|| first_timeline_id.clone()).unwrap_or_else(new_id);
+        for s in w.subs.iter().filter(|s| s.trigger == f.trigger && (s.tag.is_none() || s.tag == f.tag)) {
+            let mut payload = Map::new();
+            payload.insert("trigger".into(), json!(f.trigger.id()));
+            payload.insert("contact".into(), serde_json::to_value(&ch.contact).unwrap_or(Value::Null));
+            payload.extend(f.extra.clone());
+            if let Some(r) = &w.ctx.run_id {
+                payload.insert("run_id".into(), json!(r));
+            }
+            let e = NewEvent {
+                recipe_id: s.recipe_id.clone(),
+                recipe_version: s.recipe_version,
+                source: "contacts".into(),
+                dedupe_key: Some(format!("contacts:{origin}:{}", f.trigger.id())),
+                payload: Value::Object(payload).to_string(),
+                owner: None,
+                lease_ms: 0,
+                now: w.now,
+            };
+            if let Some(a) = t.insert_run(&e).await? {
+                started.push(a);
+            }
+        }
+    }
+    Ok(ContactApplied { outcome: ContactOutcome { contact: ch.contact, created: ch.created, changed: ch.changed, consent, note }, started })
+}
+
+/// A contact with its consents, notes and latest timeline.
+pub(crate) async fn detail<T: ContactTx>(t: &mut T, key: ContactKey, timeline_limit: i64) -> Result<Option<ContactDetail>> {
+    let key = normal_key(key)?;
+    let Some(contact) = t.contact(&key, false).await? else { return Ok(None) };
+    let consents = t.current_consents(&contact.id).await?;
+    let notes = t.notes(&contact.id).await?;
+    let timeline = t.timeline(&contact.id, timeline_limit).await?;
+    Ok(Some(ContactDetail { contact, consents, notes, timeline }))
+}
+
+/// Parses the `tags` column (a JSON array of text) of a contact query.
+pub(crate) fn tags_of(text: Option<String>) -> Vec<String> {
+    let mut tags: Vec<String> =
+        text.and_then(|t| serde_json::from_str::<Vec<Option<String>>>(&t).ok()).unwrap_or_default().into_iter().flatten().collect();
+    tags.sort();
+    tags
+}
+
+pub(crate) fn fields_of(text: &str) -> Map<String, Value> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+impl Store {
+    /// Makes a change to the contact store, atomically with its timeline rows and the runs
+    /// of the subscribed recipes it matches. `Invalid` for a bad email, tag, purpose or
+    /// channel; `NotFound` when the contact does not exist (except for an upsert).
+    pub async fn apply_contact(&self, op: ContactOp, w: ContactWrite) -> Result<ContactApplied> {
+        match &self.backend {
+            Backend::Sqlite(b) => b.apply_contact(op, w).await,
+            Backend::Postgres(b) => b.apply_contact(op, w).await,
+        }
+    }
+
+    /// A contact by id or email, with its tags.
+    pub async fn contact(&self, key: ContactKey) -> Result<Option<Contact>> {
+        Ok(self.contact_detail_limited(key, 0).await?.map(|d| d.contact))
+    }
+
+    /// A contact with its tags, current consents, notes and the latest
+    /// [`DETAIL_TIMELINE`] timeline entries (newest first).
+    pub async fn contact_detail(&self, key: ContactKey) -> Result<Option<ContactDetail>> {
+        self.contact_detail_limited(key, DETAIL_TIMELINE).await
+    }
+
+    async fn contact_detail_limited(&self, key: ContactKey, timeline: i64) -> Result<Option<ContactDetail>> {
+        match &self.backend {
+            Backend::Sqlite(b) => b.contact_detail(key, timeline).await,
+            Backend::Postgres(b) => b.contact_detail(key, timeline).await,
+        }
+    }
+
+    /// Contacts in creation order (oldest first), filtered.
+    pub async fn list_contacts(&self, f: &ContactFilter) -> Result<Vec<Contact>> {
+        let mut f = f.clone();
+        if let Some(e) = &f.email {
+            f.email = Some(normalize_email(e).map_err(invalid)?);
+        }
+        match &self.backend {
+            Backend::Sqlite(b) => b.list_contacts(&f).await,
+            Backend::Postgres(b) => b.list_contacts(&f).await,
+        }
+    }
+
+    /// Erases a contact and everything stored about it (tags, consents, notes, timeline):
+    /// GDPR's right to erasure. `false` when there is no such contact.
+    pub async fn erase_contact(&self, id: &str) -> Result<bool> {
+        match &self.backend {
+            Backend::Sqlite(b) => b.erase_contact(id).await,
+            Backend::Postgres(b) => b.erase_contact(id).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_merge_and_null_removes() {
+        let mut f = Map::new();
+        f.insert("a".into(), json!(1));
+        f.insert("b".into(), json!("x"));
+        let patch = json!({"a": 1, "b": null, "c": [1], "d": null}).as_object().unwrap().clone();
+        assert_eq!(merge_fields(&mut f, &patch), vec!["b".to_string(), "c".to_string()]);
+        assert_eq!(Value::Object(f), json!({"a": 1, "c": [1]}));
+    }
+}

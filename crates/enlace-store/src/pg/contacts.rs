@@ -1,0 +1,300 @@
+//! The contact store on PostgreSQL: [`ContactTx`] over one connection. A write is one
+//! transaction; the contact's row is locked (`FOR UPDATE`) before it is changed, and an
+//! insert of an email another transaction is inserting waits for it (`ON CONFLICT DO
+//! NOTHING`), then updates that contact. A run started by the change sends the wake-up
+//! (`pg_notify`), delivered at commit.
+
+use enlace_core::contacts::{Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, Evidence, Note, TimelineEvent};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+
+use super::{Pg, pg_err};
+use crate::contacts::{ContactApplied, ContactFilter, ContactTx, ContactWrite, apply, detail, fields_of, tags_of};
+use crate::sqlite::{json_text, parse_json};
+use crate::{Accepted, Millis, NewEvent, Result, new_id};
+
+macro_rules! contact_select {
+    () => {
+        "SELECT c.id, c.email, c.email_original, c.fields, c.created_at, c.updated_at, c.version,
+           (SELECT COALESCE(json_agg(t.tag), '[]'::json)::text FROM contact_tags t WHERE t.contact_id = c.id) AS tags
+         FROM contacts c "
+    };
+}
+
+fn contact_row(r: &PgRow) -> Contact {
+    Contact {
+        id: r.get("id"),
+        email: r.get("email"),
+        email_original: r.get("email_original"),
+        fields: fields_of(&r.get::<String, _>("fields")),
+        tags: tags_of(r.get("tags")),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+        version: r.get("version"),
+    }
+}
+
+fn consent_row(r: &PgRow) -> Consent {
+    let evidence = parse_json(r.get("evidence")).and_then(|v| serde_json::from_value::<Evidence>(v).ok()).unwrap_or(Evidence {
+        source: String::new(),
+        ip: None,
+        text: None,
+        recorded_at: 0,
+        run_id: None,
+    });
+    Consent {
+        id: r.get("id"),
+        purpose: r.get("purpose"),
+        channel: r.get("channel"),
+        status: ConsentStatus::parse(&r.get::<String, _>("status")).unwrap_or(ConsentStatus::Withdrawn),
+        evidence,
+        at: r.get("at"),
+    }
+}
+
+fn note_row(r: &PgRow) -> Note {
+    Note { id: r.get("id"), body: r.get("body"), author: r.get("author"), at: r.get("at") }
+}
+
+pub(crate) struct Tx<'c>(pub(crate) &'c mut PgConnection);
+
+impl ContactTx for Tx<'_> {
+    async fn contact(&mut self, key: &ContactKey, lock: bool) -> Result<Option<Contact>> {
+        let (sql, v) = match (key, lock) {
+            (ContactKey::Id(id), false) => (concat!(contact_select!(), "WHERE c.id = $1"), id),
+            (ContactKey::Email(e), false) => (concat!(contact_select!(), "WHERE c.email = $1"), e),
+            (ContactKey::Id(id), true) => (concat!(contact_select!(), "WHERE c.id = $1 FOR UPDATE OF c"), id),
+            (ContactKey::Email(e), true) => (concat!(contact_select!(), "WHERE c.email = $1 FOR UPDATE OF c"), e),
+        };
+        Ok(sqlx::query(sql).bind(v).fetch_optional(&mut *self.0).await.map_err(pg_err)?.map(|r| contact_row(&r)))
+    }
+
+    async fn insert_contact(&mut self, c: &Contact) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO contacts (id, email, email_original, fields, created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(&c.id)
+        .bind(&c.email)
+        .bind(&c.email_original)
+        .bind(json_text(&serde_json::Value::Object(c.fields.clone())))
+        .bind(c.created_at)
+        .bind(c.updated_at)
+        .bind(c.version)
+        .execute(&mut *self.0)
+        .await
+        .map_err(pg_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn update_contact(&mut self, c: &Contact) -> Result<()> {
+        sqlx::query("UPDATE contacts SET fields = $1, updated_at = $2, version = $3 WHERE id = $4")
+            .bind(json_text(&serde_json::Value::Object(c.fields.clone())))
+            .bind(c.updated_at)
+            .bind(c.version)
+            .bind(&c.id)
+            .execute(&mut *self.0)
+            .await
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn insert_tag(&mut self, contact_id: &str, tag: &str, at: Millis) -> Result<bool> {
+        let r = sqlx::query("INSERT INTO contact_tags (contact_id, tag, added_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(contact_id)
+            .bind(tag)
+            .bind(at)
+            .execute(&mut *self.0)
+            .await
+            .map_err(pg_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn delete_tag(&mut self, contact_id: &str, tag: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM contact_tags WHERE contact_id = $1 AND tag = $2")
+            .bind(contact_id)
+            .bind(tag)
+            .execute(&mut *self.0)
+            .await
+            .map_err(pg_err)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn consent_by_op(&mut self, contact_id: &str, op_key: &str) -> Result<Option<Consent>> {
+        let r =
+            sqlx::query("SELECT id, purpose, channel, status, evidence, at FROM contact_consents WHERE contact_id = $1 AND op_key = $2")
+                .bind(contact_id)
+                .bind(op_key)
+                .fetch_optional(&mut *self.0)
+                .await?;
+        Ok(r.map(|r| consent_row(&r)))
+    }
+
+    async fn insert_consent(&mut self, contact_id: &str, c: &Consent, op_key: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO contact_consents (id, contact_id, purpose, channel, status, evidence, at, op_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&c.id)
+        .bind(contact_id)
+        .bind(&c.purpose)
+        .bind(&c.channel)
+        .bind(c.status.as_str())
+        .bind(json_text(&serde_json::to_value(&c.evidence).unwrap_or_default()))
+        .bind(c.at)
+        .bind(op_key)
+        .execute(&mut *self.0)
+        .await
+        .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn note_by_op(&mut self, contact_id: &str, op_key: &str) -> Result<Option<Note>> {
+        let r = sqlx::query("SELECT id, body, author, at FROM contact_notes WHERE contact_id = $1 AND op_key = $2")
+            .bind(contact_id)
+            .bind(op_key)
+            .fetch_optional(&mut *self.0)
+            .await?;
+        Ok(r.map(|r| note_row(&r)))
+    }
+
+    async fn insert_note(&mut self, contact_id: &str, n: &Note, op_key: Option<&str>) -> Result<()> {
+        sqlx::query("INSERT INTO contact_notes (id, contact_id, body, author, at, op_key) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&n.id)
+            .bind(contact_id)
+            .bind(&n.body)
+            .bind(&n.author)
+            .bind(n.at)
+            .bind(op_key)
+            .execute(&mut *self.0)
+            .await
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn insert_timeline(&mut self, contact_id: &str, e: &TimelineEvent) -> Result<()> {
+        sqlx::query("INSERT INTO contact_events (id, contact_id, kind, data, run_id, at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&e.id)
+            .bind(contact_id)
+            .bind(&e.kind)
+            .bind(json_text(&e.data))
+            .bind(&e.run_id)
+            .bind(e.at)
+            .execute(&mut *self.0)
+            .await
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn insert_run(&mut self, e: &NewEvent) -> Result<Option<Accepted>> {
+        let (event_id, run_id) = (new_id(), new_id());
+        let r = sqlx::query(
+            "INSERT INTO events (id, recipe_id, source, dedupe_key, payload, received_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(&event_id)
+        .bind(&e.recipe_id)
+        .bind(&e.source)
+        .bind(&e.dedupe_key)
+        .bind(&e.payload)
+        .bind(e.now)
+        .execute(&mut *self.0)
+        .await
+        .map_err(pg_err)?;
+        if r.rows_affected() == 0 {
+            return Ok(None);
+        }
+        sqlx::query(
+            "INSERT INTO runs (id, recipe_id, recipe_version, event_id, status, due_at, created_at, updated_at) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7)",
+        )
+        .bind(&run_id)
+        .bind(&e.recipe_id)
+        .bind(e.recipe_version)
+        .bind(&event_id)
+        .bind(e.now)
+        .bind(e.now)
+        .bind(e.now)
+        .execute(&mut *self.0)
+        .await
+        .map_err(pg_err)?;
+        // Wakes the pollers of every node at commit (notifications of one transaction with
+        // the same payload are sent once).
+        sqlx::query("SELECT pg_notify('enlace_runs', $1::int8::text)").bind(e.now).execute(&mut *self.0).await?;
+        Ok(Some(Accepted { run_id, event_id, duplicate: false }))
+    }
+
+    async fn current_consents(&mut self, contact_id: &str) -> Result<Vec<Consent>> {
+        let rows = sqlx::query(
+            "SELECT id, purpose, channel, status, evidence, at FROM contact_consents c
+             WHERE c.contact_id = $1 AND NOT EXISTS (
+               SELECT 1 FROM contact_consents d WHERE d.contact_id = c.contact_id AND d.purpose = c.purpose AND d.channel = c.channel
+                 AND (d.at > c.at OR (d.at = c.at AND d.id > c.id)))
+             ORDER BY purpose, channel",
+        )
+        .bind(contact_id)
+        .fetch_all(&mut *self.0)
+        .await?;
+        Ok(rows.iter().map(consent_row).collect())
+    }
+
+    async fn notes(&mut self, contact_id: &str) -> Result<Vec<Note>> {
+        let rows = sqlx::query("SELECT id, body, author, at FROM contact_notes WHERE contact_id = $1 ORDER BY at DESC, id DESC")
+            .bind(contact_id)
+            .fetch_all(&mut *self.0)
+            .await?;
+        Ok(rows.iter().map(note_row).collect())
+    }
+
+    async fn timeline(&mut self, contact_id: &str, limit: i64) -> Result<Vec<TimelineEvent>> {
+        let rows =
+            sqlx::query("SELECT id, kind, data, run_id, at FROM contact_events WHERE contact_id = $1 ORDER BY at DESC, id DESC LIMIT $2")
+                .bind(contact_id)
+                .bind(limit)
+                .fetch_all(&mut *self.0)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|r| TimelineEvent {
+                id: r.get("id"),
+                kind: r.get("kind"),
+                data: parse_json(r.get("data")).unwrap_or_default(),
+                run_id: r.get("run_id"),
+                at: r.get("at"),
+            })
+            .collect())
+    }
+}
+
+impl Pg {
+    pub(crate) async fn apply_contact(&self, op: ContactOp, w: ContactWrite) -> Result<ContactApplied> {
+        let mut tx = self.pool.begin().await?;
+        // An error drops the transaction, which rolls it back.
+        let out = apply(&mut Tx(&mut tx), op, &w).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub(crate) async fn contact_detail(&self, key: ContactKey, timeline: i64) -> Result<Option<ContactDetail>> {
+        let mut c = self.pool.acquire().await?;
+        detail(&mut Tx(&mut c), key, timeline).await
+    }
+
+    pub(crate) async fn list_contacts(&self, f: &ContactFilter) -> Result<Vec<Contact>> {
+        let mut q = QueryBuilder::<Postgres>::new(concat!(contact_select!(), "WHERE TRUE"));
+        if let Some(e) = &f.email {
+            q.push(" AND c.email = ").push_bind(e.clone());
+        }
+        if let Some(t) = &f.tag {
+            q.push(" AND EXISTS (SELECT 1 FROM contact_tags x WHERE x.contact_id = c.id AND x.tag = ").push_bind(t.clone()).push(")");
+        }
+        if let Some(a) = &f.after {
+            q.push(" AND c.id > ").push_bind(a.clone());
+        }
+        q.push(" ORDER BY c.id LIMIT ").push_bind(f.limit());
+        let rows = q.build().fetch_all(&self.pool).await.map_err(pg_err)?;
+        Ok(rows.iter().map(contact_row).collect())
+    }
+
+    pub(crate) async fn erase_contact(&self, id: &str) -> Result<bool> {
+        // The other rows go with it (ON DELETE CASCADE).
+        Ok(sqlx::query("DELETE FROM contacts WHERE id = $1").bind(id).execute(&self.pool).await?.rows_affected() > 0)
+    }
+}

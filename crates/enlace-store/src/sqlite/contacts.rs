@@ -1,0 +1,288 @@
+//! The contact store on SQLite: [`ContactTx`] over one connection. Writes are jobs of the
+//! writer task (in its group commit, each in a savepoint of its own); reads use the read pool.
+
+use enlace_core::contacts::{Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, Evidence, Note, TimelineEvent};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use super::{Sqlite, json_text, parse_json};
+use crate::contacts::{ContactApplied, ContactFilter, ContactTx, ContactWrite, apply, detail, fields_of, tags_of};
+use crate::{Accepted, Millis, NewEvent, Result, new_id};
+
+macro_rules! contact_select {
+    () => {
+        "SELECT c.id, c.email, c.email_original, c.fields, c.created_at, c.updated_at, c.version,
+           (SELECT json_group_array(t.tag) FROM contact_tags t WHERE t.contact_id = c.id) AS tags
+         FROM contacts c "
+    };
+}
+
+fn contact_row(r: &SqliteRow) -> Contact {
+    Contact {
+        id: r.get("id"),
+        email: r.get("email"),
+        email_original: r.get("email_original"),
+        fields: fields_of(&r.get::<String, _>("fields")),
+        tags: tags_of(r.get("tags")),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+        version: r.get("version"),
+    }
+}
+
+fn consent_row(r: &SqliteRow) -> Consent {
+    let evidence = parse_json(r.get("evidence")).and_then(|v| serde_json::from_value::<Evidence>(v).ok()).unwrap_or(Evidence {
+        source: String::new(),
+        ip: None,
+        text: None,
+        recorded_at: 0,
+        run_id: None,
+    });
+    Consent {
+        id: r.get("id"),
+        purpose: r.get("purpose"),
+        channel: r.get("channel"),
+        status: ConsentStatus::parse(&r.get::<String, _>("status")).unwrap_or(ConsentStatus::Withdrawn),
+        evidence,
+        at: r.get("at"),
+    }
+}
+
+fn note_row(r: &SqliteRow) -> Note {
+    Note { id: r.get("id"), body: r.get("body"), author: r.get("author"), at: r.get("at") }
+}
+
+pub(crate) struct Tx<'c>(pub(crate) &'c mut SqliteConnection);
+
+impl ContactTx for Tx<'_> {
+    async fn contact(&mut self, key: &ContactKey, _lock: bool) -> Result<Option<Contact>> {
+        let (sql, v) = match key {
+            ContactKey::Id(id) => (concat!(contact_select!(), "WHERE c.id = ?"), id),
+            ContactKey::Email(e) => (concat!(contact_select!(), "WHERE c.email = ?"), e),
+        };
+        Ok(sqlx::query(sql).bind(v).fetch_optional(&mut *self.0).await?.map(|r| contact_row(&r)))
+    }
+
+    async fn insert_contact(&mut self, c: &Contact) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO contacts (id, email, email_original, fields, created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(&c.id)
+        .bind(&c.email)
+        .bind(&c.email_original)
+        .bind(json_text(&serde_json::Value::Object(c.fields.clone())))
+        .bind(c.created_at)
+        .bind(c.updated_at)
+        .bind(c.version)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn update_contact(&mut self, c: &Contact) -> Result<()> {
+        sqlx::query("UPDATE contacts SET fields = ?, updated_at = ?, version = ? WHERE id = ?")
+            .bind(json_text(&serde_json::Value::Object(c.fields.clone())))
+            .bind(c.updated_at)
+            .bind(c.version)
+            .bind(&c.id)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_tag(&mut self, contact_id: &str, tag: &str, at: Millis) -> Result<bool> {
+        let r = sqlx::query("INSERT INTO contact_tags (contact_id, tag, added_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(contact_id)
+            .bind(tag)
+            .bind(at)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn delete_tag(&mut self, contact_id: &str, tag: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM contact_tags WHERE contact_id = ? AND tag = ?")
+            .bind(contact_id)
+            .bind(tag)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn consent_by_op(&mut self, contact_id: &str, op_key: &str) -> Result<Option<Consent>> {
+        let r = sqlx::query("SELECT id, purpose, channel, status, evidence, at FROM contact_consents WHERE contact_id = ? AND op_key = ?")
+            .bind(contact_id)
+            .bind(op_key)
+            .fetch_optional(&mut *self.0)
+            .await?;
+        Ok(r.map(|r| consent_row(&r)))
+    }
+
+    async fn insert_consent(&mut self, contact_id: &str, c: &Consent, op_key: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO contact_consents (id, contact_id, purpose, channel, status, evidence, at, op_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&c.id)
+        .bind(contact_id)
+        .bind(&c.purpose)
+        .bind(&c.channel)
+        .bind(c.status.as_str())
+        .bind(json_text(&serde_json::to_value(&c.evidence).unwrap_or_default()))
+        .bind(c.at)
+        .bind(op_key)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn note_by_op(&mut self, contact_id: &str, op_key: &str) -> Result<Option<Note>> {
+        let r = sqlx::query("SELECT id, body, author, at FROM contact_notes WHERE contact_id = ? AND op_key = ?")
+            .bind(contact_id)
+            .bind(op_key)
+            .fetch_optional(&mut *self.0)
+            .await?;
+        Ok(r.map(|r| note_row(&r)))
+    }
+
+    async fn insert_note(&mut self, contact_id: &str, n: &Note, op_key: Option<&str>) -> Result<()> {
+        sqlx::query("INSERT INTO contact_notes (id, contact_id, body, author, at, op_key) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(&n.id)
+            .bind(contact_id)
+            .bind(&n.body)
+            .bind(&n.author)
+            .bind(n.at)
+            .bind(op_key)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_timeline(&mut self, contact_id: &str, e: &TimelineEvent) -> Result<()> {
+        sqlx::query("INSERT INTO contact_events (id, contact_id, kind, data, run_id, at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(&e.id)
+            .bind(contact_id)
+            .bind(&e.kind)
+            .bind(json_text(&e.data))
+            .bind(&e.run_id)
+            .bind(e.at)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_run(&mut self, e: &NewEvent) -> Result<Option<Accepted>> {
+        let (event_id, run_id) = (new_id(), new_id());
+        let r = sqlx::query(
+            "INSERT INTO events (id, recipe_id, source, dedupe_key, payload, received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&event_id)
+        .bind(&e.recipe_id)
+        .bind(&e.source)
+        .bind(&e.dedupe_key)
+        .bind(&e.payload)
+        .bind(e.now)
+        .execute(&mut *self.0)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Ok(None);
+        }
+        sqlx::query(
+            "INSERT INTO runs (id, recipe_id, recipe_version, event_id, status, due_at, created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+        )
+        .bind(&run_id)
+        .bind(&e.recipe_id)
+        .bind(e.recipe_version)
+        .bind(&event_id)
+        .bind(e.now)
+        .bind(e.now)
+        .bind(e.now)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(Some(Accepted { run_id, event_id, duplicate: false }))
+    }
+
+    async fn current_consents(&mut self, contact_id: &str) -> Result<Vec<Consent>> {
+        let rows = sqlx::query(
+            "SELECT id, purpose, channel, status, evidence, at FROM contact_consents c
+             WHERE c.contact_id = ? AND NOT EXISTS (
+               SELECT 1 FROM contact_consents d WHERE d.contact_id = c.contact_id AND d.purpose = c.purpose AND d.channel = c.channel
+                 AND (d.at > c.at OR (d.at = c.at AND d.id > c.id)))
+             ORDER BY purpose, channel",
+        )
+        .bind(contact_id)
+        .fetch_all(&mut *self.0)
+        .await?;
+        Ok(rows.iter().map(consent_row).collect())
+    }
+
+    async fn notes(&mut self, contact_id: &str) -> Result<Vec<Note>> {
+        let rows = sqlx::query("SELECT id, body, author, at FROM contact_notes WHERE contact_id = ? ORDER BY at DESC, id DESC")
+            .bind(contact_id)
+            .fetch_all(&mut *self.0)
+            .await?;
+        Ok(rows.iter().map(note_row).collect())
+    }
+
+    async fn timeline(&mut self, contact_id: &str, limit: i64) -> Result<Vec<TimelineEvent>> {
+        let rows =
+            sqlx::query("SELECT id, kind, data, run_id, at FROM contact_events WHERE contact_id = ? ORDER BY at DESC, id DESC LIMIT ?")
+                .bind(contact_id)
+                .bind(limit)
+                .fetch_all(&mut *self.0)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|r| TimelineEvent {
+                id: r.get("id"),
+                kind: r.get("kind"),
+                data: parse_json(r.get("data")).unwrap_or_default(),
+                run_id: r.get("run_id"),
+                at: r.get("at"),
+            })
+            .collect())
+    }
+}
+
+impl Sqlite {
+    pub(crate) async fn apply_contact(&self, op: ContactOp, w: ContactWrite) -> Result<ContactApplied> {
+        self.write(move |c| Box::pin(async move { apply(&mut Tx(c), op, &w).await })).await
+    }
+
+    pub(crate) async fn contact_detail(&self, key: ContactKey, timeline: i64) -> Result<Option<ContactDetail>> {
+        let mut c = self.read.acquire().await?;
+        detail(&mut Tx(&mut c), key, timeline).await
+    }
+
+    pub(crate) async fn list_contacts(&self, f: &ContactFilter) -> Result<Vec<Contact>> {
+        let mut sql = String::from(concat!(contact_select!(), "WHERE 1 = 1"));
+        if f.email.is_some() {
+            sql.push_str(" AND c.email = ?");
+        }
+        if f.tag.is_some() {
+            sql.push_str(" AND EXISTS (SELECT 1 FROM contact_tags x WHERE x.contact_id = c.id AND x.tag = ?)");
+        }
+        if f.after.is_some() {
+            sql.push_str(" AND c.id > ?");
+        }
+        sql.push_str(" ORDER BY c.id LIMIT ?");
+        // Assembled from fixed fragments only; every value is bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for v in [&f.email, &f.tag, &f.after].into_iter().flatten() {
+            q = q.bind(v);
+        }
+        let rows = q.bind(f.limit()).fetch_all(&self.read).await?;
+        Ok(rows.iter().map(contact_row).collect())
+    }
+
+    pub(crate) async fn erase_contact(&self, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        self.write(move |c| {
+            Box::pin(async move {
+                // The other rows go with it (ON DELETE CASCADE; foreign keys are on).
+                Ok(sqlx::query("DELETE FROM contacts WHERE id = ?").bind(&id).execute(&mut *c).await?.rows_affected() > 0)
+            })
+        })
+        .await
+    }
+}
