@@ -17,6 +17,7 @@ pub enum AuthKind {
     Basic,
     OAuth2,
     Smtp,
+    Imap,
 }
 
 /// A declared rate limit: at most `calls` per `per`.
