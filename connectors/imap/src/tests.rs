@@ -671,3 +671,14 @@ fn the_manifest_documents_every_field_and_its_sample_is_valid() {
     assert_eq!(conn.manifest.auth, enlace_core::AuthKind::Imap);
     assert!(conn.manifest.connection_test);
 }
+
+#[test]
+fn charsets_are_decoded() {
+    let raw = b"From: =?ISO-2022-JP?B?GyRCQEE1YT1xGyhC?= <seikyu@example.jp>\r\nSubject: =?ISO-2022-JP?B?GyRCQEE1YT1xGyhC?=\r\nContent-Type: text/plain; charset=windows-1252\r\nContent-Disposition: inline\r\n\r\nGr\xfc\xdfe\r\n";
+    let e = read_email(1, 1, "INBOX", raw.len() as u64, raw, None, 100);
+    assert_eq!(e.subject, "請求書");
+    assert_eq!(e.from, Some(crate::new_email::Person { address: "seikyu@example.jp".into(), name: Some("請求書".into()) }));
+    assert_eq!(e.text.as_deref(), Some("Grüße\n"));
+    assert_eq!(e.html, None);
+    assert!(e.note.is_none());
+}
