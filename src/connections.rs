@@ -71,23 +71,24 @@ pub struct CreateArgs {
     /// input). Then no credential flag may be given.
     #[arg(long, value_name = "FILE")]
     credentials_file: Option<PathBuf>,
-    /// The kind of credentials: bearer, api_key, basic, oauth2 or smtp. Defaults to the
+    /// The kind of credentials: bearer, api_key, basic, oauth2, smtp or imap. Defaults to the
     /// app's own kind when it has one.
     #[arg(long)]
     kind: Option<String>,
-    /// smtp: the server's host name.
+    /// smtp, imap: the server's host name.
     #[arg(long)]
     host: Option<String>,
-    /// smtp: the port (default 587 for starttls, 465 for tls, 25 for none).
+    /// smtp, imap: the port (smtp: 587 for starttls, 465 for tls, 25 for none; imap: 993 for
+    /// tls, 143 otherwise).
     #[arg(long)]
     port: Option<u16>,
-    /// smtp, basic: the user name. For smtp, the password is then read from standard input.
+    /// smtp, imap, basic: the user name. The password is then read from standard input.
     #[arg(long)]
     username: Option<String>,
-    /// smtp: starttls (default), tls or none.
+    /// smtp: starttls (default), tls or none. imap: tls (default), starttls or none.
     #[arg(long)]
     tls: Option<String>,
-    /// smtp: a PEM file with a certificate to trust besides the system's roots.
+    /// smtp, imap: a PEM file with a certificate to trust besides the system's roots.
     #[arg(long, value_name = "FILE")]
     ca_certificate: Option<PathBuf>,
     /// api_key: the header that carries the key (`X-Api-Key`).
@@ -104,7 +105,7 @@ fn secret_field(kind: &str) -> Option<&'static str> {
     match kind {
         "bearer" => Some("token"),
         "api_key" => Some("key"),
-        "basic" | "smtp" => Some("password"),
+        "basic" | "smtp" | "imap" => Some("password"),
         "oauth2" => Some("access_token"),
         _ => None,
     }

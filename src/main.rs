@@ -232,6 +232,9 @@ fn init_tracing(server: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if server { "info" } else { "warn" };
     let filter = EnvFilter::try_from_env("ENLACE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // async-imap (the imap connector's client) traces every command it sends, LOGIN and its
+    // password included, and every answer (mail contents): never shown, whatever ENLACE_LOG says.
+    let filter = filter.add_directive("async_imap=off".parse().expect("a valid directive"));
     let json = std::env::var("ENLACE_LOG_FORMAT").is_ok_and(|v| v == "json");
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {

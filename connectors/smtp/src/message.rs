@@ -206,6 +206,15 @@ pub fn build(input: &Input, idempotency_key: &str) -> Result<Built, ConnectorErr
                 (Some(_), Some(_)) => {
                     return Err(ConnectorError::bad_input(&path, "give either `content_base64` or `content_text`, not both"));
                 }
+                (None, None) if a.skipped.is_some() => {
+                    return Err(ConnectorError::bad_input(
+                        &path,
+                        format!(
+                            "has no content: the trigger left it out ({}); raise the trigger's max_attachment_bytes, or leave this file out",
+                            a.skipped.as_deref().unwrap_or_default()
+                        ),
+                    ));
+                }
                 (None, None) => {
                     return Err(ConnectorError::bad_input(
                         &path,

@@ -44,6 +44,14 @@ pub struct Attachment {
     /// `content_base64`.
     #[serde(default)]
     pub content_text: Option<String>,
+    /// Ignored: the size a trigger reports with each attachment (`imap.new_email`), so that
+    /// its attachments can be passed on as they are.
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// Set by a trigger that left the file's content out (`imap.new_email` for a file above
+    /// its `max_attachment_bytes`); such an attachment cannot be sent, and the step says so.
+    #[serde(default)]
+    pub skipped: Option<String>,
 }
 
 /// The `with` map of an `smtp.send_email` step.

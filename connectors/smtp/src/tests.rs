@@ -179,6 +179,14 @@ fn bad_input_names_the_field() {
         "k",
     ));
     assert!(message.contains("idempotency key"), "{message}");
+    // An attachment an imap.new_email trigger left out (above its cap) says so.
+    let (path, message) = bad_input_path(build(
+        &input(json!({"from": "ana@example.com", "to": "bo@example.org", "subject": "s", "text": "t",
+            "attachments": [{"name": "big.pdf", "content_type": "application/pdf", "size": 20000000, "content_base64": null, "skipped": "larger than 10485760 bytes"}]})),
+        "k",
+    ));
+    assert_eq!(path, "attachments[0]");
+    assert!(message.contains("the trigger left it out (larger than 10485760 bytes)"), "{message}");
 }
 
 #[tokio::test]

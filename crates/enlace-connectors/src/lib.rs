@@ -14,6 +14,7 @@ pub fn all() -> Vec<Connector> {
         enlace_connector_contacts::connector(),
         enlace_connector_http::connector(),
         enlace_connector_smtp::connector(),
+        enlace_connector_imap::connector(),
         enlace_connector_slack::connector(),
         enlace_connector_twilio::connector(),
         enlace_connector_sendgrid::connector(),

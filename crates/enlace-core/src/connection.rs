@@ -46,6 +46,7 @@ pub fn accepted_kinds(auth: AuthKind) -> &'static [&'static str] {
         // A private app's token (HubSpot, Slack) is a bearer token on the same API.
         AuthKind::OAuth2 => &["oauth2", "bearer"],
         AuthKind::Smtp => &["smtp"],
+        AuthKind::Imap => &["imap"],
     }
 }
 
@@ -78,12 +79,21 @@ fn fields_of(kind: &str) -> Option<&'static [Field]> {
         opt("tls", "`starttls` (default), `tls` or `none`"),
         opt("ca_certificate", "a PEM certificate to trust besides the system's roots"),
     ];
+    const IMAP: &[Field] = &[
+        req("host", "the IMAP server's host name, like `imap.example.com`"),
+        opt("port", "the port (default: 993 for tls, 143 for starttls and none)"),
+        req("username", "the mailbox account to log in with"),
+        req("password", "the account's password (or app password)"),
+        opt("tls", "`tls` (default), `starttls` or `none`"),
+        opt("ca_certificate", "a PEM certificate to trust besides the system's roots"),
+    ];
     Some(match kind {
         "bearer" => BEARER,
         "api_key" => API_KEY,
         "basic" => BASIC,
         "oauth2" => OAUTH2,
         "smtp" => SMTP,
+        "imap" => IMAP,
         _ => return None,
     })
 }
@@ -149,7 +159,10 @@ pub fn parse_credentials_with(value: &Value, auth: AuthKind, oauth: Option<&OAut
         }
     }
     if kind == "smtp" {
-        check_smtp(map)?;
+        check_server(map, "smtp.example.com", "`starttls` (port 587), `tls` (port 465, sometimes called SSL) or `none`")?;
+    }
+    if kind == "imap" {
+        check_server(map, "imap.example.com", "`tls` (port 993, sometimes called SSL), `starttls` (port 143) or `none`")?;
     }
     if kind == "api_key" {
         let header = map.get("header").and_then(Value::as_str).unwrap_or_default().trim();
@@ -285,12 +298,15 @@ fn parse_oauth2_grant(map: &Map<String, Value>, app: Option<&OAuth2App>) -> Resu
     })
 }
 
-fn check_smtp(map: &Map<String, Value>) -> Result<(), CredentialsError> {
+/// The checks shared by the mail servers' kinds (`smtp`, `imap`): a bare host name, a port,
+/// a TLS mode (`modes` says which, with their ports), a username and password together, a
+/// PEM certificate.
+fn check_server(map: &Map<String, Value>, example_host: &str, modes: &str) -> Result<(), CredentialsError> {
     let host = map.get("host").and_then(Value::as_str).unwrap_or_default().trim();
     if host.contains("://") {
         return Err(CredentialsError::at(
             "host",
-            format!("`{host}` is an address, not a host name; write just the name, like `smtp.example.com`"),
+            format!("`{host}` is an address, not a host name; write just the name, like `{example_host}`"),
         ));
     }
     let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -299,7 +315,7 @@ fn check_smtp(map: &Map<String, Value>) -> Result<(), CredentialsError> {
         return Err(CredentialsError::at("host", format!("`{host}` holds a port; write the host name alone and the port in `port`")));
     }
     if !is_ipv6 && !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_') {
-        return Err(CredentialsError::at("host", format!("`{host}` is not a host name; write one like `smtp.example.com`")));
+        return Err(CredentialsError::at("host", format!("`{host}` is not a host name; write one like `{example_host}`")));
     }
     if let Some(port) = map.get("port") {
         match port.as_u64() {
@@ -310,10 +326,7 @@ fn check_smtp(map: &Map<String, Value>) -> Result<(), CredentialsError> {
     if let Some(tls) = map.get("tls").and_then(Value::as_str)
         && !matches!(tls, "starttls" | "tls" | "none")
     {
-        return Err(CredentialsError::at(
-            "tls",
-            format!("`{tls}` is not a TLS mode: use `starttls` (port 587), `tls` (port 465, sometimes called SSL) or `none`"),
-        ));
+        return Err(CredentialsError::at("tls", format!("`{tls}` is not a TLS mode: use {modes}")));
     }
     match (map.get("username").filter(|v| !v.is_null()), map.get("password").filter(|v| !v.is_null())) {
         (Some(_), None) => {
@@ -527,6 +540,44 @@ mod tests {
             json!({"kind": "oauth2", "grant": "client_credentials", "client_id": "c", "client_secret": "s", "token_url": "https://t", "scopes": [1]}),
         );
         assert_eq!(x.path, "credentials.scopes[0]");
+    }
+
+    #[test]
+    fn imap_credentials_read_and_name_their_fields() {
+        let c = parse_credentials(
+            &json!({"kind": "imap", "host": "imap.example.com", "username": "ana@example.com", "password": "pw"}),
+            AuthKind::Imap,
+        )
+        .unwrap();
+        let Credentials::Imap(i) = &c else { panic!("imap") };
+        assert_eq!((i.effective_port(), i.tls.as_str(), i.password.expose()), (993, "tls", "pw"));
+        assert_eq!(c.secret_values(), vec!["pw"]);
+        let c = parse_credentials(
+            &json!({"kind": "imap", "host": "mail.internal.example", "username": "ana", "password": "pw", "tls": "starttls"}),
+            AuthKind::Imap,
+        )
+        .unwrap();
+        let Credentials::Imap(i) = c else { panic!("imap") };
+        assert_eq!((i.effective_port(), i.tls.as_str()), (143, "starttls"));
+
+        let e = err(json!({"kind": "imap", "host": "imap.example.com", "password": "pw"}), AuthKind::Imap);
+        assert_eq!(e.path, "credentials.username");
+        let e = err(json!({"kind": "imap", "host": "imap.example.com", "username": "ana"}), AuthKind::Imap);
+        assert_eq!(e.path, "credentials.password");
+        let e = err(json!({"kind": "imap", "host": "imaps://imap.example.com", "username": "a", "password": "p"}), AuthKind::Imap);
+        assert_eq!(e.path, "credentials.host");
+        assert!(e.message.contains("like `imap.example.com`"), "{e}");
+        let e = err(json!({"kind": "imap", "host": "imap.example.com", "username": "a", "password": "p", "tls": "ssl"}), AuthKind::Imap);
+        assert_eq!(e.path, "credentials.tls");
+        assert!(e.message.contains("`tls` (port 993, sometimes called SSL)"), "{e}");
+        let e = err(json!({"kind": "smtp", "host": "smtp.example.com"}), AuthKind::Imap);
+        assert!(e.message.contains("this app takes `imap` credentials, not `smtp`"), "{e}");
+        let e = err(
+            json!({"kind": "imap", "host": "imap.example.com", "username": "a", "password": "hunter22", "ca_certificate": "x"}),
+            AuthKind::Imap,
+        );
+        assert_eq!(e.path, "credentials.ca_certificate");
+        assert!(!e.to_string().contains("hunter22"), "{e}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub enum AuthKind {
     #[serde(rename = "oauth2", alias = "o_auth2")]
     OAuth2,
     Smtp,
+    Imap,
 }
 
 /// A declared rate limit: at most `calls` per `per`.

@@ -58,6 +58,8 @@ pub enum Credentials {
     OAuth2Grant(Box<crate::oauth::OAuth2Grant>),
     /// An SMTP server and the account to send through.
     Smtp(SmtpCredentials),
+    /// An IMAP server and the mailbox account to read.
+    Imap(ImapCredentials),
 }
 
 /// How an SMTP connection is encrypted.
@@ -121,6 +123,63 @@ impl SmtpCredentials {
     }
 }
 
+/// How an IMAP connection is encrypted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ImapTls {
+    /// TLS from the first byte (port 993, "imaps"): what mail providers offer.
+    #[default]
+    Tls,
+    /// Connect in plain text, then upgrade with `STARTTLS` before logging in (port 143).
+    Starttls,
+    /// No encryption at all: only for a server on a trusted network (port 143).
+    None,
+}
+
+impl ImapTls {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImapTls::Tls => "tls",
+            ImapTls::Starttls => "starttls",
+            ImapTls::None => "none",
+        }
+    }
+
+    /// The usual port for this mode: 993 for `tls`, 143 otherwise.
+    pub fn default_port(self) -> u16 {
+        match self {
+            ImapTls::Tls => 993,
+            ImapTls::Starttls | ImapTls::None => 143,
+        }
+    }
+}
+
+/// What an IMAP connection holds. Only the password is secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct ImapCredentials {
+    /// The server's host name (`imap.example.com`).
+    pub host: String,
+    /// The port; when absent, the usual one for `tls` (993 or 143).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The mailbox account to log in with.
+    pub username: String,
+    pub password: Secret,
+    #[serde(default)]
+    pub tls: ImapTls,
+    /// A certificate (PEM) to trust besides the system's roots: for a server whose
+    /// certificate is issued by a private authority, or self-signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificate: Option<String>,
+}
+
+impl ImapCredentials {
+    /// The port connected to: the one given, else the usual one for the TLS mode.
+    pub fn effective_port(&self) -> u16 {
+        self.port.unwrap_or_else(|| self.tls.default_port())
+    }
+}
+
 impl Credentials {
     /// The secret values inside, for masking in run history.
     pub fn secret_values(&self) -> Vec<&str> {
@@ -132,6 +191,7 @@ impl Credentials {
             Credentials::OAuth2 { access_token } => vec![access_token.expose()],
             Credentials::OAuth2Grant(g) => g.secret_values(),
             Credentials::Smtp(smtp) => smtp.password.iter().map(Secret::expose).collect(),
+            Credentials::Imap(imap) => vec![imap.password.expose()],
         }
     }
 
@@ -144,6 +204,7 @@ impl Credentials {
             Credentials::Basic { .. } => "basic",
             Credentials::OAuth2 { .. } | Credentials::OAuth2Grant(_) => "oauth2",
             Credentials::Smtp(_) => "smtp",
+            Credentials::Imap(_) => "imap",
         }
     }
 }
@@ -178,5 +239,14 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("tok_live_123"), "{shown}");
         assert!(shown.contains("[secret]"));
+        let c = Credentials::Imap(ImapCredentials {
+            host: "imap.example.com".into(),
+            username: "ana".into(),
+            password: Secret::new("imap-pw-9"),
+            ..Default::default()
+        });
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("imap-pw-9"), "{shown}");
+        assert_eq!(c.secret_values(), vec!["imap-pw-9"]);
     }
 }

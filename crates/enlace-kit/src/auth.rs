@@ -11,7 +11,7 @@ use enlace_core::{ConnectorError, Credentials};
 /// Sets the request's authentication headers from `creds`: `Authorization: Bearer` for
 /// [`Credentials::Bearer`] and [`Credentials::OAuth2`], the named header for
 /// [`Credentials::ApiKey`], `Authorization: Basic` (base64 of `user:password`) for
-/// [`Credentials::Basic`]; nothing for [`Credentials::None`]. An SMTP connection is a
+/// [`Credentials::Basic`]; nothing for [`Credentials::None`]. An SMTP or IMAP connection is a
 /// [`ConnectorError::BadInput`] on the step's `connection`. Existing headers of the same
 /// name are replaced. Every value set is marked sensitive, so a `Debug` of the request
 /// shows `Sensitive` instead of the secret.
@@ -48,6 +48,12 @@ pub fn apply_credentials(req: &mut HttpRequest, creds: &Credentials) -> Result<(
             return Err(ConnectorError::bad_input(
                 "connection",
                 "this is an SMTP connection, which cannot authenticate an HTTP request; use a bearer, api_key or basic connection",
+            ));
+        }
+        Credentials::Imap(_) => {
+            return Err(ConnectorError::bad_input(
+                "connection",
+                "this is an IMAP connection, which cannot authenticate an HTTP request; use a bearer, api_key or basic connection",
             ));
         }
     };
@@ -102,5 +108,20 @@ mod tests {
         let err = apply_credentials(&mut req, &Credentials::Bearer { token: Secret::new("a\nb") }).unwrap_err();
         assert_eq!(err.class(), enlace_core::ErrorClass::Auth);
         assert!(!err.message().contains("a\nb"));
+    }
+
+    #[test]
+    fn mail_connections_cannot_authenticate_http() {
+        let mut req = HttpRequest::new(Method::GET, "https://api.example.com/");
+        let imap = Credentials::Imap(enlace_core::ImapCredentials {
+            host: "imap.example.com".into(),
+            username: "ana".into(),
+            password: Secret::new("pw"),
+            ..Default::default()
+        });
+        let err = apply_credentials(&mut req, &imap).unwrap_err();
+        assert_eq!(err.class(), enlace_core::ErrorClass::BadInput);
+        assert!(err.message().contains("IMAP connection"), "{err:?}");
+        assert!(req.headers.is_empty());
     }
 }
