@@ -27,6 +27,7 @@ pub use error::{ConnectorError, ErrorClass};
 pub use manifest::{ActionSpec, AuthKind, ConnectorManifest, Idempotency, RateLimit, TriggerKind, TriggerSpec};
 pub use registry::{Connector, Registry};
 pub use secret::{Credentials, Secret, SmtpCredentials, SmtpTls};
+pub use trigger::{PolledItem, PollingTrigger, SubscribeTrigger, Subscription};
 
 /// A boxed, sendable future: what erased traits return.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

@@ -258,7 +258,7 @@ impl Runner {
     pub async fn save_recipe(&self, recipe: &Recipe, origin: &str) -> Result<Saved, RunnerError> {
         let now = self.now_ms();
         let (hook_path, event_name, cron) = match &recipe.trigger.config {
-            TriggerConfig::Webhook(w) => (Some(w.path.clone()), None, None),
+            TriggerConfig::Webhook(w) | TriggerConfig::Subscribe { hook: w, .. } => (Some(w.path.clone()), None, None),
             TriggerConfig::Event { name } => (None, Some(name.clone()), None),
             TriggerConfig::Cron(c) => {
                 let next =

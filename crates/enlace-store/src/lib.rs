@@ -18,6 +18,7 @@
 
 mod crypto;
 mod pg;
+mod polling;
 mod sqlite;
 pub mod testing;
 mod types;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use enlace_core::Credentials;
 
 pub use crypto::SecretBox;
+pub use polling::*;
 pub use types::*;
 
 /// What went wrong in the store. Callers map these to API errors; none of them is "the
