@@ -4,6 +4,7 @@
 
 mod cli;
 mod contracts;
+mod polling;
 mod recipes;
 mod runner;
 mod scale;

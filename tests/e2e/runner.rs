@@ -447,6 +447,7 @@ macro_rules! on_both_backends {
         }
     )*};
 }
+pub(crate) use on_both_backends;
 
 on_both_backends!(
     rate_limited_waits_for_retry_after_then_succeeds_with_the_same_key,

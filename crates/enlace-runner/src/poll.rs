@@ -37,7 +37,7 @@ use std::time::Duration;
 use enlace_core::action::ActionContext;
 use enlace_core::trigger::{DynPollingTrigger, DynSubscribeTrigger, PollPage, PolledItem};
 use enlace_core::{ConnectorError, Credentials, ErrorClass, RateLimit, Subscription};
-use enlace_recipe::model::{DEFAULT_HOLD_ABOVE, DEFAULT_POLL_EVERY, TriggerConfig, subscription_path};
+use enlace_recipe::model::{DEFAULT_POLL_EVERY, TriggerConfig, subscription_path};
 use enlace_store::{Accepted, CursorMark, HeldBatch, PollCommit, PollItem, PollState, StoreError, SubscriptionRow};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -654,9 +654,4 @@ impl Runner {
         }
         Ok((batch, runs))
     }
-}
-
-/// The hold threshold and poll interval defaults, for documentation and the API.
-pub fn defaults() -> (Duration, u32) {
-    (DEFAULT_POLL_EVERY, DEFAULT_HOLD_ABOVE)
 }
