@@ -494,3 +494,88 @@ steps:
     runner.poll_triggers().await.unwrap();
     assert_eq!(app.count_on("/subscriptions"), 2, "a disabled recipe is not subscribed again");
 }
+
+// ---- the API ----
+
+/// Polls `GET /api/v1/recipes/{id}/trigger` until `ok` holds (the server polls every second).
+async fn trigger_until(s: &TestServer, id: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let r = s.api(reqwest::Method::GET, &format!("/api/v1/recipes/{id}/trigger")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        last = r.json().await.unwrap();
+        if ok(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the trigger never reached the expected state: {last}");
+}
+
+#[tokio::test]
+async fn the_api_shows_the_state_previews_rewinds_and_approves_held_batches() {
+    let (feed, target) = (Feed::start().await, Target::start().await);
+    feed.add(1, 2);
+    let s = TestServer::start().await;
+    let yaml = feed_recipe(&feed, &target, "hold_above: 2", "", "v1").replace("every: 1m", "every: 10m");
+    let r = s.api(reqwest::Method::POST, "/api/v1/recipes").header("content-type", "application/yaml").body(yaml).send().await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+
+    let st = trigger_until(&s, "orders", |v| !v["seeded_at"].is_null()).await;
+    assert_eq!((st["kind"].as_str(), st["every"].as_str(), st["hold_above"].as_u64()), (Some("polling"), Some("10m"), Some(2)));
+    assert_eq!(st["held_items"], 0);
+    let seeded_at = st["seeded_at"].as_str().unwrap().to_string();
+
+    // A preview lists what a poll from that cursor would fire, and fires nothing.
+    feed.add(3, 5);
+    let r = s.api(reqwest::Method::POST, "/api/v1/recipes/orders/trigger/rewind").json(&json!({"to": seeded_at})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let rw: Value = r.json().await.unwrap();
+    assert_eq!(rw["preview"], true, "a preview unless told otherwise");
+    let keys: Vec<(&str, bool)> =
+        rw["items"].as_array().unwrap().iter().map(|i| (i["key"].as_str().unwrap(), i["would_fire"].as_bool().unwrap())).collect();
+    assert_eq!(keys, [("ord_1", false), ("ord_2", false), ("ord_3", true), ("ord_4", true), ("ord_5", true)]);
+    assert_eq!(rw["would_fire"], 3);
+    assert!(runs_of(&s.store, "orders").await.is_empty());
+
+    let bad = s.api(reqwest::Method::POST, "/api/v1/recipes/orders/trigger/rewind").json(&json!({"to": "yesterday"})).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!((body["code"].as_str(), body["path"].as_str()), (Some("invalid_request"), Some("to")));
+    let early = s
+        .api(reqwest::Method::POST, "/api/v1/recipes/orders/trigger/rewind")
+        .json(&json!({"to": "2001-01-01T00:00:00Z"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(early.status(), 404);
+
+    // Applied: the next poll comes at once; 3 new items are above `hold_above: 2`, so held.
+    let r = s
+        .api(reqwest::Method::POST, "/api/v1/recipes/orders/trigger/rewind")
+        .json(&json!({"to": seeded_at, "preview": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let st = trigger_until(&s, "orders", |v| v["held_items"] == 3).await;
+    let batch = st["held"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(st["held"][0]["status"], "held");
+
+    let r = s.api(reqwest::Method::POST, &format!("/api/v1/recipes/orders/trigger/held/{batch}/approve")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["run_ids"].as_array().unwrap().len(), 3);
+    assert_eq!(d["batch"]["status"], "approved");
+    let again = s.api(reqwest::Method::POST, &format!("/api/v1/recipes/orders/trigger/held/{batch}/discard")).send().await.unwrap();
+    assert_eq!(again.status(), 409);
+    target.wait_for("/got", 3).await;
+    assert_eq!(got_ids(&target), ["ord_3", "ord_4", "ord_5"]);
+
+    let nope = s.api(reqwest::Method::GET, "/api/v1/recipes/none/trigger").send().await.unwrap();
+    assert_eq!(nope.status(), 404);
+    let doc: Value = s.http.get(s.url("/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    for p in ["/api/v1/recipes/{id}/trigger", "/api/v1/recipes/{id}/trigger/rewind", "/api/v1/recipes/{id}/trigger/held/{batch}/approve"] {
+        assert!(doc["paths"].get(p).is_some(), "{p} is documented");
+    }
+}

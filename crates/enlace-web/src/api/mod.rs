@@ -1,4 +1,4 @@
-//! `/api/v1`: recipes, runs, connectors, connections, secrets and tokens. Every handler is
+//! `/api/v1`: recipes (and their connector triggers), runs, connectors, connections, secrets and tokens. Every handler is
 //! described with `#[utoipa::path]` and mounted through utoipa-axum's router, so the
 //! OpenAPI document and the routes cannot drift apart.
 
@@ -8,6 +8,7 @@ pub mod connections;
 pub mod connectors;
 pub mod recipes;
 pub mod runs;
+pub mod triggers;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -47,6 +48,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(recipes::disable))
         .routes(routes!(recipes::versions))
         .routes(routes!(recipes::version))
+        .routes(routes!(triggers::show))
+        .routes(routes!(triggers::rewind))
+        .routes(routes!(triggers::approve))
+        .routes(routes!(triggers::discard))
         .routes(routes!(runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(runs::replay))
