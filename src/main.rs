@@ -17,6 +17,7 @@ use enlace_store::{RunFilter, RunStatus, Store, StoreConfig, Synchronous};
 use serde_json::{Value, json};
 
 mod connections;
+mod triggers;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -91,6 +92,13 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// A recipe's connector trigger: its state, rewinds with a preview, held batches.
+    Trigger {
+        #[command(subcommand)]
+        command: triggers::TriggerCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Secrets read by recipes as `{{secrets.NAME}}`, stored encrypted.
     Secrets {
         #[command(subcommand)]
@@ -147,6 +155,11 @@ struct NodeArgs {
     /// This node's name in run leases and logs (default: a random one per process).
     #[arg(long, env = "ENLACE_NODE_ID")]
     node_id: Option<String>,
+    /// The address apps reach this installation at (https://enlace.example.com):
+    /// subscribe triggers give apps <public-url>/hooks/subscriptions/<recipe>. `serve`
+    /// defaults to http://<listen address>; a worker without it cannot subscribe.
+    #[arg(long, env = "ENLACE_PUBLIC_URL")]
+    public_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -264,6 +277,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Runs { command, store } => runs(command, &store).await,
         Command::Connections { command, store } => connections::run(command, &store).await,
         Command::Secrets { command, store } => secrets(command, &store).await,
+        Command::Trigger { command, store } => triggers::run(command, &store).await,
     }
 }
 
@@ -330,6 +344,7 @@ fn runner_config(concurrency: usize, workers: bool, node: &NodeArgs) -> RunnerCo
     if let Some(id) = &node.node_id {
         c.node_id = id.clone();
     }
+    c.public_url = node.public_url.clone();
     c
 }
 
@@ -359,7 +374,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
 
     let store = open_store(&args.store).await?;
     let registry = enlace_connectors::registry();
-    let config = runner_config(args.concurrency, !args.no_workers, &args.node);
+    let mut config = runner_config(args.concurrency, !args.no_workers, &args.node);
+    config.public_url.get_or_insert_with(|| format!("http://{}", args.listen));
     let runner = Runner::new(store.clone(), registry, config, transport()?, Arc::new(SystemClock));
     // On SQLite this process is the only one with workers: what a dead one left running
     // is queued again now. On PostgreSQL the reapers do it, once the dead node's lease ends.

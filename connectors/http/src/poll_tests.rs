@@ -18,10 +18,13 @@ use enlace_kit::{ReqwestTransport, TransportConfig};
 
 use crate::connector;
 
+/// What the feed saw of one request: the `since` parameter and the Authorization header.
+type Seen = (Option<String>, Option<String>);
+
 #[derive(Clone, Default)]
 struct Feed {
     items: Arc<Mutex<Vec<Value>>>,
-    seen: Arc<Mutex<Vec<(Option<String>, Option<String>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 async fn feed(State(f): State<Feed>, Query(q): Query<std::collections::BTreeMap<String, String>>, headers: HeaderMap) -> impl IntoResponse {

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use enlace_core::duration::format_duration;
+use enlace_runner::{RewindOutcome, TriggerStatus};
 use enlace_store::HeldBatch;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -117,7 +118,7 @@ pub struct DecisionView {
     pub run_ids: Vec<String>,
 }
 
-fn batch_view(b: &HeldBatch) -> HeldBatchView {
+pub fn batch_view(b: &HeldBatch) -> HeldBatchView {
     HeldBatchView {
         id: b.id.clone(),
         count: b.count,
@@ -131,10 +132,14 @@ fn batch_view(b: &HeldBatch) -> HeldBatchView {
 #[utoipa::path(get, path = "/api/v1/recipes/{id}/trigger", tag = "triggers", params(("id" = String, Path)),
     responses((status = 200, body = TriggerStateView), (status = 400, description = "The recipe's trigger is not a polling or subscribe trigger", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<TriggerStateView>> {
-    let t = s.runner.trigger_status(&id).await?;
+    Ok(Json(state_view(&s.runner.trigger_status(&id).await?)))
+}
+
+/// The API's (and the CLI's) view of a trigger's state.
+pub fn state_view(t: &TriggerStatus) -> TriggerStateView {
     let st = t.state.as_ref();
     let held_items = t.held.iter().filter(|b| b.status == "held").map(|b| b.count).sum();
-    Ok(Json(TriggerStateView {
+    TriggerStateView {
         recipe_id: t.recipe_id.clone(),
         kind: t.kind.to_string(),
         enabled: t.enabled,
@@ -154,7 +159,7 @@ pub async fn show(State(s): State<AppState>, Path(id): Path<String>) -> ApiResul
             .map(|c| CursorView { cursor: c.cursor.clone(), at: ts(c.at), reason: c.reason.clone() })
             .collect(),
         subscription: t.subscription.clone(),
-    }))
+    }
 }
 
 /// Rewinds a polling trigger to its cursor as of `to`. With `preview` (the default) it only lists what would fire; otherwise the next poll fires it (items that fired already are skipped unless `refire`).
@@ -171,8 +176,12 @@ pub async fn rewind(State(s): State<AppState>, Path(id): Path<String>, body: Byt
         .map_err(|e| ApiError::invalid("to", format!("`{}` is not an RFC 3339 time ({e}); write one like 2026-11-25T09:00:00Z", req.to)))?
         .timestamp_millis();
     let preview = req.preview.unwrap_or(true);
-    let out = s.runner.rewind_trigger(&id, to, preview, req.refire).await?;
-    Ok(Json(RewindView {
+    Ok(Json(rewind_view(s.runner.rewind_trigger(&id, to, preview, req.refire).await?)))
+}
+
+/// The API's (and the CLI's) view of a rewind.
+pub fn rewind_view(out: RewindOutcome) -> RewindView {
+    RewindView {
         recipe_id: out.recipe_id,
         cursor: out.cursor,
         cursor_since: ts(out.cursor_since),
@@ -190,7 +199,7 @@ pub async fn rewind(State(s): State<AppState>, Path(id): Path<String>, body: Byt
                 event: i.event,
             })
             .collect(),
-    }))
+    }
 }
 
 /// Approves a batch the flood guard held: every item starts its run, once.
