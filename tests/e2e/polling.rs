@@ -627,3 +627,24 @@ async fn the_cli_shows_previews_and_approves() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("approved already"));
     assert_eq!(runs_of(&store, "orders").await.len(), 2);
 }
+
+// ---- validation ----
+
+#[test]
+fn every_and_hold_above_are_checked() {
+    let registry = enlace_connectors::registry();
+    let check = |trigger: &str| {
+        let yaml = format!("id: x\ntrigger: {trigger}\nsteps:\n  - id: f\n    filter: \"{{{{eq 1 1}}}}\"\n");
+        enlace_recipe::load(&yaml, Some("x.yaml"), &registry).err().map(|d| d.to_string()).unwrap_or_default()
+    };
+    let ok = check(r#"{app: http, event: poll_json, every: 10s, hold_above: 5, with: {url: "https://x.example/feed", id: id}}"#);
+    assert_eq!(ok, "");
+    let fast = check(r#"{app: http, event: poll_json, every: 5s, with: {url: "https://x.example/feed", id: id}}"#);
+    assert!(fast.contains("trigger.every") && fast.contains("at most every 10s"), "{fast}");
+    let zero = check(r#"{app: http, event: poll_json, hold_above: 0, with: {url: "https://x.example/feed", id: id}}"#);
+    assert!(zero.contains("trigger.hold_above") && zero.contains("between 1 and 100000"), "{zero}");
+    let hook = check("{app: webhook, event: catch, every: 1m}");
+    assert!(hook.contains("applies to polling triggers only"), "{hook}");
+    let missing = check(r#"{app: http, event: poll_json, with: {url: "https://x.example/feed"}}"#);
+    assert!(missing.contains("the field `id` is required"), "{missing}");
+}
