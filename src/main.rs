@@ -17,6 +17,7 @@ use enlace_store::{RunFilter, RunStatus, Store, StoreConfig, Synchronous};
 use serde_json::{Value, json};
 
 mod connections;
+mod triggers;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -91,6 +92,13 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// A recipe's connector trigger: its state, rewinds with a preview, held batches.
+    Trigger {
+        #[command(subcommand)]
+        command: triggers::TriggerCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Secrets read by recipes as `{{secrets.NAME}}`, stored encrypted.
     Secrets {
         #[command(subcommand)]
@@ -114,11 +122,6 @@ struct ServeArgs {
     /// On SIGTERM, how long to let runs in flight finish before handing them back to the queue.
     #[arg(long, env = "ENLACE_DRAIN_TIMEOUT", default_value = "20s", value_parser = duration_arg)]
     drain_timeout: Duration,
-    /// Enlace's address as browsers and vendors reach it, like `https://enlace.example.com`:
-    /// OAuth2 sign-ins come back to `<public-url>/oauth/callback` (register that address with
-    /// each OAuth app). Default: the address a request came to.
-    #[arg(long, env = "ENLACE_PUBLIC_URL")]
-    public_url: Option<String>,
     /// Ingress only: store events and queue their runs, and leave running them (and cron
     /// schedules) to `enlace worker` nodes on the same PostgreSQL store.
     #[arg(long, env = "ENLACE_NO_WORKERS")]
@@ -152,6 +155,13 @@ struct NodeArgs {
     /// This node's name in run leases and logs (default: a random one per process).
     #[arg(long, env = "ENLACE_NODE_ID")]
     node_id: Option<String>,
+    /// The address apps and browsers reach this installation at (https://enlace.example.com):
+    /// subscribe triggers give apps <public-url>/hooks/subscriptions/<recipe>, and OAuth2
+    /// sign-ins come back to <public-url>/oauth/callback (register it with each OAuth app).
+    /// `serve` defaults to http://<listen address> for subscriptions and to the address a
+    /// request came to for sign-ins; a worker without it cannot subscribe.
+    #[arg(long, env = "ENLACE_PUBLIC_URL")]
+    public_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -272,6 +282,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Runs { command, store } => runs(command, &store).await,
         Command::Connections { command, store } => connections::run(command, &store).await,
         Command::Secrets { command, store } => secrets(command, &store).await,
+        Command::Trigger { command, store } => triggers::run(command, &store).await,
     }
 }
 
@@ -338,6 +349,7 @@ fn runner_config(concurrency: usize, workers: bool, node: &NodeArgs) -> RunnerCo
     if let Some(id) = &node.node_id {
         c.node_id = id.clone();
     }
+    c.public_url = node.public_url.clone();
     c
 }
 
@@ -367,7 +379,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
 
     let store = open_store(&args.store).await?;
     let registry = enlace_connectors::registry();
-    let config = runner_config(args.concurrency, !args.no_workers, &args.node);
+    let mut config = runner_config(args.concurrency, !args.no_workers, &args.node);
+    config.public_url.get_or_insert_with(|| format!("http://{}", args.listen));
     let runner = Runner::new(store.clone(), registry, config, transport()?, Arc::new(SystemClock));
     // On SQLite this process is the only one with workers: what a dead one left running
     // is queued again now. On PostgreSQL the reapers do it, once the dead node's lease ends.
@@ -384,8 +397,10 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let addr = listener.local_addr()?;
     tracing::info!(address = %addr, data_dir = %args.store.data_dir.display(), database = store.backend_name(), workers = !args.no_workers, node = %runner.node_id(), "Enlace is listening");
     println!("Enlace listening on http://{addr}");
-    let app =
-        enlace_web::app(runner.clone(), enlace_web::WebConfig { public_url: args.public_url.clone(), ..enlace_web::WebConfig::default() });
+    let app = enlace_web::app(
+        runner.clone(),
+        enlace_web::WebConfig { public_url: args.node.public_url.clone(), ..enlace_web::WebConfig::default() },
+    );
     enlace_web::serve(listener, app, shutdown_signal()).await?;
     tracing::info!("stopped taking requests; draining runs in flight");
     let handed_back = runner.shutdown(args.drain_timeout).await;

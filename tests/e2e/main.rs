@@ -10,6 +10,7 @@ mod cli;
 mod contacts;
 mod contracts;
 mod oauth;
+mod polling;
 mod recipes;
 mod runner;
 mod scale;

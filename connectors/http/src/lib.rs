@@ -1,9 +1,12 @@
 //! The `http` app: call any web address or API from a recipe.
 //!
-//! One action, [`request::Request`] (`http.request`). It needs no connection, but when a
-//! step names one, the connection's credentials (any kind) are put on the request. What
-//! the app does for end users is in this folder's README.md.
+//! One action, [`request::Request`] (`http.request`), and one polling trigger,
+//! [`poll_json::PollJson`] (`http.poll_json`: new items in a JSON feed). Neither needs a
+//! connection, but when a step or trigger names one, the connection's credentials (any
+//! kind) are put on the request. What the app does for end users is in this folder's
+//! README.md.
 
+pub mod poll_json;
 pub mod request;
 
 use enlace_core::{AuthKind, Connector};
@@ -20,8 +23,11 @@ pub fn connector() -> Connector {
     )
     .auth(AuthKind::None)
     .action(request::Request)
+    .polling_trigger(poll_json::PollJson)
     .build()
 }
 
+#[cfg(test)]
+mod poll_tests;
 #[cfg(test)]
 mod tests;

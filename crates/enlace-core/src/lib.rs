@@ -34,6 +34,7 @@ pub use manifest::{ActionSpec, AuthKind, ConnectorManifest, Idempotency, RateLim
 pub use oauth::{ClientAuth, GrantType, OAuth2App, OAuth2Grant, TokenSet};
 pub use registry::{Connector, Registry};
 pub use secret::{Credentials, ImapCredentials, ImapTls, Secret, SmtpCredentials, SmtpTls};
+pub use trigger::{PolledItem, PollingTrigger, SubscribeTrigger, Subscription};
 
 /// A boxed, sendable future: what erased traits return.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::action::{Action, DynAction, Erased};
 use crate::connection::{ConnectionContext, ConnectionTest, DynConnectionTest, TestOutcome};
 use crate::manifest::{AuthKind, ConnectorManifest, RateLimit, TriggerKind, TriggerSpec};
-use crate::trigger::{DynPollingTrigger, ErasedPolling, PollingTrigger};
+use crate::trigger::{DynPollingTrigger, DynSubscribeTrigger, ErasedPolling, ErasedSubscribe, PollingTrigger, SubscribeTrigger};
 
 /// A connector: its manifest and the code behind its actions and polling triggers.
 #[derive(Clone)]
@@ -14,6 +14,7 @@ pub struct Connector {
     pub manifest: ConnectorManifest,
     actions: BTreeMap<String, Arc<dyn DynAction>>,
     polling: BTreeMap<String, Arc<dyn DynPollingTrigger>>,
+    subscribe: BTreeMap<String, Arc<dyn DynSubscribeTrigger>>,
     tester: Option<Arc<dyn DynConnectionTest>>,
 }
 
@@ -42,6 +43,7 @@ impl Connector {
                 },
                 actions: BTreeMap::new(),
                 polling: BTreeMap::new(),
+                subscribe: BTreeMap::new(),
                 tester: None,
             },
         }
@@ -57,6 +59,10 @@ impl Connector {
 
     pub fn polling_trigger(&self, id: &str) -> Option<&Arc<dyn DynPollingTrigger>> {
         self.polling.get(id)
+    }
+
+    pub fn subscribe_trigger(&self, id: &str) -> Option<&Arc<dyn DynSubscribeTrigger>> {
+        self.subscribe.get(id)
     }
 
     /// Tests a connection with the connector's [`ConnectionTest`]; an app without one
@@ -127,9 +133,21 @@ impl ConnectorBuilder {
         self
     }
 
+    /// A subscribe (REST hook) trigger: the runner subscribes on enable, unsubscribes on
+    /// disable and subscribes again before the subscription expires.
+    pub fn subscribe_trigger<T: SubscribeTrigger>(mut self, trigger: T) -> Self {
+        let erased = ErasedSubscribe::new(trigger);
+        self.connector.manifest.triggers.push(erased.spec().clone());
+        self.connector.subscribe.insert(T::ID.into(), Arc::new(erased));
+        self
+    }
+
     /// A trigger carried out by Enlace itself (webhook ingress, the clock, `emit`).
     pub fn builtin_trigger(mut self, spec: TriggerSpec) -> Self {
-        debug_assert!(spec.kind != TriggerKind::Polling, "polling triggers need code: use polling_trigger");
+        debug_assert!(
+            !matches!(spec.kind, TriggerKind::Polling | TriggerKind::Subscribe),
+            "polling and subscribe triggers need code: use polling_trigger or subscribe_trigger"
+        );
         self.connector.manifest.triggers.push(spec);
         self
     }

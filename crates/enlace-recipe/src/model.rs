@@ -26,10 +26,11 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    /// The webhook path, when the trigger is `webhook.catch`.
+    /// The webhook ingress, when the trigger is `webhook.catch` or a subscribe trigger.
     pub fn hook(&self) -> Option<&WebhookConfig> {
         match &self.trigger.config {
             TriggerConfig::Webhook(w) => Some(w),
+            TriggerConfig::Subscribe { hook, .. } => Some(hook),
             _ => None,
         }
     }
@@ -110,10 +111,35 @@ pub enum TriggerConfig {
         trigger: enlace_core::contacts::ContactTrigger,
         tag: Option<String>,
     },
-    /// A connector's polling trigger: its `with`, checked against the trigger's schema.
+    /// A connector's polling trigger: its `with`, checked against the trigger's schema, and
+    /// how the runner polls it (the trigger's own `every` and `hold_above`).
     Polling {
         with: Value,
+        /// How often the runner polls ([`DEFAULT_POLL_EVERY`], at least [`MIN_POLL_EVERY`]).
+        every: Duration,
+        /// The flood guard: a poll that finds more new items than this holds them all as
+        /// one batch for approval instead of firing them ([`DEFAULT_HOLD_ABOVE`]).
+        hold_above: u32,
     },
+    /// A connector's subscribe (REST hook) trigger: its `with`, checked against the
+    /// trigger's schema, and the webhook ingress the app calls (`POST
+    /// /hooks/{path}`, the path being `subscriptions/<recipe id>`).
+    Subscribe {
+        with: Value,
+        hook: WebhookConfig,
+    },
+}
+
+/// How often a polling trigger polls unless its recipe says `every`.
+pub const DEFAULT_POLL_EVERY: Duration = Duration::from_secs(300);
+/// The shortest `every` a polling trigger may ask for.
+pub const MIN_POLL_EVERY: Duration = Duration::from_secs(10);
+/// The flood guard's threshold unless the recipe says `hold_above`.
+pub const DEFAULT_HOLD_ABOVE: u32 = 100;
+
+/// The webhook path a subscribe trigger's app calls for a recipe.
+pub fn subscription_path(recipe_id: &str) -> String {
+    format!("subscriptions/{recipe_id}")
 }
 
 /// `webhook.catch`.

@@ -104,7 +104,7 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 pub const MAX_MAX_BODY: usize = 16 << 20;
 
 const TOP_KEYS: &[&str] = &["id", "name", "description", "enabled", "trigger", "steps", "vars"];
-const TRIGGER_KEYS: &[&str] = &["app", "event", "connection", "with"];
+const TRIGGER_KEYS: &[&str] = &["app", "event", "connection", "with", "every", "hold_above"];
 const WEBHOOK_KEYS: &[&str] = &["path", "secret", "signature_header", "dedupe_key", "respond", "max_body", "rate_limit"];
 const STEP_KINDS: &[&str] = &["action", "filter", "branch", "foreach", "delay", "delay_until", "emit", "wait_for", "split"];
 const WEBHOOK_EVENT_KEYS: &[&str] = &["body", "headers", "query", "received_at", "path"];
@@ -323,7 +323,7 @@ impl<'a> Validator<'a> {
             }
         };
         let trigger_keys = match trigger.as_ref().map(|t| &t.config) {
-            Some(TriggerConfig::Webhook(_)) => Some(WEBHOOK_EVENT_KEYS),
+            Some(TriggerConfig::Webhook(_) | TriggerConfig::Subscribe { .. }) => Some(WEBHOOK_EVENT_KEYS),
             Some(TriggerConfig::Cron(_)) => Some(&["fired_at"][..]),
             _ => None,
         };
@@ -430,13 +430,73 @@ impl<'a> Validator<'a> {
                 };
                 TriggerConfig::Contact { trigger, tag }
             }
-            TriggerKind::Polling | TriggerKind::Subscribe => {
+            TriggerKind::Polling => {
                 let schema = spec.config_schema.clone();
                 self.check_against_schema(with_v, &schema, "trigger.with");
-                TriggerConfig::Polling { with: with_v.clone() }
+                let (every, hold_above) = self.polling_settings(t);
+                TriggerConfig::Polling { with: with_v.clone(), every, hold_above }
+            }
+            TriggerKind::Subscribe => {
+                let schema = spec.config_schema.clone();
+                self.check_against_schema(with_v, &schema, "trigger.with");
+                let path = crate::model::subscription_path(recipe_id.unwrap_or_default());
+                let hook = WebhookConfig {
+                    path,
+                    secret: None,
+                    signature_header: "x-enlace-signature".into(),
+                    dedupe_key: None,
+                    respond: Respond::Accepted,
+                    max_body: DEFAULT_MAX_BODY,
+                    rate_limit: None,
+                };
+                TriggerConfig::Subscribe { with: with_v.clone(), hook }
             }
         };
+        if !matches!(spec.kind, TriggerKind::Polling) {
+            for k in ["every", "hold_above"] {
+                if t.contains_key(k) {
+                    self.err_key(
+                        &join_key("trigger", k),
+                        format!("`{k}` applies to polling triggers only; `{app}.{event}` is not one (remove `{k}`)"),
+                    );
+                }
+            }
+        }
         Some(Trigger { app, event, connection, config })
+    }
+
+    /// A polling trigger's `every` (default 5m, at least 10s) and `hold_above` (default 100).
+    fn polling_settings(&mut self, t: &Map<String, Value>) -> (Duration, u32) {
+        let every = match t.get("every") {
+            None | Some(Value::Null) => DEFAULT_POLL_EVERY,
+            Some(v) => match self.duration(v, "trigger.every") {
+                Some(d) if d < MIN_POLL_EVERY => {
+                    self.err(
+                        "trigger.every",
+                        format!(
+                            "polls at most every {}: apps limit how often they may be asked (the default is {})",
+                            enlace_core::duration::format_duration(MIN_POLL_EVERY),
+                            enlace_core::duration::format_duration(DEFAULT_POLL_EVERY)
+                        ),
+                    );
+                    MIN_POLL_EVERY
+                }
+                Some(d) => d,
+                None => DEFAULT_POLL_EVERY,
+            },
+        };
+        let hold_above = match t.get("hold_above") {
+            None | Some(Value::Null) => DEFAULT_HOLD_ABOVE,
+            Some(Value::Number(n)) if n.as_u64().is_some_and(|n| (1..=100_000).contains(&n)) => n.as_u64().unwrap_or(0) as u32,
+            Some(other) => {
+                self.err(
+                    "trigger.hold_above",
+                    format!("must be a whole number of items between 1 and 100000 (a poll that finds more new items than this holds them for approval), found {other}"),
+                );
+                DEFAULT_HOLD_ABOVE
+            }
+        };
+        (every, hold_above)
     }
 
     fn trigger_template(&mut self, v: &Value, path: &str, trigger_keys: Option<&'static [&'static str]>) -> Option<Template> {

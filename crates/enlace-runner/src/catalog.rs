@@ -160,7 +160,7 @@ impl Catalog {
 fn index(inner: &mut Inner, cur: Current) {
     if cur.row.enabled {
         match &cur.recipe.trigger.config {
-            TriggerConfig::Webhook(w) => {
+            TriggerConfig::Webhook(w) | TriggerConfig::Subscribe { hook: w, .. } => {
                 inner.hooks.insert(w.path.clone(), cur.row.id.clone());
             }
             TriggerConfig::Event { name } => inner.events.entry(name.clone()).or_default().push(cur.row.id.clone()),

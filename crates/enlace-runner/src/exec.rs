@@ -11,7 +11,7 @@ use enlace_core::{ConnectorError, Credentials, ErrorClass, RateLimit};
 use enlace_kit::RecordingTransport;
 use enlace_recipe::model::{ActionStep, Delay, Mapping, OnError, Respond, Step, StepKind, TriggerConfig};
 use enlace_recipe::template::Data;
-use enlace_store::{NewEvent, RateSpec, RunDetail, RunRow, RunStatus, RunUpdate, StepRecord, StepStatus};
+use enlace_store::{ConnectionRow, NewEvent, RateSpec, RunDetail, RunRow, RunStatus, RunUpdate, StepRecord, StepStatus};
 use rand::Rng;
 use serde_json::{Map, Value, json};
 use tokio::sync::OwnedSemaphorePermit;
@@ -627,23 +627,7 @@ impl Exec {
     /// hold from a vendor's `Retry-After` seen here comes first; then the limit, kept in the
     /// store when the store is shared by several nodes, else in this process (governor).
     async fn rate_wait(&self, key: &str, limit: Option<RateLimit>) -> Duration {
-        let inner = &self.inner;
-        let now = self.now();
-        if !inner.store.shared_rate_limits() {
-            return inner.limits.check(key, limit, now);
-        }
-        let held = inner.limits.check(key, None, now);
-        if !held.is_zero() {
-            return held;
-        }
-        let Some(l) = limit else { return Duration::ZERO };
-        match inner.store.rate_acquire(key, l.calls.max(1), (l.per.as_millis() as i64).max(1)).await {
-            Ok(ms) => Duration::from_millis(ms.max(0) as u64),
-            Err(e) => {
-                tracing::warn!(key = %key, error = %e, "reading the shared rate budget failed; waiting before trying again");
-                Duration::from_millis(500)
-            }
-        }
+        rate_wait(&self.inner, key, limit, self.now()).await
     }
 
     async fn credentials(&mut self, a: &ActionStep) -> Result<Credentials, ConnectorError> {
@@ -651,26 +635,12 @@ impl Exec {
         if let Some(c) = self.credentials.get(id) {
             return Ok(c.clone());
         }
-        match self.inner.store.connection(id).await {
-            Ok(Some((row, creds))) => {
-                if row.app != a.app && a.app != "http" {
-                    return Err(ConnectorError::bad_input(
-                        "connection",
-                        format!("the connection `{id}` is for `{}`, not `{}`", row.app, a.app),
-                    ));
-                }
-                self.masker = Masker::new(self.masker_values().into_iter().chain(creds.secret_values().into_iter().map(str::to_string)));
-                self.credentials.insert(id.clone(), creds.clone());
-                self.connection_status.insert(id.clone(), row.status.clone());
-                self.connection_limits.insert(id.clone(), row.rate_limit);
-                Ok(creds)
-            }
-            Ok(None) => Err(ConnectorError::bad_input(
-                "connection",
-                format!("no connection `{id}`; create it with `enlace connections create` or POST /api/v1/connections"),
-            )),
-            Err(e) => Err(ConnectorError::transient(format!("reading the connection `{id}` failed: {e}"))),
-        }
+        let (row, creds) = connection_credentials(&self.inner, &a.app, id).await?;
+        self.masker = Masker::new(self.masker_values().into_iter().chain(creds.secret_values().into_iter().map(str::to_string)));
+        self.credentials.insert(id.clone(), creds.clone());
+        self.connection_status.insert(id.clone(), row.status.clone());
+        self.connection_limits.insert(id.clone(), row.rate_limit);
+        Ok(creds)
     }
 
     fn masker_values(&self) -> Vec<String> {
@@ -1028,6 +998,46 @@ async fn call_action(action: &dyn DynAction, ctx: &ActionContext, input: Value, 
     match tokio::time::timeout(timeout, action.call(ctx, input)).await {
         Ok(r) => r,
         Err(_) => Err(ConnectorError::MaybeDelivered { message: format!("no answer within {}s", timeout.as_secs()) }),
+    }
+}
+
+/// How long before a call on `key` may go out (zero: it goes now, and is counted). A hold
+/// from a vendor's `Retry-After` seen here comes first; then the limit, kept in the store
+/// when the store is shared by several nodes, else in this process (governor). Steps and
+/// polling triggers share it.
+pub(crate) async fn rate_wait(inner: &Inner, key: &str, limit: Option<RateLimit>, now: i64) -> Duration {
+    if !inner.store.shared_rate_limits() {
+        return inner.limits.check(key, limit, now);
+    }
+    let held = inner.limits.check(key, None, now);
+    if !held.is_zero() {
+        return held;
+    }
+    let Some(l) = limit else { return Duration::ZERO };
+    match inner.store.rate_acquire(key, l.calls.max(1), (l.per.as_millis() as i64).max(1)).await {
+        Ok(ms) => Duration::from_millis(ms.max(0) as u64),
+        Err(e) => {
+            tracing::warn!(key = %key, error = %e, "reading the shared rate budget failed; waiting before trying again");
+            Duration::from_millis(500)
+        }
+    }
+}
+
+/// A connection's row and credentials, checked against the app that uses them: the one
+/// place where steps and triggers get credentials.
+pub(crate) async fn connection_credentials(inner: &Inner, app: &str, id: &str) -> Result<(ConnectionRow, Credentials), ConnectorError> {
+    match inner.store.connection(id).await {
+        Ok(Some((row, creds))) => {
+            if row.app != app && app != "http" {
+                return Err(ConnectorError::bad_input("connection", format!("the connection `{id}` is for `{}`, not `{app}`", row.app)));
+            }
+            Ok((row, creds))
+        }
+        Ok(None) => Err(ConnectorError::bad_input(
+            "connection",
+            format!("no connection `{id}`; create it with `enlace connections create` or POST /api/v1/connections"),
+        )),
+        Err(e) => Err(ConnectorError::transient(format!("reading the connection `{id}` failed: {e}"))),
     }
 }
 

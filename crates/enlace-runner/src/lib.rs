@@ -24,6 +24,7 @@ pub mod limits;
 pub mod mask;
 pub mod metrics;
 pub mod oauth;
+pub mod poll;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 pub use catalog::{Catalog, Current};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use metrics::Metrics;
+pub use poll::{PollReport, RewindItem, RewindOutcome, TriggerStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -83,6 +85,10 @@ pub struct RunnerConfig {
     /// Call nothing outside: actions that do all their IO over HTTP are called with a
     /// recording transport, the others not at all; every action's output is its sample.
     pub dry_run: bool,
+    /// The address apps reach this installation at (`ENLACE_PUBLIC_URL`, for example
+    /// `https://enlace.example.com`): subscribe triggers give apps
+    /// `<public_url>/hooks/subscriptions/<recipe id>`. Without it they cannot subscribe.
+    pub public_url: Option<String>,
 }
 
 impl Default for RunnerConfig {
@@ -94,6 +100,7 @@ impl Default for RunnerConfig {
             lease: Duration::from_secs(30),
             step_timeout: Duration::from_secs(300),
             dry_run: false,
+            public_url: None,
         }
     }
 }
@@ -249,6 +256,8 @@ impl Runner {
             tokio::spawn(async move { schedule_loop(me).await });
             let me = self.inner.clone();
             tokio::spawn(async move { lease_loop(me).await });
+            let me = self.inner.clone();
+            tokio::spawn(async move { poll::trigger_loop(me).await });
         }
         let me = self.inner.clone();
         tokio::spawn(async move { refresh_loop(me).await });
@@ -293,7 +302,7 @@ impl Runner {
     pub async fn save_recipe(&self, recipe: &Recipe, origin: &str) -> Result<Saved, RunnerError> {
         let now = self.now_ms();
         let (hook_path, event_name, cron) = match &recipe.trigger.config {
-            TriggerConfig::Webhook(w) => (Some(w.path.clone()), None, None),
+            TriggerConfig::Webhook(w) | TriggerConfig::Subscribe { hook: w, .. } => (Some(w.path.clone()), None, None),
             TriggerConfig::Event { name } => (None, Some(name.clone()), None),
             TriggerConfig::Cron(c) => {
                 let next =
@@ -327,6 +336,7 @@ impl Runner {
             )
             .await?;
         self.inner.catalog.put(saved.recipe.clone(), Arc::new(recipe.clone()));
+        poll::trigger_changed(&self.inner, &recipe.id).await;
         Ok(saved)
     }
 
@@ -340,6 +350,7 @@ impl Runner {
             .ok_or_else(|| RunnerError::NotFound(format!("no recipe `{id}`")))?;
         let recipe = self.inner.catalog.version(&self.inner.store, id, row.version).await?;
         self.inner.catalog.put(row.clone(), recipe);
+        poll::trigger_changed(&self.inner, id).await;
         Ok(row)
     }
 

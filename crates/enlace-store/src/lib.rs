@@ -20,6 +20,7 @@
 mod contacts;
 mod crypto;
 mod pg;
+mod polling;
 mod sqlite;
 pub mod testing;
 mod types;
@@ -36,6 +37,7 @@ pub use enlace_core::contacts::{
     Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, ContactOutcome, ContactTrigger, Evidence, NewConsent, Note,
     TimelineEvent, WriteContext,
 };
+pub use polling::*;
 pub use types::*;
 
 /// What went wrong in the store. Callers map these to API errors; none of them is "the

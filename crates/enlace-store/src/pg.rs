@@ -31,6 +31,8 @@ use crate::sqlite::{digest, json_text, parse_json};
 use crate::types::*;
 use crate::{Result, StoreError, new_id, redact_url, token_hash};
 
+mod polling;
+
 /// sqlx's migrator takes a PostgreSQL advisory lock (keyed by the database) around the
 /// migrations: nodes starting at once apply them once, the others wait and find them done.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");

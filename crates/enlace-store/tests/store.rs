@@ -168,6 +168,9 @@ both!(
     contacts_changes_write_the_timeline_and_start_subscribed_runs_once,
     contacts_consent_history_and_notes_are_idempotent_per_key,
     contacts_list_filters_and_erase_removes_everything,
+    polling_claims_commits_and_fences,
+    polling_held_batches_fire_once_and_rewinds_rearm,
+    subscriptions_keep_their_secret_sealed,
 );
 
 async fn backend_facts(kind: Kind) {
@@ -1142,5 +1145,203 @@ async fn contacts_list_filters_and_erase_removes_everything(kind: Kind) {
     let d = s.contact_detail(ContactKey::Id(again.outcome.contact.id)).await.unwrap().unwrap();
     assert!(d.consents.is_empty() && d.notes.is_empty() && d.contact.tags.is_empty());
     assert_eq!(d.timeline.len(), 1);
+    db.finish().await;
+}
+
+// ---- connector triggers ----
+
+fn item(key: &str) -> PollItem {
+    PollItem { key: key.into(), event: json!({"id": key}) }
+}
+
+fn commit(recipe: &str, owner: &str, now: Millis) -> PollCommit {
+    PollCommit { recipe_id: recipe.into(), recipe_version: 1, owner: owner.into(), now, next_poll_at: now + 60_000, ..Default::default() }
+}
+
+fn keys(v: &[&str]) -> Vec<String> {
+    v.iter().map(|k| k.to_string()).collect()
+}
+
+async fn polling_claims_commits_and_fences(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    assert!(s.poll_state("feed").await.unwrap().is_none());
+
+    // One node at a time: the lease goes to the first claimer, others get nothing until it
+    // ends or runs out.
+    let stores = db.stores(3).await;
+    let mut set = JoinSet::new();
+    for (i, st) in stores.iter().cycle().take(12).enumerate() {
+        let st = st.clone();
+        set.spawn(async move { st.poll_claim("feed", &format!("node-{i}"), 1_000, 30_000, false).await.unwrap() });
+    }
+    let got: Vec<PollState> = set.join_all().await.into_iter().flatten().collect();
+    assert_eq!(got.len(), 1, "exactly one node holds the poll: {got:?}");
+    let owner = got[0].lease_owner.clone().unwrap();
+    assert_eq!(got[0].seeded_at, None, "a new state is unseeded");
+    let other = if owner == "node-0" { "node-1" } else { "node-0" };
+    assert!(s.poll_claim("feed", other, 2_000, 30_000, true).await.unwrap().is_none(), "even forced, a live lease is kept");
+
+    // Seeding: the cursor and the keys, nothing fired.
+    let mut seed = commit("feed", &owner, 1_500);
+    seed.seed = true;
+    seed.cursor = Some("c1".into());
+    seed.seen = keys(&["a", "b", "c"]);
+    let done = s.poll_commit(seed.clone()).await.unwrap().expect("the owner commits");
+    assert!(done.runs.is_empty());
+    let st = s.poll_state("feed").await.unwrap().unwrap();
+    assert_eq!((st.cursor.as_deref(), st.seeded_at, st.next_poll_at, st.lease_owner.as_deref()), (Some("c1"), Some(1_500), 61_500, None));
+    assert!(s.poll_commit(seed).await.unwrap().is_none(), "without the lease a commit writes nothing");
+    let seen = s.poll_seen("feed", &keys(&["a", "b", "c", "d"])).await.unwrap();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|k| k.fired == 0 && k.settled()));
+
+    // Not due yet: no claim; due: a claim.
+    assert!(s.poll_claim("feed", "n", 61_499, 30_000, false).await.unwrap().is_none());
+    let st = s.poll_claim("feed", "n", 61_500, 30_000, false).await.unwrap().unwrap();
+    assert_eq!(st.cursor.as_deref(), Some("c1"));
+
+    // New items fire with the cursor, oldest first; one already seen is skipped.
+    let mut c2 = commit("feed", "n", 61_600);
+    c2.cursor = Some("c2".into());
+    c2.seen = keys(&["e", "d", "c"]);
+    c2.fire = vec![item("d"), item("e"), item("c")];
+    let done = s.poll_commit(c2).await.unwrap().unwrap();
+    assert_eq!(done.runs.len(), 2);
+    assert_eq!(done.skipped, 1, "`c` was seen at seeding");
+    let runs = s.list_runs(&RunFilter { recipe_id: Some("feed".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    let d = s.run_detail(&done.runs[0].run_id).await.unwrap().unwrap();
+    assert_eq!(d.event.source, "poll");
+    assert_eq!(d.event.dedupe_key.as_deref(), Some("poll:d"));
+    assert_eq!(d.event.payload, json!({"id": "d"}));
+    let e = s.run_detail(&done.runs[1].run_id).await.unwrap().unwrap();
+    assert!(d.run.due_at < e.run.due_at, "the oldest item is due first");
+    // The queue hands them out.
+    let claimed = s.claim_due("w", 61_600, 10, 30_000).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|c| c.run_id.clone()).collect::<Vec<_>>(),
+        done.runs.iter().map(|a| a.run_id.clone()).collect::<Vec<_>>()
+    );
+
+    // The cursor history, for rewinds.
+    let marks = s.poll_cursors("feed", 10).await.unwrap();
+    assert_eq!(
+        marks.iter().map(|m| (m.cursor.clone().unwrap(), m.reason.as_str())).collect::<Vec<_>>(),
+        vec![("c2".into(), "poll"), ("c1".into(), "seed")]
+    );
+    assert_eq!(s.poll_cursor_at("feed", 61_599).await.unwrap().unwrap().cursor.as_deref(), Some("c1"));
+    assert_eq!(s.poll_cursor_at("feed", 61_600).await.unwrap().unwrap().cursor.as_deref(), Some("c2"));
+    assert!(s.poll_cursor_at("feed", 1_499).await.unwrap().is_none());
+
+    // An expired lease passes to another node; the first node's late commit is refused.
+    s.poll_claim("feed", "slow", 121_600, 1_000, false).await.unwrap().unwrap();
+    s.poll_claim("feed", "fast", 122_601, 30_000, false).await.unwrap().expect("the lease ran out");
+    let mut late = commit("feed", "slow", 122_700);
+    late.fire = vec![item("f")];
+    assert!(s.poll_commit(late).await.unwrap().is_none(), "a node that lost the lease writes nothing");
+    assert!(s.poll_seen("feed", &keys(&["f"])).await.unwrap().is_empty());
+
+    // Forgetting (a disable) keeps the seen keys; the next claim starts unseeded.
+    assert!(s.poll_forget("feed").await.unwrap());
+    let st = s.poll_claim("feed", "n", 200_000, 30_000, false).await.unwrap().unwrap();
+    assert_eq!(st.seeded_at, None);
+    assert_eq!(s.poll_seen("feed", &keys(&["a", "d"])).await.unwrap().len(), 2);
+    db.finish().await;
+}
+
+async fn polling_held_batches_fire_once_and_rewinds_rearm(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    s.poll_claim("flood", "n", 0, 30_000, false).await.unwrap().unwrap();
+    let mut c = commit("flood", "n", 10);
+    let many: Vec<PollItem> = (0..150).map(|i| item(&format!("k{i:03}"))).collect();
+    c.seen = many.iter().map(|i| i.key.clone()).collect();
+    c.hold = many.clone();
+    let done = s.poll_commit(c).await.unwrap().unwrap();
+    assert!(done.runs.is_empty());
+    let batch_id = done.held.expect("a held batch");
+    let listed = s.held_batches("flood").await.unwrap();
+    assert_eq!((listed.len(), listed[0].count, listed[0].status.as_str(), listed[0].items.len()), (1, 150, "held", 0));
+    assert_eq!(s.held_batch("flood", &batch_id).await.unwrap().unwrap().items, many);
+    let seen = s.poll_seen("flood", &keys(&["k000", "k149"])).await.unwrap();
+    assert!(seen.iter().all(|k| k.fired == 0 && k.settled()), "held items are seen, not fired");
+
+    // Approving fires each item once, even when asked on several nodes at once.
+    let stores = db.stores(3).await;
+    let mut set = JoinSet::new();
+    for st in stores.iter().cycle().take(6) {
+        let (st, id) = (st.clone(), batch_id.clone());
+        set.spawn(async move { st.decide_held("flood", &id, true, 1, 20).await });
+    }
+    let results = set.join_all().await;
+    let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(ok.len(), 1, "one approval wins");
+    assert_eq!(ok[0].1.len(), 150);
+    assert!(
+        results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(e, StoreError::Conflict(m) if m.contains("approved already")))
+    );
+    let runs = s.list_runs(&RunFilter { recipe_id: Some("flood".into()), limit: 1000, ..Default::default() }).await.unwrap();
+    assert_eq!(runs.len(), 150);
+    assert!(matches!(s.decide_held("flood", &batch_id, false, 1, 30).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(s.decide_held("flood", "nope", true, 1, 30).await, Err(StoreError::NotFound(_))));
+
+    // A rewind re-arms fired keys: the next commit fires them again, under a new dedupe key.
+    assert!(matches!(s.poll_rewind("none", None, vec![], 40).await, Err(StoreError::NotFound(_))));
+    s.poll_rewind("flood", Some("old".into()), keys(&["k000"]), 40).await.unwrap();
+    let seen = s.poll_seen("flood", &keys(&["k000"])).await.unwrap();
+    assert!(!seen[0].settled());
+    s.poll_claim("flood", "n", 40, 30_000, false).await.unwrap().expect("a rewind makes the poll due");
+    assert!(matches!(s.poll_rewind("flood", None, vec![], 41).await, Err(StoreError::Conflict(_))), "not while a node polls");
+    let mut c = commit("flood", "n", 50);
+    c.fire = vec![item("k000"), item("k001")];
+    let done = s.poll_commit(c).await.unwrap().unwrap();
+    assert_eq!((done.runs.len(), done.skipped), (1, 1), "only the re-armed key fires again");
+    let d = s.run_detail(&done.runs[0].run_id).await.unwrap().unwrap();
+    assert_eq!(d.event.dedupe_key.as_deref(), Some("poll:k000:2"));
+    let marks = s.poll_cursors("flood", 10).await.unwrap();
+    assert_eq!((marks[0].cursor.as_deref(), marks[0].reason.as_str()), (Some("old"), "rewind"));
+
+    // Discarding keeps the items seen and fires nothing.
+    s.poll_claim("flood", "n", 70_000, 30_000, false).await.unwrap().unwrap();
+    let mut c = commit("flood", "n", 70_000);
+    c.hold = vec![item("z1"), item("z2")];
+    let id = s.poll_commit(c).await.unwrap().unwrap().held.unwrap();
+    let (b, runs) = s.decide_held("flood", &id, false, 1, 70_001).await.unwrap();
+    assert_eq!((b.status.as_str(), runs.len()), ("discarded", 0));
+    assert_eq!(s.poll_seen("flood", &keys(&["z1", "z2"])).await.unwrap().len(), 2);
+    db.finish().await;
+}
+
+async fn subscriptions_keep_their_secret_sealed(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    let row = SubscriptionRow {
+        recipe_id: "hooked".into(),
+        app: "crm".into(),
+        event: "contact_created".into(),
+        subscription_id: "sub-1".into(),
+        target_url: "https://enlace.example/hooks/subscriptions/hooked".into(),
+        config: json!({"list": "a"}),
+        connection: Some("crm-main".into()),
+        secret: Some(enlace_core::Secret::new("whsec_topsecret")),
+        expires_at: Some(5_000),
+        created_at: 1,
+        updated_at: 1,
+    };
+    s.save_subscription(row.clone()).await.unwrap();
+    assert_eq!(s.subscription("hooked").await.unwrap().unwrap(), row);
+    assert!(!format!("{row:?}").contains("topsecret"), "Debug hides the secret");
+    let renewed = SubscriptionRow { subscription_id: "sub-2".into(), expires_at: Some(9_000), updated_at: 2, ..row };
+    s.save_subscription(renewed.clone()).await.unwrap();
+    assert_eq!(s.subscriptions().await.unwrap(), vec![renewed]);
+    if kind == Kind::Sqlite {
+        let bytes = std::fs::read(s.sqlite_path().unwrap()).unwrap_or_default();
+        let wal = std::fs::read(s.sqlite_path().unwrap().with_extension("db-wal")).unwrap_or_default();
+        let needle = b"whsec_topsecret";
+        assert!(!bytes.windows(needle.len()).any(|w| w == needle) && !wal.windows(needle.len()).any(|w| w == needle), "sealed at rest");
+    }
+    assert!(s.delete_subscription("hooked").await.unwrap());
+    assert!(s.subscription("hooked").await.unwrap().is_none());
     db.finish().await;
 }

@@ -1,4 +1,4 @@
-//! `/api/v1`: recipes, runs, connectors, connections, contacts, secrets and tokens. Every handler is
+//! `/api/v1`: recipes (and their connector triggers), runs, connectors, connections, contacts, secrets and tokens. Every handler is
 //! described with `#[utoipa::path]` and mounted through utoipa-axum's router, so the
 //! OpenAPI document and the routes cannot drift apart.
 
@@ -9,6 +9,7 @@ pub mod connectors;
 pub mod contacts;
 pub mod recipes;
 pub mod runs;
+pub mod triggers;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -48,6 +49,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(recipes::disable))
         .routes(routes!(recipes::versions))
         .routes(routes!(recipes::version))
+        .routes(routes!(triggers::show))
+        .routes(routes!(triggers::rewind))
+        .routes(routes!(triggers::approve))
+        .routes(routes!(triggers::discard))
         .routes(routes!(runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(runs::replay))

@@ -5,7 +5,6 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use enlace_recipe::Recipe;
-use enlace_recipe::model::TriggerConfig;
 use enlace_store::RecipeRow;
 use serde::Serialize;
 use serde_json::Value;
@@ -37,7 +36,7 @@ pub struct RecipeView {
 pub struct TriggerView {
     pub app: String,
     pub event: String,
-    /// For `webhook.catch`: the path to POST to (`/hooks/...`).
+    /// For `webhook.catch` and subscribe triggers: the path to POST to (`/hooks/...`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hook: Option<String>,
 }
@@ -69,10 +68,7 @@ pub(crate) fn ts(ms: i64) -> String {
 }
 
 pub(crate) fn view(row: &RecipeRow, recipe: &Recipe) -> RecipeView {
-    let hook = match &recipe.trigger.config {
-        TriggerConfig::Webhook(w) => Some(format!("/hooks/{}", w.path)),
-        _ => None,
-    };
+    let hook = recipe.hook().map(|w| format!("/hooks/{}", w.path));
     RecipeView {
         id: row.id.clone(),
         name: recipe.name.clone(),
