@@ -22,7 +22,7 @@ pub mod upload;
 
 use std::time::Duration;
 
-use enlace_core::{AuthKind, Connector, RateLimit};
+use enlace_core::{ClientAuth, Connector, OAuth2App, RateLimit};
 
 /// The app id recipes use (`app: google_drive`).
 pub const APP_ID: &str = "google_drive";
@@ -47,7 +47,20 @@ pub fn connector_at(api_base: &str, upload_base: &str) -> Connector {
         "Google Drive",
         "Save files to Google Drive (from text, a URL or another step's attachment), create folders, and start a recipe when a new file lands in a folder.",
     )
-    .auth(AuthKind::OAuth2)
+    // Google's OAuth 2.0 for web server apps (developers.google.com/identity/protocols/oauth2/web-server):
+    // `access_type=offline` asks for a refresh token, `prompt=consent` makes Google send one
+    // again on a second sign-in. The `drive` scope: the trigger reads files other apps put
+    // in the folder, which `drive.file` would not show (a connection may ask for less).
+    .oauth2(OAuth2App {
+        authorize_url: "https://accounts.google.com/o/oauth2/v2/auth".into(),
+        token_url: "https://oauth2.googleapis.com/token".into(),
+        scopes: vec!["https://www.googleapis.com/auth/drive".into()],
+        authorize_params: [("access_type", "offline"), ("prompt", "consent"), ("include_granted_scopes", "true")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        client_auth: ClientAuth::Basic,
+    })
     // Google's documented Drive API quota: 12,000 queries per 60 seconds per user (and per
     // project), "Usage limits", developers.google.com/workspace/drive/api/guides/limits.
     // Projects created from May 2026 count quota units instead (325,000 per minute per user);

@@ -608,6 +608,10 @@ fn manifest_declares_oauth2_the_quota_and_no_idempotency() {
     let m = &c.manifest;
     assert_eq!(m.id, "google_drive");
     assert_eq!(m.auth, enlace_core::AuthKind::OAuth2);
+    let o = m.oauth2.as_ref().expect("Drive users sign in with OAuth2");
+    assert_eq!(o.token_url, "https://oauth2.googleapis.com/token");
+    assert_eq!(o.authorize_params["access_type"], "offline", "without it Google sends no refresh token");
+    assert_eq!(o.authorize_params["prompt"], "consent", "without it a second sign-in gets no refresh token");
     assert_eq!(m.rate_limit, Some(enlace_core::RateLimit { calls: 12_000, per: Duration::from_secs(60) }));
     for id in ["upload_file", "create_folder"] {
         let a = m.action(id).unwrap();

@@ -21,7 +21,7 @@ pub mod trigger;
 use std::sync::Arc;
 use std::time::Duration;
 
-use enlace_core::{AuthKind, Connector, RateLimit};
+use enlace_core::{ClientAuth, Connector, OAuth2App, RateLimit};
 
 /// The app id recipes use (`app: hubspot`).
 pub const APP_ID: &str = "hubspot";
@@ -47,7 +47,16 @@ pub(crate) fn build(api_base: &str, clock: trigger::Clock) -> Connector {
         "HubSpot",
         "Create, update, upsert and search CRM contacts in HubSpot, and start recipes when a contact is created or updated.",
     )
-    .auth(AuthKind::OAuth2)
+    // HubSpot's OAuth (developers.hubspot.com, "OAuth quickstart"): the token endpoint takes
+    // the client id and secret in the form body. A private app's token is a bearer token
+    // instead (no sign-in).
+    .oauth2(OAuth2App {
+        authorize_url: "https://app.hubspot.com/oauth/authorize".into(),
+        token_url: "https://api.hubapi.com/oauth/v1/token".into(),
+        scopes: vec!["crm.objects.contacts.read".into(), "crm.objects.contacts.write".into()],
+        authorize_params: Default::default(),
+        client_auth: ClientAuth::Body,
+    })
     // HubSpot's API usage guidelines (developers.hubspot.com, "API usage guidelines and
     // limits"): private apps on Free and Starter accounts get 100 requests per 10 seconds
     // (Professional and Enterprise 190, the daily quota aside); OAuth apps get 100 per 10 s per

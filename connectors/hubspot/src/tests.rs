@@ -851,6 +851,9 @@ fn manifest_declares_oauth2_the_burst_limit_and_documents_every_field() {
     let m = &c.manifest;
     assert_eq!(m.id, "hubspot");
     assert_eq!(m.auth, enlace_core::AuthKind::OAuth2);
+    let o = m.oauth2.as_ref().expect("HubSpot users sign in with OAuth2");
+    assert_eq!(o.client_auth, enlace_core::ClientAuth::Body, "HubSpot's token endpoint reads the client in the body");
+    assert!(o.scopes.iter().any(|s| s == "crm.objects.contacts.write"));
     assert_eq!(m.rate_limit, Some(enlace_core::RateLimit { calls: 100, per: Duration::from_secs(10) }));
     let want = [
         ("upsert_contact", Idempotency::Natural),
