@@ -106,6 +106,30 @@ async fn server_errors_retry_with_backoff_and_full_jitter() {
     assert_eq!(d.steps[0].attempts, 3);
 }
 
+async fn a_spent_budget_in_the_apps_headers_holds_the_next_call_until_the_reset() {
+    let target = Target::start().await;
+    // The app answers the first call and says nothing is left until 30 s from now.
+    let reset = (chrono::Utc::now().timestamp() + 30).to_string();
+    target.script(
+        "/t",
+        vec![Answer::status(200, "{}").header("x-ratelimit-remaining", "0").header("x-ratelimit-reset", &reset), Answer::status(200, "{}")],
+    );
+    let (runner, clock, store) = manual_runner(None).await;
+    install(&runner, &one_call_recipe(&target, "/t", "")).await;
+    let first = start_run(&runner, "call", json!({"email": "a@b.c"})).await;
+    assert_eq!(settled(&store, &first).await.status, RunStatus::Succeeded);
+    let second = start_run(&runner, "call", json!({"email": "d@e.f"})).await;
+    let r = settled(&store, &second).await;
+    assert_eq!(r.status, RunStatus::Queued, "the second call waits for the reset instead of being refused");
+    let wait = r.due_at.unwrap() - runner.now_ms();
+    assert!((20_000..=31_000).contains(&wait), "held until the reset, got {wait}ms");
+    assert_eq!(target.received_on("/t").len(), 1, "nothing was sent while the budget was spent");
+    clock.set(r.due_at.unwrap());
+    runner.drain_due().await.unwrap();
+    assert_eq!(store.get_run(&second).await.unwrap().unwrap().status, RunStatus::Succeeded);
+    assert_eq!(target.received_on("/t").len(), 2);
+}
+
 async fn auth_and_bad_request_fail_at_once_without_retry() {
     let target = Target::start().await;
     target.script("/auth", vec![Answer::status(401, r#"{"error":"invalid_token"}"#)]);
@@ -432,6 +456,7 @@ async fn a_caller_that_goes_away_never_leaves_a_run_without_its_worker() {
 
 on_both_backends!(
     rate_limited_waits_for_retry_after_then_succeeds_with_the_same_key,
+    a_spent_budget_in_the_apps_headers_holds_the_next_call_until_the_reset,
     server_errors_retry_with_backoff_and_full_jitter,
     auth_and_bad_request_fail_at_once_without_retry,
     a_failed_run_replays_from_its_failed_step,

@@ -793,7 +793,8 @@ impl Exec {
         let recorder = inner.config.dry_run.then(|| Arc::new(RecordingTransport::default()));
         let transport: Arc<dyn HttpTransport> = match &recorder {
             Some(r) => r.clone(),
-            None => inner.transport.clone(),
+            // The app's rate-limit headers feed the connection's budget.
+            None => Arc::new(crate::limits::BudgetWatch { inner: inner.clone(), key: limit_key.clone() }),
         };
         let mut ctx = ActionContext {
             run_id: self.run.id.clone(),
