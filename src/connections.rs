@@ -55,6 +55,28 @@ pub enum ConnectionsCommand {
         /// The connection's id.
         id: String,
     },
+    /// Start (or restart) the sign-in of an OAuth2 connection: prints the address to open
+    /// in a browser. The app sends the browser back to the running server's
+    /// `<public-url>/oauth/callback`, which stores the tokens and resumes waiting runs.
+    Authorize {
+        /// The connection's id.
+        id: String,
+        /// The server's address as browsers reach it (the `--public-url` of `enlace serve`).
+        #[arg(long, env = "ENLACE_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
+        public_url: String,
+    },
+}
+
+/// A runner on the store, started nowhere: what the connection commands need to refresh a
+/// token or start a sign-in exactly as the server does.
+fn idle_runner(store: &enlace_store::Store) -> Result<enlace_runner::Runner> {
+    Ok(enlace_runner::Runner::new(
+        store.clone(),
+        enlace_connectors::registry(),
+        enlace_runner::RunnerConfig::default(),
+        transport()?,
+        Arc::new(enlace_runner::SystemClock),
+    ))
 }
 
 #[derive(Args)]
@@ -232,17 +254,22 @@ async fn run_with(cmd: ConnectionsCommand, create: Option<Checked>, store: &enla
         ConnectionsCommand::Create(_) => {
             let (new, (name, credentials, rate)) = create.ok_or_else(|| anyhow!("internal: the connection was not checked"))?;
             let row = store.create_connection(&new.id, &new.app, &name, &credentials, rate, now).await?;
-            println!("connection `{}` created for the app `{}`; check it with `enlace connections test {}`", row.id, row.app, row.id);
+            let runner = idle_runner(store)?;
+            enlace_web::api::connections::first_token(&runner, &row.id, &credentials).await.map_err(api_error)?;
+            let needs_sign_in = matches!(&credentials, enlace_core::Credentials::OAuth2Grant(g)
+                if g.grant == enlace_core::GrantType::AuthorizationCode && !g.can_refresh());
+            if needs_sign_in {
+                println!(
+                    "connection `{}` created for the app `{}`; sign in to finish: `enlace connections authorize {}` prints the address to open",
+                    row.id, row.app, row.id
+                );
+            } else {
+                println!("connection `{}` created for the app `{}`; check it with `enlace connections test {}`", row.id, row.app, row.id);
+            }
             ExitCode::SUCCESS
         }
         ConnectionsCommand::Test { id } => {
-            let runner = enlace_runner::Runner::new(
-                store.clone(),
-                enlace_connectors::registry(),
-                enlace_runner::RunnerConfig::default(),
-                transport()?,
-                Arc::new(enlace_runner::SystemClock),
-            );
+            let runner = idle_runner(store)?;
             let view = run_test(&runner, &id, now).await.map_err(api_error)?;
             match view.status.as_str() {
                 "ok" => {
@@ -295,6 +322,14 @@ async fn run_with(cmd: ConnectionsCommand, create: Option<Checked>, store: &enla
                     ExitCode::FAILURE
                 }
             }
+        }
+        ConnectionsCommand::Authorize { id, public_url } => {
+            let runner = idle_runner(store)?;
+            let view = enlace_web::api::connections::start_authorization(&runner, &id, &public_url).await.map_err(api_error)?;
+            println!("open this address in a browser and sign in (before {}):", view.expires_at);
+            println!("{}", view.authorize_url);
+            eprintln!("(the app sends the browser back to {}; `enlace serve` must be reachable there)", view.redirect_uri);
+            ExitCode::SUCCESS
         }
         ConnectionsCommand::Delete { id } => {
             if store.delete_connection(&id).await? {

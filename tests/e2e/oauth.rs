@@ -524,3 +524,38 @@ async fn sign_in_and_refresh_against_oauth2_mock_server() {
     assert!(metrics.contains("enlace_oauth_refreshes_total{outcome=\"ok\"} 1"), "one refresh against the server:\n{metrics}");
     assert_eq!(connection(&s, "npm").await["status"], "ok");
 }
+
+#[tokio::test]
+async fn the_cli_creates_oauth2_connections_and_prints_the_sign_in_address() {
+    let strict = Strict::start().await;
+    let data = temp_dir("oauth-cli");
+    let creds = strict.credentials().to_string();
+    let (ok, out, err) = cli(&data, &["connections", "create", "crm", "--app", "http", "--credentials-file", "-"], &creds, true);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("sign in to finish: `enlace connections authorize crm`"), "{out}");
+    let (ok, out, err) = cli(&data, &["connections", "authorize", "crm", "--public-url", "https://enlace.example.com"], "", true);
+    assert!(ok, "{out}{err}");
+    let url = out.lines().find(|l| l.starts_with("http")).unwrap_or_else(|| panic!("no address: {out}")).to_string();
+    assert!(err.contains("https://enlace.example.com/oauth/callback"), "{err}");
+    // The address is one the strict server accepts (client, S256 challenge, state, scopes),
+    // and it sends the browser back to the public address's callback.
+    let r = no_redirects().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let back = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(back.starts_with("https://enlace.example.com/oauth/callback?code="), "{back}");
+    assert!(strict.with(|a| a.violations.is_empty()));
+
+    // Client credentials: the first token is fetched by `create`.
+    let cc = json!({"kind": "oauth2", "grant": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "token_url": format!("{}/token", strict.base)}).to_string();
+    let (ok, out, err) = cli(&data, &["connections", "create", "svc", "--app", "http", "--credentials-file", "-"], &cc, true);
+    assert!(ok, "{out}{err}");
+    let (_, out, _) = cli(&data, &["connections", "show", "svc"], "", true);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["status"], "ok", "{v}");
+    assert_eq!(strict.with(|a| a.client_credentials), 1);
+    // Nothing the CLI printed holds a token or the secret.
+    let (_, list, _) = cli(&data, &["connections", "list", "--json"], "", true);
+    for secret in strict.with(|a| a.access_tokens.clone()).iter().map(String::as_str).chain([CLIENT_SECRET]) {
+        assert!(!list.contains(secret) && !out.contains(secret));
+    }
+}

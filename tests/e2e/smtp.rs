@@ -6,7 +6,7 @@
 //! aiosmtpd must be installed (`.ci/run` installs it): a test that cannot find it fails
 //! and says how to install it.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -459,25 +459,6 @@ async fn implicit_tls_works_and_certificates_are_checked() {
 }
 
 /// Runs the CLI with `stdin` piped in; returns (success, stdout, stderr).
-fn cli(data_dir: &Path, args: &[&str], stdin: &str, allow_private: bool) -> (bool, String, String) {
-    let mut cmd = bin();
-    cmd.env("ENLACE_DATA_DIR", data_dir)
-        .env_remove("ENLACE_DATABASE_URL")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if allow_private {
-        cmd.env("ENLACE_ALLOW_PRIVATE_NETWORKS", "true");
-    } else {
-        cmd.env_remove("ENLACE_ALLOW_PRIVATE_NETWORKS");
-    }
-    let mut child = cmd.spawn().unwrap();
-    // A command that reads nothing may exit before its input is written: that is fine.
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    let out = child.wait_with_output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
 
 #[tokio::test]
 async fn connections_through_the_cli_create_list_rename_test_delete_and_never_show_a_secret() {

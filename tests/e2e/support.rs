@@ -302,6 +302,28 @@ pub fn bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_enlace"))
 }
 
+/// Runs the `enlace` binary on a data directory (SQLite) with `stdin` as its input, the SSRF
+/// guard lifted or not; returns whether it succeeded, its stdout and its stderr.
+pub fn cli(data_dir: &std::path::Path, args: &[&str], stdin: &str, allow_private: bool) -> (bool, String, String) {
+    let mut cmd = bin();
+    cmd.env("ENLACE_DATA_DIR", data_dir)
+        .env_remove("ENLACE_DATABASE_URL")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if allow_private {
+        cmd.env("ENLACE_ALLOW_PRIVATE_NETWORKS", "true");
+    } else {
+        cmd.env_remove("ENLACE_ALLOW_PRIVATE_NETWORKS");
+    }
+    let mut child = cmd.spawn().unwrap();
+    // A command that reads nothing may exit before its input is written: that is fine.
+    let _ = std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// Runs each test on both stores: `<test>::sqlite` and `<test>::postgres` (a fresh
 /// PostgreSQL database per test).
 macro_rules! on_both_backends {

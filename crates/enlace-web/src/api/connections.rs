@@ -264,7 +264,7 @@ pub async fn start_authorization(runner: &Runner, id: &str, base: &str) -> Resul
 /// After a connection got credentials: an OAuth2 client credentials connection gets its
 /// first token now (so a wrong secret shows at once); a sign-in connection is marked as
 /// waiting for its sign-in.
-async fn first_token(runner: &Runner, id: &str, credentials: &Credentials) -> Result<(), ApiError> {
+pub async fn first_token(runner: &Runner, id: &str, credentials: &Credentials) -> Result<(), ApiError> {
     let Credentials::OAuth2Grant(g) = credentials else { return Ok(()) };
     let now = runner.now_ms();
     if g.grant == GrantType::ClientCredentials || g.can_refresh() {
