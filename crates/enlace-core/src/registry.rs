@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::action::{Action, DynAction, Erased};
 use crate::connection::{ConnectionContext, ConnectionTest, DynConnectionTest, TestOutcome};
+use crate::inbound::InboundTrigger;
 use crate::manifest::{AuthKind, ConnectorManifest, RateLimit, TriggerKind, TriggerSpec};
 use crate::trigger::{DynPollingTrigger, ErasedPolling, PollingTrigger};
 
@@ -14,6 +15,7 @@ pub struct Connector {
     pub manifest: ConnectorManifest,
     actions: BTreeMap<String, Arc<dyn DynAction>>,
     polling: BTreeMap<String, Arc<dyn DynPollingTrigger>>,
+    inbound: BTreeMap<String, Arc<dyn InboundTrigger>>,
     tester: Option<Arc<dyn DynConnectionTest>>,
 }
 
@@ -42,6 +44,7 @@ impl Connector {
                 },
                 actions: BTreeMap::new(),
                 polling: BTreeMap::new(),
+                inbound: BTreeMap::new(),
                 tester: None,
             },
         }
@@ -57,6 +60,11 @@ impl Connector {
 
     pub fn polling_trigger(&self, id: &str) -> Option<&Arc<dyn DynPollingTrigger>> {
         self.polling.get(id)
+    }
+
+    /// The inbound trigger (a vendor calls `/hooks/{path}`, see [`crate::inbound`]) with this id.
+    pub fn inbound_trigger(&self, id: &str) -> Option<&Arc<dyn InboundTrigger>> {
+        self.inbound.get(id)
     }
 
     /// Tests a connection with the connector's [`ConnectionTest`]; an app without one
@@ -124,6 +132,16 @@ impl ConnectorBuilder {
         let erased = ErasedPolling::new(trigger);
         self.connector.manifest.triggers.push(erased.spec().clone());
         self.connector.polling.insert(T::ID.into(), Arc::new(erased));
+        self
+    }
+
+    /// A trigger the vendor calls on `/hooks/{path}`: its spec's kind must be
+    /// [`TriggerKind::Webhook`]; the connector checks, shapes and answers each request.
+    pub fn inbound_trigger<T: InboundTrigger + 'static>(mut self, trigger: T) -> Self {
+        let spec = trigger.spec().clone();
+        debug_assert!(spec.kind == TriggerKind::Webhook, "inbound triggers are webhooks");
+        self.connector.manifest.triggers.push(spec.clone());
+        self.connector.inbound.insert(spec.id, Arc::new(trigger));
         self
     }
 

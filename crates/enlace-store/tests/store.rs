@@ -1037,6 +1037,7 @@ async fn contacts_consent_history_and_notes_are_idempotent_per_key(kind: Kind) {
                 text: Some("Yes".into()),
                 recorded_at: 5,
                 run_id: None,
+                details: Default::default(),
             },
         },
     };
@@ -1118,7 +1119,14 @@ async fn contacts_list_filters_and_erase_removes_everything(kind: Kind) {
                 purpose: "marketing".into(),
                 channel: "email".into(),
                 status: ConsentStatus::Granted,
-                evidence: Evidence { source: "form".into(), ip: None, text: None, recorded_at: 1, run_id: None },
+                evidence: Evidence {
+                    source: "form".into(),
+                    ip: None,
+                    text: None,
+                    recorded_at: 1,
+                    run_id: None,
+                    details: Default::default(),
+                },
             },
         },
         write(None, vec![], 11),
