@@ -15,3 +15,4 @@ mod runner;
 mod scale;
 mod server;
 mod smtp;
+mod twilio;
