@@ -197,18 +197,19 @@ async fn a_stop_withdraws_sms_consent_with_its_evidence() {
     let params = sms("  Stop ");
     let ev = receive("inbound_sms", &inbound_ctx(&store, basic()), &signed(HOOK, &borrowed(&params), TOKEN)).await.expect("accepted");
     assert_eq!(ev.event["opt_out"], json!({"keyword": "STOP", "status": "withdrawn", "contacts": ["c-1"]}));
-    let recorded = store.recorded.lock().unwrap();
-    assert_eq!(recorded.len(), 1);
-    let (w, phone, consent) = &recorded[0];
-    assert_eq!(w.op_key.as_deref(), Some("twilio:SM11111111111111111111111111111111"), "a retry records nothing twice");
-    assert_eq!(phone, "+14155552671");
-    assert_eq!((consent.purpose.as_str(), consent.channel.as_str(), consent.status), ("marketing", "sms", ConsentStatus::Withdrawn));
-    assert_eq!(consent.evidence.source, "twilio_inbound_sms");
-    assert_eq!(
-        Value::Object(consent.evidence.details.clone()),
-        json!({"message_sid": "SM11111111111111111111111111111111", "body": "  Stop ", "at": "2026-04-14T09:31:02.120Z"})
-    );
-    drop(recorded);
+    {
+        let recorded = store.recorded.lock().unwrap();
+        assert_eq!(recorded.len(), 1);
+        let (w, phone, consent) = &recorded[0];
+        assert_eq!(w.op_key.as_deref(), Some("twilio:SM11111111111111111111111111111111"), "a retry records nothing twice");
+        assert_eq!(phone, "+14155552671");
+        assert_eq!((consent.purpose.as_str(), consent.channel.as_str(), consent.status), ("marketing", "sms", ConsentStatus::Withdrawn));
+        assert_eq!(consent.evidence.source, "twilio_inbound_sms");
+        assert_eq!(
+            Value::Object(consent.evidence.details.clone()),
+            json!({"message_sid": "SM11111111111111111111111111111111", "body": "  Stop ", "at": "2026-04-14T09:31:02.120Z"})
+        );
+    }
 
     // START grants it again; WhatsApp decisions are for the whatsapp channel.
     let mut params = sms("start");

@@ -290,7 +290,7 @@ impl ContactTx for Tx<'_> {
         } else {
             "SELECT id FROM contacts WHERE phone = $1 ORDER BY id"
         };
-        Ok(sqlx::query_scalar(sql).bind(phone).fetch_all(&mut *self.0).await.map_err(pg_err)?)
+        sqlx::query_scalar(sql).bind(phone).fetch_all(&mut *self.0).await.map_err(pg_err)
     }
 
     async fn latest_consent(&mut self, contact_id: &str, purpose: &str, channel: &str) -> Result<Option<Consent>> {

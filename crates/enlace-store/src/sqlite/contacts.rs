@@ -265,13 +265,9 @@ impl ContactTx for Tx<'_> {
             .collect())
     }
 
-    async fn contacts_by_phone(&mut self, phone: &str, lock: bool) -> Result<Vec<String>> {
-        let sql = if lock {
-            "SELECT id FROM contacts WHERE phone = ? ORDER BY id"
-        } else {
-            "SELECT id FROM contacts WHERE phone = ? ORDER BY id"
-        };
-        Ok(sqlx::query_scalar(sql).bind(phone).fetch_all(&mut *self.0).await?)
+    async fn contacts_by_phone(&mut self, phone: &str, _lock: bool) -> Result<Vec<String>> {
+        // The writer is alone: nothing to lock.
+        Ok(sqlx::query_scalar("SELECT id FROM contacts WHERE phone = ? ORDER BY id").bind(phone).fetch_all(&mut *self.0).await?)
     }
 
     async fn latest_consent(&mut self, contact_id: &str, purpose: &str, channel: &str) -> Result<Option<Consent>> {
