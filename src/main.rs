@@ -116,7 +116,8 @@ struct ServeArgs {
     drain_timeout: Duration,
     /// Enlace's address as browsers and vendors reach it, like `https://enlace.example.com`:
     /// OAuth2 sign-ins come back to `<public-url>/oauth/callback` (register that address with
-    /// each OAuth app). Default: the address a request came to.
+    /// each OAuth app), and Twilio's signatures are checked against `<public-url>/hooks/...`.
+    /// Default: the address a request came to.
     #[arg(long, env = "ENLACE_PUBLIC_URL")]
     public_url: Option<String>,
     /// Ingress only: store events and queue their runs, and leave running them (and cron
