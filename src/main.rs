@@ -450,7 +450,8 @@ async fn run_once(file: &Path, event_file: &Path, dry_run: bool, as_json: bool) 
     let text = std::fs::read_to_string(event_file).with_context(|| format!("cannot read {}", event_file.display()))?;
     let mut event: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", event_file.display()))?;
     // A webhook recipe's event is {body, headers, query, received_at}: accept just the body too.
-    if recipe.hook().is_some() && event.get("body").is_none() {
+    // (A connector's inbound trigger, like `twilio.inbound_sms`, takes its event as it is.)
+    if recipe.hook().is_some_and(|h| !h.inbound) && event.get("body").is_none() {
         event = json!({"body": event, "headers": {}, "query": {}, "received_at": enlace_runner::clock::rfc3339(chrono::Utc::now().timestamp_millis()), "path": recipe.hook().map(|h| h.path.clone())});
     }
     let store = Store::temporary().await?;
