@@ -157,7 +157,8 @@ struct NodeArgs {
     node_id: Option<String>,
     /// The address apps and browsers reach this installation at (https://enlace.example.com):
     /// subscribe triggers give apps <public-url>/hooks/subscriptions/<recipe>, and OAuth2
-    /// sign-ins come back to <public-url>/oauth/callback (register it with each OAuth app).
+    /// sign-ins come back to <public-url>/oauth/callback (register it with each OAuth app),
+    /// and Twilio's signatures are checked against <public-url>/hooks/....
     /// `serve` defaults to http://<listen address> for subscriptions and to the address a
     /// request came to for sign-ins; a worker without it cannot subscribe.
     #[arg(long, env = "ENLACE_PUBLIC_URL")]
@@ -467,7 +468,8 @@ async fn run_once(file: &Path, event_file: &Path, dry_run: bool, as_json: bool) 
     let text = std::fs::read_to_string(event_file).with_context(|| format!("cannot read {}", event_file.display()))?;
     let mut event: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", event_file.display()))?;
     // A webhook recipe's event is {body, headers, query, received_at}: accept just the body too.
-    if recipe.hook().is_some() && event.get("body").is_none() {
+    // (A connector's inbound trigger, like `twilio.inbound_sms`, takes its event as it is.)
+    if recipe.hook().is_some_and(|h| !h.inbound) && event.get("body").is_none() {
         event = json!({"body": event, "headers": {}, "query": {}, "received_at": enlace_runner::clock::rfc3339(chrono::Utc::now().timestamp_millis()), "path": recipe.hook().map(|h| h.path.clone())});
     }
     let store = Store::temporary().await?;

@@ -16,3 +16,4 @@ mod runner;
 mod scale;
 mod server;
 mod smtp;
+mod twilio;

@@ -381,6 +381,7 @@ impl Action for RecordConsent {
                     text: Some("Yes, send me offers and news by email".into()),
                     recorded_at: 1_764_115_200_000,
                     run_id: Some("0193a1f2-7000-7000-8000-000000000001".into()),
+                    details: Map::new(),
                 },
                 at: 1_764_115_200_000,
             },
@@ -400,8 +401,14 @@ impl Action for RecordConsent {
             Some(t) => parse_time(t)?,
             None => chrono::Utc::now().timestamp_millis(),
         };
-        let evidence =
-            Evidence { source: ev.source.trim().to_string(), ip: ev.ip, text: ev.text, recorded_at, run_id: Some(ctx.run_id.clone()) };
+        let evidence = Evidence {
+            source: ev.source.trim().to_string(),
+            ip: ev.ip,
+            text: ev.text,
+            recorded_at,
+            run_id: Some(ctx.run_id.clone()),
+            details: Map::new(),
+        };
         let consent = NewConsent { purpose: input.purpose, channel: input.channel, status: input.status, evidence };
         let out = apply(ctx, ContactOp::RecordConsent { key, consent }, field).await?;
         let consent = out.consent.ok_or_else(|| ConnectorError::permanent("the contact store recorded no consent"))?;

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use enlace_core::contacts::ConsentStatus;
 use enlace_core::http::{HttpRequest, HttpResponse, Method};
 use enlace_core::{Action, ActionContext, ConnectionContext, ConnectionTest, ConnectorError, Credentials, Idempotency};
 
@@ -116,12 +117,46 @@ impl Action for SendSms {
 
     async fn call(&self, ctx: &ActionContext, input: Input) -> Result<Output, ConnectorError> {
         let mut request = build_request(&self.api_base, &input, &ctx.credentials)?;
+        check_consent(ctx, &e164("to", &input.to)?).await?;
         if !ctx.timeout.is_zero() {
             request.timeout = Some(ctx.timeout);
         }
         let resp = ctx.http.send(request).await.map_err(|e| enlace_kit::transport_error(e, false))?;
         output_of(resp)
     }
+}
+
+/// Refuses a recipient whose latest decision about marketing SMS is a withdrawal (they
+/// replied STOP, or a withdrawal was recorded on their contact): a Permanent error naming
+/// the consent, before anything is sent. Without a contact store (a connector's unit test)
+/// there is nothing to check; a store that cannot answer is a transient failure (nothing
+/// is sent while consent is unknown).
+async fn check_consent(ctx: &ActionContext, to: &str) -> Result<(), ConnectorError> {
+    let Some(contacts) = &ctx.extensions.contacts else { return Ok(()) };
+    let decision = contacts.phone_consent(to.to_string(), crate::inbound::PURPOSE.into(), "sms".into()).await.map_err(|e| {
+        ConnectorError::transient(format!("the SMS consent of {to} could not be read ({e}); nothing was sent, the step is retried"))
+    })?;
+    let Some(d) = decision.filter(|d| d.status == ConsentStatus::Withdrawn) else { return Ok(()) };
+    let when =
+        chrono::DateTime::from_timestamp_millis(d.at).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default();
+    let how = match (d.evidence.source.as_str(), d.evidence.details.get("message_sid").and_then(Value::as_str)) {
+        (crate::inbound::SOURCE, Some(sid)) => format!(
+            "they replied `{}` by SMS (message {sid})",
+            d.evidence.details.get("body").and_then(Value::as_str).unwrap_or("STOP").trim()
+        ),
+        (source, _) => format!("recorded by `{source}`"),
+    };
+    let whose = match &d.contact_id {
+        Some(id) => format!("on the contact `{id}`"),
+        None => "on the suppression list".to_string(),
+    };
+    Err(ConnectorError::Permanent {
+        message: format!(
+            "{to} withdrew consent to SMS (consent `{}` on channel `sms`: withdrawn at {when}, {how}, {whose}); Enlace sends no SMS to a number that opted out. It takes texts again after it replies START, or after a newer consent is recorded",
+            crate::inbound::PURPOSE
+        ),
+        status: None,
+    })
 }
 
 /// Checks the input and the connection and builds the request. A problem with the input

@@ -88,6 +88,10 @@ pub struct Evidence {
     /// The run that recorded it, when a recipe did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+    /// Further facts as the source names them, next to the fields above (an SMS reply:
+    /// `message_sid`, `body`, `at`).
+    #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
+    pub details: Map<String, Value>,
 }
 
 /// One consent decision for a purpose on a channel. The history is kept; the latest decision
@@ -223,12 +227,62 @@ pub enum ContactsError {
     Unavailable(String),
 }
 
+/// The latest consent decision about a phone number for one purpose and channel: from
+/// the contacts whose `phone` it is, or from the suppression list (decisions a number sent
+/// before any contact had it, such as an SMS reply STOP).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhoneDecision {
+    /// The number, in E.164.
+    pub phone: String,
+    pub status: ConsentStatus,
+    pub evidence: Evidence,
+    /// When it was stored (Unix milliseconds).
+    pub at: i64,
+    /// The contact the decision is recorded on; `None` for the suppression list.
+    pub contact_id: Option<String>,
+}
+
+/// What recording a phone number's decision did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhoneConsentOutcome {
+    /// The number, in E.164.
+    pub phone: String,
+    /// The contacts with this phone, each with the decision recorded on it (or found there,
+    /// for a retried call).
+    pub contacts: Vec<String>,
+}
+
 /// The contact store as actions see it (implemented by the runner over `enlace-store`).
 pub trait ContactsBackend: Send + Sync {
     /// Makes a change atomically, with its timeline entry and the runs it starts.
     fn apply<'a>(&'a self, w: WriteContext, op: ContactOp) -> BoxFuture<'a, Result<ContactOutcome, ContactsError>>;
     /// A contact with its consents, notes and latest timeline entries.
     fn find<'a>(&'a self, key: ContactKey) -> BoxFuture<'a, Result<Option<ContactDetail>, ContactsError>>;
+    /// Records a decision a phone number made itself (an SMS reply STOP or START), in one
+    /// transaction: on every contact whose `phone` it is, and in the suppression list keyed
+    /// by the number (so a contact created later with that phone starts with it). The
+    /// number is normalised to E.164; one that is not a phone number is `Invalid`. The
+    /// `op_key` of `w` stores a retried call once.
+    fn record_phone_consent<'a>(
+        &'a self,
+        w: WriteContext,
+        phone: String,
+        consent: NewConsent,
+    ) -> BoxFuture<'a, Result<PhoneConsentOutcome, ContactsError>> {
+        let _ = (w, phone, consent);
+        Box::pin(async { Err(ContactsError::Unavailable("this contact store does not record consent by phone number".into())) })
+    }
+    /// The latest decision about a phone number for a purpose and channel (see
+    /// [`PhoneDecision`]), or `None` when nothing is recorded.
+    fn phone_consent<'a>(
+        &'a self,
+        phone: String,
+        purpose: String,
+        channel: String,
+    ) -> BoxFuture<'a, Result<Option<PhoneDecision>, ContactsError>> {
+        let _ = (phone, purpose, channel);
+        Box::pin(async { Err(ContactsError::Unavailable("this contact store cannot look up consent by phone number".into())) })
+    }
 }
 
 /// What the runner lends a call beyond HTTP: the built-in services of this installation.

@@ -6,7 +6,8 @@
 //! kind and the connection-test hook ([`connection`]), OAuth2 apps and grants ([`oauth`]), the shape of an outgoing HTTP exchange that
 //! the connector kit carries out ([`http`]), credentials that never print themselves
 //! ([`secret`]), durations as recipes write them ([`duration`]) and the registry of
-//! connectors the runner looks names up in ([`registry`]), and the embedded contact store's
+//! connectors the runner looks names up in ([`registry`]), the inbound triggers vendors call
+//! ([`inbound`]), and the embedded contact store's
 //! vocabulary and the trait the runner implements for it ([`contacts`]).
 //!
 //! Architecture invariant: this crate performs no IO and starts no task. It names the
@@ -18,6 +19,7 @@ pub mod contacts;
 pub mod duration;
 pub mod error;
 pub mod http;
+pub mod inbound;
 pub mod manifest;
 pub mod oauth;
 pub mod registry;
@@ -30,6 +32,7 @@ pub use connection::{
 };
 pub use contacts::{ContactsBackend, Extensions};
 pub use error::{ConnectorError, ErrorClass};
+pub use inbound::{InboundContext, InboundEvent, InboundReply, InboundRequest, InboundTrigger};
 pub use manifest::{ActionSpec, AuthKind, ConnectorManifest, Idempotency, RateLimit, TriggerKind, TriggerSpec};
 pub use oauth::{ClientAuth, GrantType, OAuth2App, OAuth2Grant, TokenSet};
 pub use registry::{Connector, Registry};

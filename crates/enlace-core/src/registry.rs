@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::action::{Action, DynAction, Erased};
 use crate::connection::{ConnectionContext, ConnectionTest, DynConnectionTest, TestOutcome};
+use crate::inbound::InboundTrigger;
 use crate::manifest::{AuthKind, ConnectorManifest, RateLimit, TriggerKind, TriggerSpec};
 use crate::trigger::{DynPollingTrigger, DynSubscribeTrigger, ErasedPolling, ErasedSubscribe, PollingTrigger, SubscribeTrigger};
 
@@ -15,6 +16,7 @@ pub struct Connector {
     actions: BTreeMap<String, Arc<dyn DynAction>>,
     polling: BTreeMap<String, Arc<dyn DynPollingTrigger>>,
     subscribe: BTreeMap<String, Arc<dyn DynSubscribeTrigger>>,
+    inbound: BTreeMap<String, Arc<dyn InboundTrigger>>,
     tester: Option<Arc<dyn DynConnectionTest>>,
 }
 
@@ -44,6 +46,7 @@ impl Connector {
                 actions: BTreeMap::new(),
                 polling: BTreeMap::new(),
                 subscribe: BTreeMap::new(),
+                inbound: BTreeMap::new(),
                 tester: None,
             },
         }
@@ -63,6 +66,11 @@ impl Connector {
 
     pub fn subscribe_trigger(&self, id: &str) -> Option<&Arc<dyn DynSubscribeTrigger>> {
         self.subscribe.get(id)
+    }
+
+    /// The inbound trigger (a vendor calls `/hooks/{path}`, see [`crate::inbound`]) with this id.
+    pub fn inbound_trigger(&self, id: &str) -> Option<&Arc<dyn InboundTrigger>> {
+        self.inbound.get(id)
     }
 
     /// Tests a connection with the connector's [`ConnectionTest`]; an app without one
@@ -139,6 +147,16 @@ impl ConnectorBuilder {
         let erased = ErasedSubscribe::new(trigger);
         self.connector.manifest.triggers.push(erased.spec().clone());
         self.connector.subscribe.insert(T::ID.into(), Arc::new(erased));
+        self
+    }
+
+    /// A trigger the vendor calls on `/hooks/{path}`: its spec's kind must be
+    /// [`TriggerKind::Webhook`]; the connector checks, shapes and answers each request.
+    pub fn inbound_trigger<T: InboundTrigger + 'static>(mut self, trigger: T) -> Self {
+        let spec = trigger.spec().clone();
+        debug_assert!(spec.kind == TriggerKind::Webhook, "inbound triggers are webhooks");
+        self.connector.manifest.triggers.push(spec.clone());
+        self.connector.inbound.insert(spec.id, Arc::new(trigger));
         self
     }
 

@@ -26,7 +26,8 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    /// The webhook ingress, when the trigger is `webhook.catch` or a subscribe trigger.
+    /// The webhook ingress, when the trigger is `webhook.catch`, a subscribe trigger, or a
+    /// connector's inbound trigger (`twilio.inbound_sms`).
     pub fn hook(&self) -> Option<&WebhookConfig> {
         match &self.trigger.config {
             TriggerConfig::Webhook(w) => Some(w),
@@ -156,6 +157,10 @@ pub struct WebhookConfig {
     pub max_body: usize,
     /// Inbound limit for this hook: at most `calls` per `per`.
     pub rate_limit: Option<(u32, Duration)>,
+    /// A connector's inbound trigger (`twilio.inbound_sms`): the connector checks the
+    /// vendor's signature with the trigger's connection, shapes the event, names its dedupe
+    /// key and the answer; `secret`, `signature_header`, `dedupe_key` and `respond` are unused.
+    pub inbound: bool,
 }
 
 #[derive(Debug, Clone)]

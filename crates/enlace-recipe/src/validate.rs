@@ -323,7 +323,8 @@ impl<'a> Validator<'a> {
             }
         };
         let trigger_keys = match trigger.as_ref().map(|t| &t.config) {
-            Some(TriggerConfig::Webhook(_) | TriggerConfig::Subscribe { .. }) => Some(WEBHOOK_EVENT_KEYS),
+            Some(TriggerConfig::Webhook(w)) if !w.inbound => Some(WEBHOOK_EVENT_KEYS),
+            Some(TriggerConfig::Subscribe { .. }) => Some(WEBHOOK_EVENT_KEYS),
             Some(TriggerConfig::Cron(_)) => Some(&["fired_at"][..]),
             _ => None,
         };
@@ -393,6 +394,18 @@ impl<'a> Validator<'a> {
         };
         let with = self.object(with_v, "trigger.with", "`trigger.with`")?;
         let config = match spec.kind {
+            TriggerKind::Webhook if connector.inbound_trigger(&event).is_some() => {
+                if connection.is_none() && connector.manifest.auth != AuthKind::None {
+                    self.err(
+                        "trigger",
+                        format!(
+                            "`{app}.{event}` needs a connection: add `connection: ID` to the trigger; its credentials check the signature of every request {app} sends"
+                        ),
+                    );
+                }
+                let schema = spec.config_schema.clone();
+                TriggerConfig::Webhook(self.inbound_hook(with_v, &schema, recipe_id)?)
+            }
             TriggerKind::Webhook => TriggerConfig::Webhook(self.webhook(with, recipe_id)?),
             TriggerKind::Schedule => TriggerConfig::Cron(self.cron(with)?),
             TriggerKind::Event => {
@@ -583,7 +596,31 @@ impl<'a> Validator<'a> {
                 None
             }
         };
-        Some(WebhookConfig { path, secret, signature_header, dedupe_key, respond, max_body, rate_limit })
+        Some(WebhookConfig { path, secret, signature_header, dedupe_key, respond, max_body, rate_limit, inbound: false })
+    }
+
+    /// A connector's inbound trigger (`twilio.inbound_sms`): served on `/hooks/{path}` like
+    /// `webhook.catch`; its `with` is checked against the trigger's schema, and it needs the
+    /// connection whose credentials check the vendor's signature.
+    fn inbound_hook(&mut self, with_v: &Value, schema: &Value, recipe_id: Option<&str>) -> Option<WebhookConfig> {
+        self.check_against_schema(with_v, schema, "trigger.with");
+        let path = match with_v.get("path").and_then(Value::as_str) {
+            Some(p) => p.to_string(),
+            None => recipe_id.unwrap_or_default().to_string(),
+        };
+        if !path.is_empty() && !is_hook_path(&path) {
+            self.err("trigger.with.path", format!("`{path}` is not a valid hook path: use letters, digits, `-`, `_`, `.` and `/` (for example `sms/inbound`), with no leading `/`"));
+        }
+        Some(WebhookConfig {
+            path,
+            secret: None,
+            signature_header: String::new(),
+            dedupe_key: None,
+            respond: Respond::Accepted,
+            max_body: DEFAULT_MAX_BODY,
+            rate_limit: None,
+            inbound: true,
+        })
     }
 
     fn cron(&mut self, w: &Map<String, Value>) -> Option<CronConfig> {

@@ -10,7 +10,10 @@
 use std::sync::Arc;
 
 use enlace_core::BoxFuture;
-use enlace_core::contacts::{ContactDetail, ContactKey, ContactOp, ContactOutcome, ContactsBackend, ContactsError, WriteContext};
+use enlace_core::contacts::{
+    ContactDetail, ContactKey, ContactOp, ContactOutcome, ContactsBackend, ContactsError, NewConsent, PhoneConsentOutcome, PhoneDecision,
+    WriteContext,
+};
 use enlace_store::{ContactApplied, ContactWrite, StoreError};
 
 use crate::{Inner, RunnerError};
@@ -37,6 +40,27 @@ impl Contacts {
         }
         Ok(applied)
     }
+
+    /// Records a decision a phone number sent itself (an SMS reply STOP or START) on its
+    /// contacts and in the suppression list, starting the recipes it triggers.
+    pub async fn apply_phone(&self, ctx: WriteContext, phone: &str, consent: NewConsent) -> Result<PhoneConsentOutcome, RunnerError> {
+        let w = ContactWrite { ctx, subs: self.inner.catalog.contact_subs(), now: self.inner.clock.now_ms() };
+        let (outcome, started) = self.inner.store.apply_phone_consent(phone, consent, w).await?;
+        if !started.is_empty() {
+            let labels = vec![("source", "contacts".to_string())];
+            self.inner.metrics.events_accepted.get_or_create(&labels).inc_by(started.len() as u64);
+            self.inner.wake.notify_one();
+        }
+        Ok(outcome)
+    }
+}
+
+fn runner_error(e: RunnerError) -> ContactsError {
+    match e {
+        RunnerError::Store(e) => contacts_error(e),
+        RunnerError::NotFound(m) => ContactsError::NotFound(m),
+        RunnerError::Invalid(m) | RunnerError::Conflict(m) => ContactsError::Invalid(m),
+    }
 }
 
 fn contacts_error(e: StoreError) -> ContactsError {
@@ -61,5 +85,23 @@ impl ContactsBackend for Contacts {
 
     fn find<'a>(&'a self, key: ContactKey) -> BoxFuture<'a, Result<Option<ContactDetail>, ContactsError>> {
         Box::pin(async move { self.inner.store.contact_detail(key).await.map_err(contacts_error) })
+    }
+
+    fn record_phone_consent<'a>(
+        &'a self,
+        w: WriteContext,
+        phone: String,
+        consent: NewConsent,
+    ) -> BoxFuture<'a, Result<PhoneConsentOutcome, ContactsError>> {
+        Box::pin(async move { self.apply_phone(w, &phone, consent).await.map_err(runner_error) })
+    }
+
+    fn phone_consent<'a>(
+        &'a self,
+        phone: String,
+        purpose: String,
+        channel: String,
+    ) -> BoxFuture<'a, Result<Option<PhoneDecision>, ContactsError>> {
+        Box::pin(async move { self.inner.store.phone_consent(&phone, &purpose, &channel).await.map_err(contacts_error) })
     }
 }

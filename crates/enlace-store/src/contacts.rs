@@ -13,8 +13,8 @@
 //! implements (`sqlite/contacts.rs`, `pg/contacts.rs`).
 
 use enlace_core::contacts::{
-    Consent, Contact, ContactDetail, ContactKey, ContactOp, ContactOutcome, ContactTrigger, Note, TimelineEvent, WriteContext,
-    check_channel, check_purpose, normalize_email, normalize_tag,
+    Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, ContactOutcome, ContactTrigger, Evidence, NewConsent, Note,
+    PhoneConsentOutcome, PhoneDecision, TimelineEvent, WriteContext, check_channel, check_purpose, normalize_email, normalize_tag,
 };
 use serde_json::{Map, Value, json};
 
@@ -98,6 +98,54 @@ pub(crate) trait ContactTx: Send {
     fn notes(&mut self, contact_id: &str) -> impl Future<Output = Result<Vec<Note>>> + Send;
     /// Newest first.
     fn timeline(&mut self, contact_id: &str, limit: i64) -> impl Future<Output = Result<Vec<TimelineEvent>>> + Send;
+    /// The ids of the contacts whose `phone` column is this E.164 number, in id order; their
+    /// rows locked when `lock`.
+    fn contacts_by_phone(&mut self, phone: &str, lock: bool) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// A contact's latest decision for a purpose and channel.
+    fn latest_consent(&mut self, contact_id: &str, purpose: &str, channel: &str) -> impl Future<Output = Result<Option<Consent>>> + Send;
+    /// The suppression list's latest decision per purpose and channel for a number.
+    fn suppressions(&mut self, phone: &str) -> impl Future<Output = Result<Vec<Suppression>>> + Send;
+    /// Whether the call `op_key` already recorded a decision of this number.
+    fn suppression_seen(&mut self, phone: &str, op_key: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Adds a decision to the number's history.
+    fn put_suppression(&mut self, s: &Suppression) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// A row of the suppression list: a decision a phone number sent itself.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Suppression {
+    pub phone: String,
+    pub purpose: String,
+    pub channel: String,
+    pub status: ConsentStatus,
+    pub evidence: Evidence,
+    pub at: Millis,
+    pub op_key: Option<String>,
+}
+
+/// A phone number in E.164 (`+14155552671`) from the ways people write one
+/// (`+1 (415) 555-2671`, `+44 (0)20 7946 0958`): it must start with `+` and the country code.
+pub fn normalize_phone(raw: &str) -> std::result::Result<String, String> {
+    let s = raw.trim();
+    let expected = "write it in international form: a plus sign, the country code and the number, like +14155552671";
+    if !s.starts_with('+') {
+        return Err(format!("`{s}` is not a phone number in international form; {expected}"));
+    }
+    let digits = s.chars().filter(char::is_ascii_digit).count();
+    let allowed = s[1..].chars().all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '(' | ')' | '.'));
+    if !allowed || !(5..=17).contains(&digits) {
+        return Err(format!("`{s}` is not a phone number; {expected}"));
+    }
+    match phonenumber::parse(None, s) {
+        Ok(n) => Ok(n.format().mode(phonenumber::Mode::E164).to_string()),
+        Err(e) => Err(format!("`{s}` is not a phone number ({e}); {expected}")),
+    }
+}
+
+/// The `phone` column of a contact: its `phone` field in E.164, when it is a number in
+/// international form.
+pub(crate) fn phone_of(fields: &Map<String, Value>) -> Option<String> {
+    fields.get("phone").and_then(Value::as_str).and_then(|p| normalize_phone(p).ok())
 }
 
 fn invalid(msg: impl Into<String>) -> StoreError {
@@ -215,6 +263,7 @@ pub(crate) async fn apply<T: ContactTx>(t: &mut T, op: ContactOp, w: &ContactWri
                         let mut ch = Change { w, contact: fresh, created: true, changed: true, timeline: vec![], fire: vec![] };
                         ch.log("created", data);
                         ch.fire.push(Fire { trigger: ContactTrigger::ContactCreated, tag: None, extra: Map::new() });
+                        carry_suppressions(t, &mut ch, None).await?;
                         return finish(t, ch, None, None).await;
                     }
                     // Another transaction created it meanwhile: update that one.
@@ -223,14 +272,18 @@ pub(crate) async fn apply<T: ContactTx>(t: &mut T, op: ContactOp, w: &ContactWri
             };
             let contact = existing.ok_or_else(|| StoreError::Database(format!("the contact `{norm}` was neither inserted nor found")))?;
             let mut ch = Change { w, contact, created: false, changed: false, timeline: vec![], fire: vec![] };
+            let before = phone_of(&ch.contact.fields);
             set_fields(&mut ch, &fields)?;
+            carry_suppressions(t, &mut ch, before).await?;
             ch
         }
         ContactOp::SetFields { key, fields } => {
             check_fields(&fields)?;
             let contact = find(t, key).await?;
             let mut ch = Change { w, contact, created: false, changed: false, timeline: vec![], fire: vec![] };
+            let before = phone_of(&ch.contact.fields);
             set_fields(&mut ch, &fields)?;
+            carry_suppressions(t, &mut ch, before).await?;
             ch
         }
         ContactOp::AddTag { key, tag } => {
@@ -321,6 +374,101 @@ pub(crate) async fn apply<T: ContactTx>(t: &mut T, op: ContactOp, w: &ContactWri
     }
     ch.changed |= ch.created;
     finish(t, ch, consent, note).await
+}
+
+/// A contact that gets a phone number (created with one, or its `phone` changed) takes on
+/// the withdrawals that number sent before (the suppression list), unless its own latest
+/// decision for that purpose and channel is already a withdrawal: a number that replied STOP
+/// gets no SMS because it was given to a contact later.
+async fn carry_suppressions<T: ContactTx>(t: &mut T, ch: &mut Change<'_>, before: Option<String>) -> Result<()> {
+    let Some(phone) = phone_of(&ch.contact.fields) else { return Ok(()) };
+    if before.as_deref() == Some(phone.as_str()) {
+        return Ok(());
+    }
+    for s in t.suppressions(&phone).await? {
+        if s.status != ConsentStatus::Withdrawn {
+            continue;
+        }
+        let current = t.latest_consent(&ch.contact.id, &s.purpose, &s.channel).await?;
+        if current.is_some_and(|c| c.status == ConsentStatus::Withdrawn) {
+            continue;
+        }
+        let mut evidence = s.evidence.clone();
+        evidence.details.insert("phone".into(), json!(phone));
+        evidence.details.insert("carried_from".into(), json!("phone_suppressions"));
+        let c = Consent { id: new_id(), purpose: s.purpose, channel: s.channel, status: ConsentStatus::Withdrawn, evidence, at: ch.w.now };
+        t.insert_consent(&ch.contact.id, &c, None).await?;
+        if !ch.created {
+            ch.touch();
+        }
+        ch.log(
+            "consent_recorded",
+            json!({"consent_id": c.id, "purpose": c.purpose, "channel": c.channel, "status": c.status, "source": c.evidence.source, "phone": phone}),
+        );
+    }
+    Ok(())
+}
+
+/// Records a decision a phone number sent itself: on every contact with that phone (each a
+/// change of its own, with its timeline row), and in the suppression list. A retried call
+/// (the same `op_key`) changes nothing.
+pub(crate) async fn apply_phone<T: ContactTx>(
+    t: &mut T,
+    phone: &str,
+    nc: NewConsent,
+    w: &ContactWrite,
+) -> Result<(PhoneConsentOutcome, Vec<Accepted>)> {
+    let phone = normalize_phone(phone).map_err(invalid)?;
+    check_purpose(&nc.purpose).map_err(invalid)?;
+    check_channel(&nc.channel).map_err(invalid)?;
+    if nc.evidence.source.trim().is_empty() {
+        return Err(invalid("the consent's evidence needs a `source`: where the contact decided"));
+    }
+    let ids = t.contacts_by_phone(&phone, true).await?;
+    let mut started = vec![];
+    for id in &ids {
+        let applied = Box::pin(apply(t, ContactOp::RecordConsent { key: ContactKey::Id(id.clone()), consent: nc.clone() }, w)).await?;
+        started.extend(applied.started);
+    }
+    let seen = match &w.ctx.op_key {
+        Some(k) => t.suppression_seen(&phone, k).await?,
+        None => false,
+    };
+    if !seen {
+        let mut evidence = nc.evidence;
+        if evidence.run_id.is_none() {
+            evidence.run_id = w.ctx.run_id.clone();
+        }
+        let row = Suppression {
+            phone: phone.clone(),
+            purpose: nc.purpose,
+            channel: nc.channel,
+            status: nc.status,
+            evidence,
+            at: w.now,
+            op_key: w.ctx.op_key.clone(),
+        };
+        t.put_suppression(&row).await?;
+    }
+    Ok((PhoneConsentOutcome { phone, contacts: ids }, started))
+}
+
+/// The latest decision about a number: the suppression list's and that of every contact
+/// with the number, the newest winning (a withdrawal on a tie).
+pub(crate) async fn phone_decision<T: ContactTx>(t: &mut T, phone: &str, purpose: &str, channel: &str) -> Result<Option<PhoneDecision>> {
+    let phone = normalize_phone(phone).map_err(invalid)?;
+    let mut all = vec![];
+    for s in t.suppressions(&phone).await? {
+        if s.purpose == purpose && s.channel == channel {
+            all.push(PhoneDecision { phone: phone.clone(), status: s.status, evidence: s.evidence, at: s.at, contact_id: None });
+        }
+    }
+    for id in t.contacts_by_phone(&phone, false).await? {
+        if let Some(c) = t.latest_consent(&id, purpose, channel).await? {
+            all.push(PhoneDecision { phone: phone.clone(), status: c.status, evidence: c.evidence, at: c.at, contact_id: Some(id) });
+        }
+    }
+    Ok(all.into_iter().max_by_key(|d| (d.at, d.status == ConsentStatus::Withdrawn)))
 }
 
 /// The contact, its row locked for the change.
@@ -446,6 +594,31 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(b) => b.list_contacts(&f).await,
             Backend::Postgres(b) => b.list_contacts(&f).await,
+        }
+    }
+
+    /// Records a decision a phone number sent itself (an SMS reply STOP or START): on every
+    /// contact whose phone it is and in the suppression list, in one transaction, with the
+    /// runs it starts. `Invalid` for a number that is not one (it must be in international
+    /// form), a bad purpose or channel.
+    pub async fn apply_phone_consent(
+        &self,
+        phone: &str,
+        consent: NewConsent,
+        w: ContactWrite,
+    ) -> Result<(PhoneConsentOutcome, Vec<Accepted>)> {
+        match &self.backend {
+            Backend::Sqlite(b) => b.apply_phone_consent(phone, consent, w).await,
+            Backend::Postgres(b) => b.apply_phone_consent(phone, consent, w).await,
+        }
+    }
+
+    /// The latest decision about a phone number for a purpose and channel, from its
+    /// contacts and the suppression list (the newest wins).
+    pub async fn phone_consent(&self, phone: &str, purpose: &str, channel: &str) -> Result<Option<PhoneDecision>> {
+        match &self.backend {
+            Backend::Sqlite(b) => b.phone_consent(phone, purpose, channel).await,
+            Backend::Postgres(b) => b.phone_consent(phone, purpose, channel).await,
         }
     }
 

@@ -31,11 +31,13 @@ use std::sync::Arc;
 
 use enlace_core::Credentials;
 
-pub use contacts::{ContactApplied, ContactFilter, ContactSub, ContactWrite, DETAIL_TIMELINE, MAX_FIELDS_BYTES, MAX_NOTE_CHARS};
+pub use contacts::{
+    ContactApplied, ContactFilter, ContactSub, ContactWrite, DETAIL_TIMELINE, MAX_FIELDS_BYTES, MAX_NOTE_CHARS, normalize_phone,
+};
 pub use crypto::SecretBox;
 pub use enlace_core::contacts::{
     Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, ContactOutcome, ContactTrigger, Evidence, NewConsent, Note,
-    TimelineEvent, WriteContext,
+    PhoneConsentOutcome, PhoneDecision, TimelineEvent, WriteContext,
 };
 pub use polling::*;
 pub use types::*;

@@ -171,6 +171,7 @@ both!(
     polling_claims_commits_and_fences,
     polling_held_batches_fire_once_and_rewinds_rearm,
     subscriptions_keep_their_secret_sealed,
+    contacts_phone_decisions_reach_contacts_and_the_suppression_list,
 );
 
 async fn backend_facts(kind: Kind) {
@@ -1040,6 +1041,7 @@ async fn contacts_consent_history_and_notes_are_idempotent_per_key(kind: Kind) {
                 text: Some("Yes".into()),
                 recorded_at: 5,
                 run_id: None,
+                details: Default::default(),
             },
         },
     };
@@ -1121,7 +1123,14 @@ async fn contacts_list_filters_and_erase_removes_everything(kind: Kind) {
                 purpose: "marketing".into(),
                 channel: "email".into(),
                 status: ConsentStatus::Granted,
-                evidence: Evidence { source: "form".into(), ip: None, text: None, recorded_at: 1, run_id: None },
+                evidence: Evidence {
+                    source: "form".into(),
+                    ip: None,
+                    text: None,
+                    recorded_at: 1,
+                    run_id: None,
+                    details: Default::default(),
+                },
             },
         },
         write(None, vec![], 11),
@@ -1343,5 +1352,127 @@ async fn subscriptions_keep_their_secret_sealed(kind: Kind) {
     }
     assert!(s.delete_subscription("hooked").await.unwrap());
     assert!(s.subscription("hooked").await.unwrap().is_none());
+fn sms_reply(status: ConsentStatus, sid: &str, body: &str) -> NewConsent {
+    let mut details = serde_json::Map::new();
+    details.insert("message_sid".into(), json!(sid));
+    details.insert("body".into(), json!(body));
+    NewConsent {
+        purpose: "marketing".into(),
+        channel: "sms".into(),
+        status,
+        evidence: Evidence {
+            source: "twilio_inbound_sms".into(),
+            ip: None,
+            text: Some(body.into()),
+            recorded_at: 1,
+            run_id: None,
+            details,
+        },
+    }
+}
+
+async fn contacts_phone_decisions_reach_contacts_and_the_suppression_list(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    assert_eq!(normalize_phone(" +1 (415) 555-2671 ").unwrap(), "+14155552671");
+    assert_eq!(normalize_phone("+44 (0)20 7946 0958").unwrap(), "+442079460958");
+    assert!(normalize_phone("415 555 2671").unwrap_err().contains("international form"));
+    assert!(normalize_phone("+1 call me").is_err());
+
+    // Two contacts share a number written two ways; a third has another.
+    let mut ids = vec![];
+    for (i, phone) in ["+1 415 555 2671", "+14155552671", "+33 6 12 34 56 78"].iter().enumerate() {
+        let a = s
+            .apply_contact(
+                ContactOp::Upsert { email: format!("ph{i}@example.com"), fields: fields(json!({"phone": phone})) },
+                write(None, vec![], 1),
+            )
+            .await
+            .unwrap();
+        ids.push(a.outcome.contact.id);
+    }
+    assert_eq!(s.phone_consent("+14155552671", "marketing", "sms").await.unwrap(), None, "nothing decided yet");
+
+    // STOP from the shared number: both its contacts, and the suppression list.
+    let (out, started) = s
+        .apply_phone_consent("+1 415-555-2671", sms_reply(ConsentStatus::Withdrawn, "SM1", "STOP"), write(Some("twilio:SM1"), vec![], 10))
+        .await
+        .unwrap();
+    assert_eq!(out.phone, "+14155552671");
+    assert_eq!(out.contacts, ids[..2].to_vec());
+    assert!(started.is_empty());
+    for id in &ids[..2] {
+        let d = s.contact_detail(ContactKey::Id(id.clone())).await.unwrap().unwrap();
+        assert_eq!(d.consents.len(), 1);
+        let c = &d.consents[0];
+        assert_eq!((c.purpose.as_str(), c.channel.as_str(), c.status), ("marketing", "sms", ConsentStatus::Withdrawn));
+        assert_eq!(c.evidence.source, "twilio_inbound_sms");
+        assert_eq!(c.evidence.details["message_sid"], "SM1");
+        assert_eq!(d.timeline[0].kind, "consent_recorded");
+    }
+    assert!(s.contact_detail(ContactKey::Id(ids[2].clone())).await.unwrap().unwrap().consents.is_empty(), "another number");
+    let d = s.phone_consent("+14155552671", "marketing", "sms").await.unwrap().unwrap();
+    assert_eq!(d.status, ConsentStatus::Withdrawn);
+    assert_eq!(d.evidence.details["body"], "STOP");
+    assert_eq!(s.phone_consent("+14155552671", "marketing", "email").await.unwrap(), None, "another channel");
+
+    // The same message again (Twilio's retry) records nothing more.
+    s.apply_phone_consent("+14155552671", sms_reply(ConsentStatus::Withdrawn, "SM1", "STOP"), write(Some("twilio:SM1"), vec![], 11))
+        .await
+        .unwrap();
+    assert_eq!(s.contact_detail(ContactKey::Id(ids[0].clone())).await.unwrap().unwrap().timeline.len(), 2, "created, one consent");
+
+    // START grants it again; a late retry of the old STOP does not undo it.
+    s.apply_phone_consent("+14155552671", sms_reply(ConsentStatus::Granted, "SM2", "START"), write(Some("twilio:SM2"), vec![], 20))
+        .await
+        .unwrap();
+    s.apply_phone_consent("+14155552671", sms_reply(ConsentStatus::Withdrawn, "SM1", "STOP"), write(Some("twilio:SM1"), vec![], 30))
+        .await
+        .unwrap();
+    assert_eq!(s.phone_consent("+14155552671", "marketing", "sms").await.unwrap().unwrap().status, ConsentStatus::Granted);
+
+    // STOP from a number no contact has: none is created, the number is suppressed.
+    let (out, _) = s
+        .apply_phone_consent("+12025550143", sms_reply(ConsentStatus::Withdrawn, "SM3", "stop"), write(Some("twilio:SM3"), vec![], 40))
+        .await
+        .unwrap();
+    assert!(out.contacts.is_empty());
+    assert_eq!(s.list_contacts(&ContactFilter::default()).await.unwrap().len(), 3, "no contact created");
+    let d = s.phone_consent("+1 202 555 0143", "marketing", "sms").await.unwrap().unwrap();
+    assert_eq!((d.status, d.contact_id.clone()), (ConsentStatus::Withdrawn, None));
+
+    // A contact created later with that number starts with SMS consent withdrawn.
+    let later = s
+        .apply_contact(
+            ContactOp::Upsert { email: "later@example.com".into(), fields: fields(json!({"phone": "+1 202-555-0143"})) },
+            write(Some("up-later"), vec![], 50),
+        )
+        .await
+        .unwrap();
+    let d = s.contact_detail(ContactKey::Id(later.outcome.contact.id.clone())).await.unwrap().unwrap();
+    assert_eq!(d.consents.len(), 1);
+    assert_eq!((d.consents[0].status, d.consents[0].evidence.details["message_sid"].clone()), (ConsentStatus::Withdrawn, json!("SM3")));
+    assert_eq!(d.contact.version, 1);
+    let kinds: Vec<&str> = d.timeline.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["consent_recorded", "created"]);
+    // So does a contact whose phone is changed to it, even with an older grant of its own.
+    s.apply_contact(
+        ContactOp::RecordConsent { key: ContactKey::Id(ids[2].clone()), consent: sms_reply(ConsentStatus::Granted, "SM0", "YES") },
+        write(Some("grant-2"), vec![], 55),
+    )
+    .await
+    .unwrap();
+    s.apply_contact(
+        ContactOp::SetFields { key: ContactKey::Id(ids[2].clone()), fields: fields(json!({"phone": "+12025550143"})) },
+        write(None, vec![], 60),
+    )
+    .await
+    .unwrap();
+    let d = s.contact_detail(ContactKey::Id(ids[2].clone())).await.unwrap().unwrap();
+    assert_eq!(d.consents[0].status, ConsentStatus::Withdrawn);
+    assert_eq!(s.phone_consent("+12025550143", "marketing", "sms").await.unwrap().unwrap().status, ConsentStatus::Withdrawn);
+    // A bad number is refused.
+    let e = s.apply_phone_consent("ACME", sms_reply(ConsentStatus::Withdrawn, "SM4", "STOP"), write(None, vec![], 70)).await;
+    assert!(matches!(e, Err(StoreError::Invalid(_))), "{e:?}");
     db.finish().await;
 }

@@ -8,13 +8,14 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use enlace_core::{ErrorClass, Extensions, InboundContext, InboundRequest};
 use enlace_recipe::model::{Respond, WebhookConfig};
 use enlace_recipe::validate::MAX_MAX_BODY;
-use enlace_runner::Incoming;
+use enlace_runner::{Current, Incoming};
 use enlace_store::RunStatus;
 use governor::{DefaultDirectRateLimiter, Quota};
 use hmac::{Hmac, Mac};
@@ -35,6 +36,7 @@ async fn catch(
     State(s): State<AppState>,
     Path(path): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -63,6 +65,10 @@ async fn catch(
         return Err(too_large(limit));
     }
     let raw = axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit))?;
+
+    if hook.inbound {
+        return inbound(&s, &cur, &uri, headers, raw).await;
+    }
 
     if let Some(secret_t) = &hook.secret {
         let secret = signing_secret(&s, secret_t).await?;
@@ -132,6 +138,68 @@ async fn catch(
             Ok((StatusCode::ACCEPTED, Json(json!({"run_id": accepted.run_id}))).into_response())
         }
     }
+}
+
+/// A connector's inbound trigger (`twilio.inbound_sms`): the connector checks the vendor's
+/// signature with the trigger's connection and shapes the event; the event is stored (a
+/// duplicate starts nothing), and only then does the vendor get the connector's answer.
+async fn inbound(s: &AppState, cur: &Current, uri: &Uri, headers: HeaderMap, raw: bytes::Bytes) -> ApiResult<Response> {
+    let trigger = &cur.recipe.trigger;
+    let Some(handler) = s.runner.registry().get(&trigger.app).and_then(|c| c.inbound_trigger(&trigger.event)).cloned() else {
+        return Err(ApiError::new(Code::HookNotFound, format!("this installation has no trigger `{}.{}`", trigger.app, trigger.event)));
+    };
+    let credentials = match &trigger.connection {
+        Some(id) => s.runner.connection_credentials(id).await.map_err(|e| {
+            tracing::error!(recipe = %cur.row.id, connection = %id, error = %e, "an inbound hook's connection cannot be read; every request is refused");
+            ApiError::new(
+                Code::BadSignature,
+                format!("this hook's connection `{id}` cannot be read on the server, so no signature can be checked"),
+            )
+        })?,
+        None => enlace_core::Credentials::None,
+    };
+    let base = crate::api::connections::public_base(s.shared.config.public_url.as_deref(), &headers);
+    let url = format!("{base}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or_else(|| uri.path()));
+    let ctx = InboundContext { credentials, extensions: Extensions { contacts: Some(Arc::new(s.runner.contacts())) } };
+    let req = InboundRequest { url, headers, body: raw, received_at: s.runner.now_ms() };
+    let ev = handler.receive(&ctx, &req).await.map_err(|e| {
+        let code = match e.class() {
+            ErrorClass::Auth => Code::BadSignature,
+            ErrorClass::BadInput | ErrorClass::Permanent => Code::InvalidRequest,
+            _ => Code::Unavailable,
+        };
+        if code == Code::Unavailable {
+            tracing::error!(recipe = %cur.row.id, error = %e, "an inbound hook could not be handled; the sender is asked to retry");
+        }
+        let message = match e {
+            enlace_core::ConnectorError::BadInput { path, message } => format!("{path}: {message}"),
+            other => other.to_string(),
+        };
+        ApiError::new(code, message)
+    })?;
+    let (accepted, _) = s
+        .runner
+        .accept(Incoming {
+            recipe_id: cur.row.id.clone(),
+            recipe_version: cur.row.version,
+            source: "webhook",
+            payload: ev.event,
+            dedupe_key: ev.dedupe_key,
+            wait: false,
+        })
+        .await?;
+    let status = StatusCode::from_u16(ev.reply.status).unwrap_or(StatusCode::OK);
+    let mut resp = (status, ev.reply.body).into_response();
+    if let Some(ct) = ev.reply.content_type {
+        resp.headers_mut().insert(header::CONTENT_TYPE, axum::http::HeaderValue::from_static(ct));
+    }
+    if let Ok(h) = accepted.run_id.parse() {
+        resp.headers_mut().insert("x-enlace-run-id", h);
+    }
+    if accepted.duplicate {
+        resp.headers_mut().insert("x-enlace-duplicate", axum::http::HeaderValue::from_static("true"));
+    }
+    Ok(resp)
 }
 
 fn respond_with(v: Value, run_id: &str) -> Response {

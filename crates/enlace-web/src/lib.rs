@@ -34,8 +34,9 @@ pub struct WebConfig {
     /// Accept webhooks. False on a node that should not take traffic.
     pub hooks: bool,
     /// Enlace's address as browsers and vendors reach it (`ENLACE_PUBLIC_URL`, like
-    /// `https://enlace.example.com`): OAuth2 sign-ins come back to `<public_url>/oauth/callback`.
-    /// When unset, the address each request came to is used.
+    /// `https://enlace.example.com`): OAuth2 sign-ins come back to `<public_url>/oauth/callback`,
+    /// and vendors that sign the address they call (Twilio) are checked against
+    /// `<public_url>/hooks/...`. When unset, the address each request came to is used.
     pub public_url: Option<String>,
 }
 

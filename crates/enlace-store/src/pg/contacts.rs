@@ -4,12 +4,18 @@
 //! NOTHING`), then updates that contact. A run started by the change sends the wake-up
 //! (`pg_notify`), delivered at commit.
 
-use enlace_core::contacts::{Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, Evidence, Note, TimelineEvent};
+use enlace_core::contacts::{
+    Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, Evidence, NewConsent, Note, PhoneConsentOutcome, PhoneDecision,
+    TimelineEvent,
+};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 use super::{Pg, pg_err};
-use crate::contacts::{ContactApplied, ContactFilter, ContactTx, ContactWrite, apply, detail, fields_of, tags_of};
+use crate::contacts::{
+    ContactApplied, ContactFilter, ContactTx, ContactWrite, Suppression, apply, apply_phone, detail, fields_of, phone_decision, phone_of,
+    tags_of,
+};
 use crate::sqlite::{json_text, parse_json};
 use crate::{Accepted, Millis, NewEvent, Result, new_id};
 
@@ -34,6 +40,19 @@ fn contact_row(r: &PgRow) -> Contact {
     }
 }
 
+/// The status and evidence of a consent or suppression row.
+fn consent_row_of(evidence: Option<String>, status: String) -> (ConsentStatus, Evidence) {
+    let evidence = parse_json(evidence).and_then(|v| serde_json::from_value::<Evidence>(v).ok()).unwrap_or(Evidence {
+        source: String::new(),
+        ip: None,
+        text: None,
+        recorded_at: 0,
+        run_id: None,
+        details: Default::default(),
+    });
+    (ConsentStatus::parse(&status).unwrap_or(ConsentStatus::Withdrawn), evidence)
+}
+
 fn consent_row(r: &PgRow) -> Consent {
     let evidence = parse_json(r.get("evidence")).and_then(|v| serde_json::from_value::<Evidence>(v).ok()).unwrap_or(Evidence {
         source: String::new(),
@@ -41,6 +60,7 @@ fn consent_row(r: &PgRow) -> Consent {
         text: None,
         recorded_at: 0,
         run_id: None,
+        details: Default::default(),
     });
     Consent {
         id: r.get("id"),
@@ -71,7 +91,7 @@ impl ContactTx for Tx<'_> {
 
     async fn insert_contact(&mut self, c: &Contact) -> Result<bool> {
         let r = sqlx::query(
-            "INSERT INTO contacts (id, email, email_original, fields, created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO contacts (id, email, email_original, fields, created_at, updated_at, version, phone) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (email) DO NOTHING",
         )
         .bind(&c.id)
@@ -81,6 +101,7 @@ impl ContactTx for Tx<'_> {
         .bind(c.created_at)
         .bind(c.updated_at)
         .bind(c.version)
+        .bind(phone_of(&c.fields))
         .execute(&mut *self.0)
         .await
         .map_err(pg_err)?;
@@ -88,11 +109,12 @@ impl ContactTx for Tx<'_> {
     }
 
     async fn update_contact(&mut self, c: &Contact) -> Result<()> {
-        sqlx::query("UPDATE contacts SET fields = $1, updated_at = $2, version = $3 WHERE id = $4")
+        sqlx::query("UPDATE contacts SET fields = $1, updated_at = $2, version = $3, phone = $5 WHERE id = $4")
             .bind(json_text(&serde_json::Value::Object(c.fields.clone())))
             .bind(c.updated_at)
             .bind(c.version)
             .bind(&c.id)
+            .bind(phone_of(&c.fields))
             .execute(&mut *self.0)
             .await
             .map_err(pg_err)?;
@@ -261,6 +283,84 @@ impl ContactTx for Tx<'_> {
             })
             .collect())
     }
+
+    async fn contacts_by_phone(&mut self, phone: &str, lock: bool) -> Result<Vec<String>> {
+        let sql = if lock {
+            "SELECT id FROM contacts WHERE phone = $1 ORDER BY id FOR UPDATE"
+        } else {
+            "SELECT id FROM contacts WHERE phone = $1 ORDER BY id"
+        };
+        sqlx::query_scalar(sql).bind(phone).fetch_all(&mut *self.0).await.map_err(pg_err)
+    }
+
+    async fn latest_consent(&mut self, contact_id: &str, purpose: &str, channel: &str) -> Result<Option<Consent>> {
+        let r = sqlx::query(
+            "SELECT id, purpose, channel, status, evidence, at FROM contact_consents WHERE contact_id = $1 AND purpose = $2 AND channel = $3
+             ORDER BY at DESC, id DESC LIMIT 1",
+        )
+        .bind(contact_id)
+        .bind(purpose)
+        .bind(channel)
+        .fetch_optional(&mut *self.0)
+        .await.map_err(pg_err)?;
+        Ok(r.map(|r| consent_row(&r)))
+    }
+
+    async fn suppressions(&mut self, phone: &str) -> Result<Vec<Suppression>> {
+        let rows = sqlx::query(
+            "SELECT phone, purpose, channel, status, evidence, at, op_key FROM phone_suppressions s
+             WHERE s.phone = $1 AND NOT EXISTS (
+               SELECT 1 FROM phone_suppressions d WHERE d.phone = s.phone AND d.purpose = s.purpose AND d.channel = s.channel
+                 AND (d.at > s.at OR (d.at = s.at AND d.id > s.id)))
+             ORDER BY purpose, channel",
+        )
+        .bind(phone)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let (status, evidence) = consent_row_of(r.get("evidence"), r.get("status"));
+                Suppression {
+                    phone: r.get("phone"),
+                    purpose: r.get("purpose"),
+                    channel: r.get("channel"),
+                    status,
+                    evidence,
+                    at: r.get("at"),
+                    op_key: r.get("op_key"),
+                }
+            })
+            .collect())
+    }
+
+    async fn suppression_seen(&mut self, phone: &str, op_key: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM phone_suppressions WHERE phone = $1 AND op_key = $2")
+            .bind(phone)
+            .bind(op_key)
+            .fetch_one(&mut *self.0)
+            .await
+            .map_err(pg_err)?;
+        Ok(n > 0)
+    }
+
+    async fn put_suppression(&mut self, s: &Suppression) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO phone_suppressions (id, phone, purpose, channel, status, evidence, at, op_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(new_id())
+        .bind(&s.phone)
+        .bind(&s.purpose)
+        .bind(&s.channel)
+        .bind(s.status.as_str())
+        .bind(json_text(&serde_json::to_value(&s.evidence).unwrap_or_default()))
+        .bind(s.at)
+        .bind(&s.op_key)
+        .execute(&mut *self.0)
+        .await.map_err(pg_err)?;
+        Ok(())
+    }
 }
 
 impl Pg {
@@ -270,6 +370,23 @@ impl Pg {
         let out = apply(&mut Tx(&mut tx), op, &w).await?;
         tx.commit().await?;
         Ok(out)
+    }
+
+    pub(crate) async fn apply_phone_consent(
+        &self,
+        phone: &str,
+        consent: NewConsent,
+        w: ContactWrite,
+    ) -> Result<(PhoneConsentOutcome, Vec<Accepted>)> {
+        let mut tx = self.pool.begin().await?;
+        let out = apply_phone(&mut Tx(&mut tx), phone, consent, &w).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub(crate) async fn phone_consent(&self, phone: &str, purpose: &str, channel: &str) -> Result<Option<PhoneDecision>> {
+        let mut c = self.pool.acquire().await?;
+        phone_decision(&mut Tx(&mut c), phone, purpose, channel).await
     }
 
     pub(crate) async fn contact_detail(&self, key: ContactKey, timeline: i64) -> Result<Option<ContactDetail>> {

@@ -1,12 +1,18 @@
 //! The contact store on SQLite: [`ContactTx`] over one connection. Writes are jobs of the
 //! writer task (in its group commit, each in a savepoint of its own); reads use the read pool.
 
-use enlace_core::contacts::{Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, Evidence, Note, TimelineEvent};
+use enlace_core::contacts::{
+    Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, Evidence, NewConsent, Note, PhoneConsentOutcome, PhoneDecision,
+    TimelineEvent,
+};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::{Sqlite, json_text, parse_json};
-use crate::contacts::{ContactApplied, ContactFilter, ContactTx, ContactWrite, apply, detail, fields_of, tags_of};
+use crate::contacts::{
+    ContactApplied, ContactFilter, ContactTx, ContactWrite, Suppression, apply, apply_phone, detail, fields_of, phone_decision, phone_of,
+    tags_of,
+};
 use crate::{Accepted, Millis, NewEvent, Result, new_id};
 
 macro_rules! contact_select {
@@ -30,6 +36,19 @@ fn contact_row(r: &SqliteRow) -> Contact {
     }
 }
 
+/// The status and evidence of a consent or suppression row.
+fn consent_row_of(evidence: Option<String>, status: String) -> (ConsentStatus, Evidence) {
+    let evidence = parse_json(evidence).and_then(|v| serde_json::from_value::<Evidence>(v).ok()).unwrap_or(Evidence {
+        source: String::new(),
+        ip: None,
+        text: None,
+        recorded_at: 0,
+        run_id: None,
+        details: Default::default(),
+    });
+    (ConsentStatus::parse(&status).unwrap_or(ConsentStatus::Withdrawn), evidence)
+}
+
 fn consent_row(r: &SqliteRow) -> Consent {
     let evidence = parse_json(r.get("evidence")).and_then(|v| serde_json::from_value::<Evidence>(v).ok()).unwrap_or(Evidence {
         source: String::new(),
@@ -37,6 +56,7 @@ fn consent_row(r: &SqliteRow) -> Consent {
         text: None,
         recorded_at: 0,
         run_id: None,
+        details: Default::default(),
     });
     Consent {
         id: r.get("id"),
@@ -65,7 +85,7 @@ impl ContactTx for Tx<'_> {
 
     async fn insert_contact(&mut self, c: &Contact) -> Result<bool> {
         let r = sqlx::query(
-            "INSERT INTO contacts (id, email, email_original, fields, created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?)
+            "INSERT INTO contacts (id, email, email_original, fields, created_at, updated_at, version, phone) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (email) DO NOTHING",
         )
         .bind(&c.id)
@@ -75,17 +95,19 @@ impl ContactTx for Tx<'_> {
         .bind(c.created_at)
         .bind(c.updated_at)
         .bind(c.version)
+        .bind(phone_of(&c.fields))
         .execute(&mut *self.0)
         .await?;
         Ok(r.rows_affected() == 1)
     }
 
     async fn update_contact(&mut self, c: &Contact) -> Result<()> {
-        sqlx::query("UPDATE contacts SET fields = ?, updated_at = ?, version = ? WHERE id = ?")
+        sqlx::query("UPDATE contacts SET fields = ?1, updated_at = ?2, version = ?3, phone = ?5 WHERE id = ?4")
             .bind(json_text(&serde_json::Value::Object(c.fields.clone())))
             .bind(c.updated_at)
             .bind(c.version)
             .bind(&c.id)
+            .bind(phone_of(&c.fields))
             .execute(&mut *self.0)
             .await?;
         Ok(())
@@ -242,11 +264,98 @@ impl ContactTx for Tx<'_> {
             })
             .collect())
     }
+
+    async fn contacts_by_phone(&mut self, phone: &str, _lock: bool) -> Result<Vec<String>> {
+        // The writer is alone: nothing to lock.
+        Ok(sqlx::query_scalar("SELECT id FROM contacts WHERE phone = ? ORDER BY id").bind(phone).fetch_all(&mut *self.0).await?)
+    }
+
+    async fn latest_consent(&mut self, contact_id: &str, purpose: &str, channel: &str) -> Result<Option<Consent>> {
+        let r = sqlx::query(
+            "SELECT id, purpose, channel, status, evidence, at FROM contact_consents WHERE contact_id = ? AND purpose = ? AND channel = ?
+             ORDER BY at DESC, id DESC LIMIT 1",
+        )
+        .bind(contact_id)
+        .bind(purpose)
+        .bind(channel)
+        .fetch_optional(&mut *self.0)
+        .await?;
+        Ok(r.map(|r| consent_row(&r)))
+    }
+
+    async fn suppressions(&mut self, phone: &str) -> Result<Vec<Suppression>> {
+        let rows = sqlx::query(
+            "SELECT phone, purpose, channel, status, evidence, at, op_key FROM phone_suppressions s
+             WHERE s.phone = ? AND NOT EXISTS (
+               SELECT 1 FROM phone_suppressions d WHERE d.phone = s.phone AND d.purpose = s.purpose AND d.channel = s.channel
+                 AND (d.at > s.at OR (d.at = s.at AND d.id > s.id)))
+             ORDER BY purpose, channel",
+        )
+        .bind(phone)
+        .fetch_all(&mut *self.0)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let (status, evidence) = consent_row_of(r.get("evidence"), r.get("status"));
+                Suppression {
+                    phone: r.get("phone"),
+                    purpose: r.get("purpose"),
+                    channel: r.get("channel"),
+                    status,
+                    evidence,
+                    at: r.get("at"),
+                    op_key: r.get("op_key"),
+                }
+            })
+            .collect())
+    }
+
+    async fn suppression_seen(&mut self, phone: &str, op_key: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM phone_suppressions WHERE phone = ? AND op_key = ?")
+            .bind(phone)
+            .bind(op_key)
+            .fetch_one(&mut *self.0)
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn put_suppression(&mut self, s: &Suppression) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO phone_suppressions (id, phone, purpose, channel, status, evidence, at, op_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(new_id())
+        .bind(&s.phone)
+        .bind(&s.purpose)
+        .bind(&s.channel)
+        .bind(s.status.as_str())
+        .bind(json_text(&serde_json::to_value(&s.evidence).unwrap_or_default()))
+        .bind(s.at)
+        .bind(&s.op_key)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
 }
 
 impl Sqlite {
     pub(crate) async fn apply_contact(&self, op: ContactOp, w: ContactWrite) -> Result<ContactApplied> {
         self.write(move |c| Box::pin(async move { apply(&mut Tx(c), op, &w).await })).await
+    }
+
+    pub(crate) async fn apply_phone_consent(
+        &self,
+        phone: &str,
+        consent: NewConsent,
+        w: ContactWrite,
+    ) -> Result<(PhoneConsentOutcome, Vec<Accepted>)> {
+        let phone = phone.to_string();
+        self.write(move |c| Box::pin(async move { apply_phone(&mut Tx(c), &phone, consent, &w).await })).await
+    }
+
+    pub(crate) async fn phone_consent(&self, phone: &str, purpose: &str, channel: &str) -> Result<Option<PhoneDecision>> {
+        let mut c = self.read.acquire().await?;
+        phone_decision(&mut Tx(&mut c), phone, purpose, channel).await
     }
 
     pub(crate) async fn contact_detail(&self, key: ContactKey, timeline: i64) -> Result<Option<ContactDetail>> {
