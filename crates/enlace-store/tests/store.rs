@@ -1352,6 +1352,11 @@ async fn subscriptions_keep_their_secret_sealed(kind: Kind) {
     }
     assert!(s.delete_subscription("hooked").await.unwrap());
     assert!(s.subscription("hooked").await.unwrap().is_none());
+    db.finish().await;
+}
+
+// ---- contacts: a phone number's own decisions ----
+
 fn sms_reply(status: ConsentStatus, sid: &str, body: &str) -> NewConsent {
     let mut details = serde_json::Map::new();
     details.insert("message_sid".into(), json!(sid));
