@@ -180,3 +180,17 @@ async fn new_mail_with_attachments_lands_in_drive_and_slack_once() {
 }
 
 on_both_backends!(new_mail_with_attachments_lands_in_drive_and_slack_once);
+
+/// An attachment above the trigger's `max_attachment_bytes` arrives without its content: the
+/// recipe's loop leaves it out instead of failing the run on it.
+#[test]
+fn attachments_without_content_are_not_uploaded() {
+    let yaml = std::fs::read_to_string(RECIPE_FILE).unwrap();
+    let recipe = enlace_recipe::load(&yaml, Some(RECIPE_FILE), &enlace_connectors::registry()).unwrap_or_else(|d| panic!("{d}"));
+    let step = recipe.find_step("each_file").expect("the loop over the attachments");
+    let enlace_recipe::model::StepKind::Foreach { items, .. } = &step.kind else { panic!("each_file is a foreach: {:?}", step.kind) };
+    let kept = json!({"name": "a.pdf", "content_type": "application/pdf", "size": 3, "content_base64": "JVBE"});
+    let skipped = json!({"name": "huge.zip", "content_type": "application/zip", "size": 20_000_000, "content_base64": null, "skipped": "larger than 10485760 bytes"});
+    let data = json!({"trigger": {"attachments": [kept, skipped]}, "vars": recipe.vars});
+    assert_eq!(items.render_value(&data).unwrap(), json!([kept]));
+}
