@@ -585,15 +585,19 @@ fn file_problems(metadata: &Value) -> Vec<String> {
 
 /// One request the upload route received.
 #[derive(Debug, Clone)]
-struct Upload {
-    query: Vec<(String, String)>,
-    metadata: Value,
-    media_type: String,
-    media: Vec<u8>,
-    problems: Vec<String>,
+pub(crate) struct Upload {
+    pub(crate) query: Vec<(String, String)>,
+    /// The metadata part (JSON).
+    pub(crate) metadata: Value,
+    /// The media part's Content-Type.
+    pub(crate) media_type: String,
+    /// The media part's bytes.
+    pub(crate) media: Vec<u8>,
+    /// What the route found wrong (then it answered 400).
+    pub(crate) problems: Vec<String>,
 }
 
-type Uploads = Arc<Mutex<Vec<Upload>>>;
+pub(crate) type Uploads = Arc<Mutex<Vec<Upload>>>;
 
 fn google_error(status: StatusCode, message: String) -> Response {
     let body = json!({"error": {"code": status.as_u16(), "message": message, "errors": [{"reason": "badRequest", "message": message}]}});
@@ -678,7 +682,10 @@ async fn drive_upload(State(seen): State<Uploads>, uri: Uri, headers: HeaderMap,
     .into_response()
 }
 
-async fn drive_upload_route() -> (String, Uploads) {
+/// Drive's upload endpoint on 127.0.0.1:0 (also used by `drive_recipe.rs`): the upload base
+/// to give `connector_at`, and what it received. The files it creates are
+/// `1UploadedFile<N>`, with a `webViewLink`.
+pub(crate) async fn drive_upload_route() -> (String, Uploads) {
     let seen: Uploads = Arc::default();
     let app = Router::new().route("/upload/drive/v3/files", axum::routing::post(drive_upload)).with_state(seen.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

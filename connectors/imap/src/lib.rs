@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod new_email;
+pub mod testing;
 pub mod utf7;
 
 use enlace_core::{AuthKind, Connector};
