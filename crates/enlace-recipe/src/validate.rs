@@ -461,6 +461,7 @@ impl<'a> Validator<'a> {
                     respond: Respond::Accepted,
                     max_body: DEFAULT_MAX_BODY,
                     rate_limit: None,
+                    inbound: false,
                 };
                 TriggerConfig::Subscribe { with: with_v.clone(), hook }
             }
