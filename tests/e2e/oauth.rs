@@ -201,6 +201,7 @@ async fn me(State(s): State<Arc<Mutex<AsInner>>>, headers: HeaderMap) -> Respons
 }
 
 fn no_redirects() -> reqwest::Client {
+    enlace_kit::transport::install_crypto_provider();
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
@@ -525,7 +526,9 @@ async fn sign_in_and_refresh_against_oauth2_mock_server() {
     assert_eq!(connection(&s, "npm").await["status"], "ok");
 }
 
-#[tokio::test]
+// Several threads: the CLI runs as a blocking child process while the authorization server
+// answers it from this test's runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_creates_oauth2_connections_and_prints_the_sign_in_address() {
     let strict = Strict::start().await;
     let data = temp_dir("oauth-cli");
