@@ -50,6 +50,8 @@ struct AsInner {
     api_calls: Vec<String>,
     /// Problems the server saw (a failed check). A test asserts it stays empty.
     violations: Vec<String>,
+    /// What `GET /api/feed` lists (newest first), to tokens it accepts.
+    feed: Vec<Value>,
 }
 
 /// A strict authorization server and a resource API that accepts its access tokens.
@@ -74,6 +76,7 @@ impl Strict {
             .route("/authorize", get(authorize))
             .route("/token", post(token))
             .route("/api/me", get(me))
+            .route("/api/feed", get(feed))
             .with_state(inner.clone());
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", l.local_addr().unwrap());
@@ -195,6 +198,18 @@ async fn me(State(s): State<Arc<Mutex<AsInner>>>, headers: HeaderMap) -> Respons
     a.api_calls.push(token.clone());
     if a.access_tokens.contains(&token) {
         axum::Json(json!({"email": "ana@example.com"})).into_response()
+    } else {
+        (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_token"}))).into_response()
+    }
+}
+
+async fn feed(State(s): State<Arc<Mutex<AsInner>>>, headers: HeaderMap) -> Response {
+    let mut a = s.lock().unwrap();
+    let token =
+        headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("").to_string();
+    a.api_calls.push(token.clone());
+    if a.access_tokens.contains(&token) {
+        axum::Json(json!({"items": a.feed})).into_response()
     } else {
         (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_token"}))).into_response()
     }
@@ -434,7 +449,59 @@ async fn client_credentials_get_a_token_at_once_and_again_when_refused() {
     assert!(v["status_message"].as_str().unwrap().contains("invalid_client"), "{v}");
 }
 
+async fn a_polling_trigger_refreshes_a_refused_token_and_polls_again() {
+    let strict = Strict::start().await;
+    let target = Target::start().await;
+    let (runner, clock, store) = manual_runner(None).await;
+    // A connection signed in earlier: its tokens are the server's.
+    strict.with(|a| {
+        a.access_tokens.push("at-old".into());
+        a.refresh_tokens.push("rt-old".into());
+        a.feed = vec![json!({"id": "c1"})];
+    });
+    let mut grant: enlace_core::OAuth2Grant =
+        match enlace_core::parse_credentials(&strict.credentials(), enlace_core::AuthKind::OAuth2).unwrap() {
+            enlace_core::Credentials::OAuth2Grant(g) => *g,
+            other => panic!("{other:?}"),
+        };
+    grant.absorb(
+        enlace_core::TokenSet {
+            access_token: enlace_core::Secret::new("at-old"),
+            refresh_token: Some(enlace_core::Secret::new("rt-old")),
+            expires_in_ms: None,
+            scopes: None,
+        },
+        runner.now_ms(),
+    );
+    store
+        .create_connection("crm", "http", "CRM", &enlace_core::Credentials::OAuth2Grant(Box::new(grant)), None, runner.now_ms())
+        .await
+        .unwrap();
+    let yaml = format!(
+        "id: feed\ntrigger:\n  app: http\n  event: poll_json\n  connection: crm\n  every: 1m\n  with: {{url: \"{}/api/feed\", items: \"$.items\", id: id}}\nsteps:\n  - id: post\n    app: http\n    action: request\n    with: {{method: POST, url: \"{}\", json: {{id: \"{{{{trigger.id}}}}\"}}}}\n",
+        strict.base,
+        target.url("/got")
+    );
+    install(&runner, &yaml).await;
+    assert_eq!(runner.poll_triggers().await.unwrap().seeded, 1);
+    // The token is revoked; a new item waits in the feed.
+    strict.with(|a| {
+        a.access_tokens.clear();
+        a.feed.insert(0, json!({"id": "c2"}));
+    });
+    clock.set(runner.now_ms() + 61_000);
+    let r = runner.poll_triggers().await.unwrap();
+    assert_eq!((r.errors, r.fired), (0, 1), "refreshed and polled again: {r:?}");
+    runner.drain_due().await.unwrap();
+    assert_eq!(target.received_on("/got").len(), 1);
+    assert_eq!(strict.with(|a| a.refreshes), 1);
+    let conn = store.connection("crm").await.unwrap().unwrap();
+    let enlace_core::Credentials::OAuth2Grant(g) = conn.1 else { panic!("a grant") };
+    assert_ne!(g.refresh_token.unwrap().expose(), "rt-old", "the rotated refresh token was stored");
+}
+
 on_both_backends!(
+    a_polling_trigger_refreshes_a_refused_token_and_polls_again,
     sign_in_with_pkce_then_calls_carry_the_token,
     tokens_are_refreshed_ahead_of_expiry_and_rotated_refresh_tokens_are_kept,
     a_refused_token_is_refreshed_once_for_many_runs_at_once,

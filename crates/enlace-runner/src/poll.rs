@@ -219,8 +219,32 @@ async fn poll_once(
     cursor: Option<String>,
     now: i64,
 ) -> Result<PollPage<PolledItem>, ConnectorError> {
-    let ctx = trigger_context(inner, cur, "poll", now).await?;
-    match tokio::time::timeout(inner.config.step_timeout, trigger.poll(&ctx, with.clone(), cursor)).await {
+    let mut ctx = trigger_context(inner, cur, "poll", now).await?;
+    let first = poll_with(inner, trigger, &ctx, with, cursor.clone()).await;
+    // A refused OAuth2 token: refresh once (unless someone already did) and poll again, as
+    // a step does. Anything else, or a second refusal, is the poll's error.
+    let t = &cur.recipe.trigger;
+    if let (Err(e), Some(id), Credentials::OAuth2 { access_token }) = (&first, &t.connection, &ctx.credentials)
+        && e.class() == ErrorClass::Auth
+        && let Ok((_, Credentials::OAuth2Grant(g))) = connection_credentials(inner, &t.app, id).await
+        && g.can_refresh()
+    {
+        let rejected = access_token.expose().to_string();
+        let fresh = crate::oauth::fresh_grant(inner, id, *g, Some(&rejected)).await?;
+        ctx.credentials = crate::oauth::handed_out(&Credentials::OAuth2Grant(Box::new(fresh)));
+        return poll_with(inner, trigger, &ctx, with, cursor).await;
+    }
+    first
+}
+
+async fn poll_with(
+    inner: &Inner,
+    trigger: &Arc<dyn DynPollingTrigger>,
+    ctx: &ActionContext,
+    with: &Value,
+    cursor: Option<String>,
+) -> Result<PollPage<PolledItem>, ConnectorError> {
+    match tokio::time::timeout(inner.config.step_timeout, trigger.poll(ctx, with.clone(), cursor)).await {
         Ok(r) => r,
         Err(_) => Err(ConnectorError::transient(format!("the app did not answer within {}s", inner.config.step_timeout.as_secs()))),
     }
