@@ -69,22 +69,6 @@ steps:
     )
 }
 
-async fn signup(runner: &enlace_runner::Runner, body: Value) -> String {
-    let cur = runner.catalog().current("signup").unwrap();
-    let (a, _) = runner
-        .accept(Incoming {
-            recipe_id: "signup".into(),
-            recipe_version: cur.row.version,
-            source: "webhook",
-            payload: json!({"body": body}),
-            dedupe_key: None,
-            wait: false,
-        })
-        .await
-        .unwrap();
-    a.run_id
-}
-
 async fn a_tag_added_by_a_recipe_starts_the_tag_recipe_exactly_once() {
     let target = Target::start().await;
     let (runner, _clock, store) = manual_runner(None).await;
@@ -92,7 +76,7 @@ async fn a_tag_added_by_a_recipe_starts_the_tag_recipe_exactly_once() {
     install(&runner, &alert_recipe("vip-alert", "vip", &target.url("/vip"))).await;
     install(&runner, &alert_recipe("other-alert", "other", &target.url("/other"))).await;
 
-    let run = signup(&runner, json!({"email": "Ada@Example.com", "name": "Ada", "ip": "203.0.113.7"})).await;
+    let run = start_run(&runner, "signup", json!({"email": "Ada@Example.com", "name": "Ada", "ip": "203.0.113.7"})).await;
     let r = settled(&store, &run).await;
     assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
     let d = store.run_detail(&run).await.unwrap().unwrap();
@@ -131,7 +115,7 @@ async fn a_tag_added_by_a_recipe_starts_the_tag_recipe_exactly_once() {
     let c = app.action("record_consent").unwrap().call(&ctx_consent, consent).await.unwrap();
     assert_eq!(c["recorded"], false, "{c}");
     // A second signup of the same person (another event) tags nothing new either.
-    let run2 = signup(&runner, json!({"email": "ada@example.com", "name": "Ada", "ip": "203.0.113.7"})).await;
+    let run2 = start_run(&runner, "signup", json!({"email": "ada@example.com", "name": "Ada", "ip": "203.0.113.7"})).await;
     assert_eq!(settled(&store, &run2).await.status, RunStatus::Succeeded);
     runner.drain_due().await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;

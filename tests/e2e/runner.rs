@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use enlace_runner::Incoming;
 use enlace_store::{RunStatus, StepStatus};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::*;
 
@@ -28,22 +27,6 @@ steps:
 "#,
         url = target.url(path)
     )
-}
-
-async fn start_run(runner: &enlace_runner::Runner, recipe: &str, body: Value) -> String {
-    let cur = runner.catalog().current(recipe).unwrap();
-    let (a, _) = runner
-        .accept(Incoming {
-            recipe_id: recipe.into(),
-            recipe_version: cur.row.version,
-            source: "manual",
-            payload: json!({"body": body}),
-            dedupe_key: None,
-            wait: false,
-        })
-        .await
-        .unwrap();
-    a.run_id
 }
 
 async fn rate_limited_waits_for_retry_after_then_succeeds_with_the_same_key() {

@@ -210,6 +210,23 @@ pub async fn install(runner: &Runner, yaml: &str) -> enlace_recipe::Recipe {
     recipe
 }
 
+/// Starts a run of an installed recipe with `{"body": body}` as its event (no HTTP).
+pub async fn start_run(runner: &enlace_runner::Runner, recipe: &str, body: Value) -> String {
+    let cur = runner.catalog().current(recipe).unwrap();
+    let (a, _) = runner
+        .accept(enlace_runner::Incoming {
+            recipe_id: recipe.into(),
+            recipe_version: cur.row.version,
+            source: "manual",
+            payload: serde_json::json!({"body": body}),
+            dedupe_key: None,
+            wait: false,
+        })
+        .await
+        .unwrap();
+    a.run_id
+}
+
 /// Waits until the run is no longer `running` (it finished or parked).
 pub async fn settled(store: &Store, run_id: &str) -> RunRow {
     for _ in 0..1000 {
