@@ -104,7 +104,7 @@ async fn a_tag_added_by_a_recipe_starts_the_tag_recipe_exactly_once() {
         credentials: Credentials::None,
         http: transport(),
         timeout: Duration::from_secs(10),
-        extensions: Extensions { contacts: Some(Arc::new(runner.contacts())) },
+        extensions: Extensions { contacts: Some(Arc::new(runner.contacts())), ..Default::default() },
     };
     let again = app.action("add_tag").unwrap().call(&ctx, json!({"contact_id": contact_id, "tag": "vip"})).await.unwrap();
     assert_eq!(again["changed"], false);

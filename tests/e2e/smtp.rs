@@ -571,3 +571,89 @@ async fn connections_through_the_cli_create_list_rename_test_delete_and_never_sh
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_marketing_email_carries_a_one_click_unsubscribe_that_withdraws_consent() {
+    let smtp = SmtpServer::start().await;
+    let s = TestServer::start().await;
+    assert_eq!(create_connection(&s, "news", smtp.credentials(PASSWORD)).await.status(), 201);
+    let yaml = r#"
+id: promo
+trigger: {app: webhook, event: catch, with: {path: promo}}
+steps:
+  - id: mail
+    app: smtp
+    action: send_email
+    connection: news
+    with:
+      from: "Example News <news@example.com>"
+      to: "{{trigger.body.email}}"
+      subject: "Spring offers"
+      text: "New toys for your dog. Unsubscribe: %unsubscribe_url%"
+      html: "<p>New toys.</p><p><a href=\"%unsubscribe_url%\">Unsubscribe</a></p>"
+      unsubscribe: marketing
+"#;
+    install_recipe(&s, yaml.to_string()).await;
+    let run_id = fire(&s, "promo", json!({"email": "Ada@Example.org"})).await;
+    status(&s.store, &run_id, RunStatus::Succeeded).await;
+    let mail = read_mail(&smtp.messages()[0]);
+    let header_value = header(&mail, "list-unsubscribe")[0].to_string();
+    let url = header_value.trim_start_matches('<').trim_end_matches('>').to_string();
+    assert!(url.starts_with(&s.url("/u/")), "{mail}");
+    assert_eq!(header(&mail, "list-unsubscribe-post"), ["List-Unsubscribe=One-Click"]);
+    let parts = mail["parts"].as_array().unwrap();
+    let decoded = |p: &Value| {
+        p["base64"]
+            .as_str()
+            .map(|b| String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b).unwrap()).unwrap())
+            .unwrap_or_default()
+    };
+    assert!(parts.iter().any(|p| decoded(p).contains(&format!("Unsubscribe: {url}"))), "the text carries the same link: {mail}");
+    assert!(!mail.to_string().contains("%unsubscribe_url%"), "{mail}");
+
+    let consents = |s: &TestServer| {
+        let s = s.api(Method::GET, "/api/v1/contacts?email=ada@example.org");
+        async move {
+            let page: Value = s.send().await.unwrap().json().await.unwrap();
+            page["contacts"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    // Opening the link (a person, or a scanner) only shows the button.
+    let page = s.http.get(&url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("method=\"post\""));
+    assert!(consents(&s).await.is_empty(), "a GET changes nothing");
+    // A tampered link is refused and changes nothing.
+    let bad = s.http.post(format!("{url}x")).body("List-Unsubscribe=One-Click").send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(consents(&s).await.is_empty());
+    // The one-click POST a mail program sends (RFC 8058).
+    let r = s
+        .http
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let found = consents(&s).await;
+    assert_eq!(found.len(), 1, "the address became a contact: {found:?}");
+    let id = found[0]["id"].as_str().unwrap();
+    let detail: Value = s.api(Method::GET, &format!("/api/v1/contacts/{id}")).send().await.unwrap().json().await.unwrap();
+    let c = detail["consents"].as_array().unwrap().iter().find(|c| c["purpose"] == "marketing" && c["channel"] == "email").cloned();
+    let c = c.unwrap_or_else(|| panic!("no marketing email consent: {detail}"));
+    assert_eq!(c["status"], "withdrawn", "{detail}");
+    assert!(c["evidence"]["source"].as_str().unwrap().contains("RFC 8058"), "{c}");
+
+    // An unsubscribe link needs exactly one recipient.
+    let yaml2 = yaml
+        .replace("id: promo", "id: promo2")
+        .replace("path: promo}", "path: promo2}")
+        .replace("to: \"{{trigger.body.email}}\"", "to: [\"{{trigger.body.email}}\", \"bo@example.org\"]");
+    install_recipe(&s, yaml2).await;
+    let run_id = fire(&s, "promo2", json!({"email": "ada@example.org"})).await;
+    status(&s.store, &run_id, RunStatus::Failed).await;
+    let detail: Value = s.api(Method::GET, &format!("/api/v1/runs/{run_id}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(detail["error"]["path"], "to", "{detail}");
+}

@@ -277,12 +277,14 @@ impl TestServer {
     pub async fn start_with(registry: enlace_core::Registry) -> TestServer {
         // SQLite, or a fresh PostgreSQL database inside `BACKEND.scope(Postgres)`.
         let store = test_store().await;
-        let runner = Runner::new(store.clone(), registry, RunnerConfig::default(), transport(), Arc::new(SystemClock));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Its own address is its public address, as `serve` does by default.
+        let config = RunnerConfig { public_url: Some(format!("http://{addr}")), ..RunnerConfig::default() };
+        let runner = Runner::new(store.clone(), registry, config, transport(), Arc::new(SystemClock));
         runner.load(false).await.unwrap();
         runner.start();
         let app = enlace_web::app(runner.clone(), enlace_web::WebConfig::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { enlace_web::serve(listener, app, std::future::pending()).await.unwrap() });
         let (_, token) = store.create_token("test", 0).await.unwrap();
         TestServer { base: format!("http://{addr}"), runner, store, token, http: client() }

@@ -86,7 +86,7 @@ fn ctx(backend: Option<Arc<Recorder>>) -> ActionContext {
         credentials: Credentials::None,
         http: Arc::new(NoHttp),
         timeout: Duration::from_secs(5),
-        extensions: Extensions { contacts: backend.map(|b| b as Arc<dyn ContactsBackend>) },
+        extensions: Extensions { contacts: backend.map(|b| b as Arc<dyn ContactsBackend>), ..Default::default() },
     }
 }
 

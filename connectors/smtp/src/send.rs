@@ -96,6 +96,59 @@ pub struct Input {
     /// `content_text`. At most 20 MiB in all.
     #[serde(default)]
     pub attachments: Vec<Attachment>,
+    /// One-click unsubscribe (RFC 8058) from this purpose, like `marketing`: Enlace adds
+    /// `List-Unsubscribe` (a link to this installation, signed for the recipient) and
+    /// `List-Unsubscribe-Post: List-Unsubscribe=One-Click`, and puts the same link wherever
+    /// `%unsubscribe_url%` appears in `text` and `html`. Following it withdraws the
+    /// recipient's consent for this purpose on the email channel (the `contacts` app). Needs
+    /// exactly one recipient in `to` (the link is personal) and Enlace's public address
+    /// (`ENLACE_PUBLIC_URL`).
+    #[serde(default)]
+    pub unsubscribe: Option<String>,
+}
+
+/// The placeholder `text` and `html` may carry for the unsubscribe link.
+pub const UNSUBSCRIBE_PLACEHOLDER: &str = "%unsubscribe_url%";
+
+/// Adds the unsubscribe headers and link to `input` when it asks for them.
+fn with_unsubscribe(ctx: &ActionContext, mut input: Input) -> Result<Input, ConnectorError> {
+    let Some(purpose) = input.unsubscribe.clone() else {
+        if input.text.iter().chain(input.html.iter()).any(|b| b.contains(UNSUBSCRIBE_PLACEHOLDER)) {
+            return Err(ConnectorError::bad_input(
+                "unsubscribe",
+                "the body holds `%unsubscribe_url%` but no `unsubscribe` purpose is given; add `unsubscribe: marketing`",
+            ));
+        }
+        return Ok(input);
+    };
+    let purpose = purpose.trim().to_string();
+    if purpose.is_empty() || !purpose.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return Err(ConnectorError::bad_input("unsubscribe", "is not a purpose: use a word like `marketing` or `newsletter`"));
+    }
+    let to: Vec<String> = match &input.to {
+        Addresses::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        Addresses::Many(v) => v.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+    };
+    let [recipient] = to.as_slice() else {
+        return Err(ConnectorError::bad_input(
+            "to",
+            "an email with an unsubscribe link goes to exactly one recipient in `to` (the link is personal); send one email per person",
+        ));
+    };
+    let email = recipient.parse::<lettre::message::Mailbox>().map(|m| m.email.to_string()).unwrap_or_else(|_| recipient.clone());
+    let Some(links) = ctx.extensions.links.as_ref() else {
+        return Err(ConnectorError::permanent("this runner signs no links, so the unsubscribe link cannot be made"));
+    };
+    let url = links.unsubscribe_url(&email, &purpose).map_err(|e| ConnectorError::bad_input("unsubscribe", e))?;
+    for (name, value) in [("List-Unsubscribe", format!("<{url}>")), ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click".to_string())] {
+        if input.headers.keys().any(|k| k.eq_ignore_ascii_case(name)) {
+            return Err(ConnectorError::bad_input(format!("headers.{name}"), "is set by `unsubscribe`: leave it out of `headers`"));
+        }
+        input.headers.insert(name.to_string(), value);
+    }
+    input.text = input.text.map(|t| t.replace(UNSUBSCRIBE_PLACEHOLDER, &url));
+    input.html = input.html.map(|h| h.replace(UNSUBSCRIBE_PLACEHOLDER, &url));
+    Ok(input)
 }
 
 /// What the server accepted.
@@ -140,6 +193,7 @@ impl Action for SendEmail {
 
     async fn call(&self, ctx: &ActionContext, input: Input) -> Result<Output, ConnectorError> {
         let creds = smtp_credentials(&ctx.credentials)?;
+        let input = with_unsubscribe(ctx, input)?;
         // Everything about the input is checked before any connection is made.
         let built = message::build(&input, &ctx.idempotency_key)?;
         let mut session = Session::open(creds, ctx.http.allows_private_networks(), deadline_for(ctx.timeout)).await?;

@@ -166,7 +166,10 @@ fn borrowed<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)>
 }
 
 fn inbound_ctx(store: &Arc<Store>, credentials: Credentials) -> InboundContext {
-    InboundContext { credentials, extensions: Extensions { contacts: Some(store.clone() as Arc<dyn ContactsBackend>) } }
+    InboundContext {
+        credentials,
+        extensions: Extensions { contacts: Some(store.clone() as Arc<dyn ContactsBackend>), ..Default::default() },
+    }
 }
 
 async fn receive(trigger: &str, ctx: &InboundContext, req: &InboundRequest) -> Result<enlace_core::InboundEvent, ConnectorError> {
@@ -343,7 +346,7 @@ fn action_ctx(store: &Arc<Store>) -> ActionContext {
         credentials: basic(),
         http,
         timeout: Duration::from_secs(10),
-        extensions: Extensions { contacts: Some(store.clone() as Arc<dyn ContactsBackend>) },
+        extensions: Extensions { contacts: Some(store.clone() as Arc<dyn ContactsBackend>), ..Default::default() },
     }
 }
 

@@ -291,12 +291,22 @@ pub trait ContactsBackend: Send + Sync {
 pub struct Extensions {
     /// The embedded contact store (`contacts` app).
     pub contacts: Option<std::sync::Arc<dyn ContactsBackend>>,
+    /// Links this installation signs for the messages connectors send.
+    pub links: Option<std::sync::Arc<dyn Links>>,
 }
 
 impl std::fmt::Debug for Extensions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Extensions").field("contacts", &self.contacts.is_some()).finish()
+        f.debug_struct("Extensions").field("contacts", &self.contacts.is_some()).field("links", &self.links.is_some()).finish()
     }
+}
+
+/// Links Enlace signs and later takes back (the runner implements it with the
+/// installation's secret key and public address).
+pub trait Links: Send + Sync {
+    /// The one-click unsubscribe address (RFC 8058) for `email` from `purpose` on the email
+    /// channel; the error says why there is none (no public address configured).
+    fn unsubscribe_url(&self, email: &str, purpose: &str) -> Result<String, String>;
 }
 
 /// Lowercases and trims an email and checks that it looks like one (`local@domain`, no

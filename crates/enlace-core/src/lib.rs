@@ -30,7 +30,7 @@ pub use action::{Action, ActionContext, DynAction};
 pub use connection::{
     ConnectionContext, ConnectionTest, CredentialsError, TestOutcome, accepted_kinds, parse_credentials, parse_credentials_with,
 };
-pub use contacts::{ContactsBackend, Extensions};
+pub use contacts::{ContactsBackend, Extensions, Links};
 pub use error::{ConnectorError, ErrorClass};
 pub use inbound::{InboundContext, InboundEvent, InboundReply, InboundRequest, InboundTrigger};
 pub use manifest::{ActionSpec, AuthKind, ConnectorManifest, Idempotency, RateLimit, TriggerKind, TriggerSpec};

@@ -804,7 +804,10 @@ impl Exec {
             credentials: crate::oauth::handed_out(&credentials),
             http: transport,
             timeout: inner.config.step_timeout,
-            extensions: enlace_core::Extensions { contacts: Some(Arc::new(crate::contacts::Contacts::new(inner.clone()))) },
+            extensions: enlace_core::Extensions {
+                contacts: Some(Arc::new(crate::contacts::Contacts::new(inner.clone()))),
+                links: Some(inner.links.clone()),
+            },
         };
         let t0 = Instant::now();
         let result = if inner.config.dry_run {

@@ -21,6 +21,7 @@ pub mod clock;
 pub mod contacts;
 mod exec;
 pub mod limits;
+pub mod links;
 pub mod mask;
 pub mod metrics;
 pub mod oauth;
@@ -153,6 +154,8 @@ pub(crate) struct Inner {
     stopped: CancellationToken,
     dry_log: Mutex<Vec<DryCall>>,
     refresh_locks: oauth::RefreshLocks,
+    /// Signed links for the messages connectors send (one-click unsubscribe).
+    links: Arc<dyn enlace_core::Links>,
 }
 
 /// The runner. Cheap to clone.
@@ -164,6 +167,7 @@ pub struct Runner {
 impl Runner {
     pub fn new(store: Store, registry: Registry, config: RunnerConfig, transport: Arc<dyn HttpTransport>, clock: Arc<dyn Clock>) -> Runner {
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let (store_for_links, public_url_for_links) = (store.clone(), config.public_url.clone());
         Runner {
             inner: Arc::new(Inner {
                 catalog: Catalog::new(registry.clone()),
@@ -181,6 +185,7 @@ impl Runner {
                 stopped: CancellationToken::new(),
                 dry_log: Mutex::new(vec![]),
                 refresh_locks: oauth::RefreshLocks::default(),
+                links: Arc::new(links::SignedLinks { store: store_for_links, public_url: public_url_for_links }),
             }),
         }
     }

@@ -18,6 +18,9 @@ const VERSION: u8 = 1;
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
+    /// The key of signed links (unsubscribe links), derived from the same secret key:
+    /// HMAC-SHA256(key, "enlace link signing v1").
+    link_key: [u8; 32],
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -28,7 +31,32 @@ impl std::fmt::Debug for SecretBox {
 
 impl SecretBox {
     pub fn from_key(key: &[u8; 32]) -> Self {
-        SecretBox { cipher: XChaCha20Poly1305::new(key.into()) }
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(b"enlace link signing v1");
+        let link_key: [u8; 32] = mac.finalize().into_bytes().into();
+        SecretBox { cipher: XChaCha20Poly1305::new(key.into()), link_key }
+    }
+
+    /// The signature of `data` for links of kind `context` (HMAC-SHA256 with the link key):
+    /// links Enlace hands out (an unsubscribe link in an email) and takes back unchanged.
+    pub fn sign_link(&self, context: &str, data: &[u8]) -> [u8; 32] {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.link_key).expect("HMAC takes any key length");
+        mac.update(context.as_bytes());
+        mac.update(&[0]);
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `signature` is [`SecretBox::sign_link`]'s for `data`, compared in constant time.
+    pub fn verify_link(&self, context: &str, data: &[u8], signature: &[u8]) -> bool {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.link_key).expect("HMAC takes any key length");
+        mac.update(context.as_bytes());
+        mac.update(&[0]);
+        mac.update(data);
+        mac.verify_slice(signature).is_ok()
     }
 
     /// Parses `ENLACE_SECRET_KEY`: 32 bytes as base64 (standard or URL-safe) or 64 hex digits.
@@ -142,6 +170,19 @@ mod tests {
         assert!(b.open("secret:B", &sealed).is_err(), "a value moved to another row must not decrypt");
         let other = SecretBox::from_key(&[8u8; 32]);
         assert!(other.open("secret:A", &sealed).unwrap_err().to_string().contains("secret key differs"));
+    }
+
+    #[test]
+    fn link_signatures_verify_only_for_their_data_context_and_key() {
+        let a = SecretBox::from_key(&[7u8; 32]);
+        let sig = a.sign_link("unsubscribe", b"ana@example.com");
+        assert!(a.verify_link("unsubscribe", b"ana@example.com", &sig));
+        assert!(!a.verify_link("unsubscribe", b"bo@example.com", &sig));
+        assert!(!a.verify_link("other", b"ana@example.com", &sig));
+        assert!(!a.verify_link("unsubscribe", b"ana@example.com", &sig[..31]));
+        let b = SecretBox::from_key(&[8u8; 32]);
+        assert!(!b.verify_link("unsubscribe", b"ana@example.com", &sig));
+        assert_eq!(sig, SecretBox::from_key(&[7u8; 32]).sign_link("unsubscribe", b"ana@example.com"), "stable across restarts");
     }
 
     #[test]

@@ -375,6 +375,19 @@ impl Store {
         dispatch!(self, b => b.replay_run(run_id, r).await)
     }
 
+    // ---- signed links ----
+
+    /// Signs `data` for a link of kind `context` with the installation's key (see
+    /// [`SecretBox::sign_link`]): every node with the same secret key signs alike.
+    pub fn sign_link(&self, context: &str, data: &[u8]) -> [u8; 32] {
+        dispatch!(self, b => b.secret_box().sign_link(context, data))
+    }
+
+    /// Checks a link's signature in constant time.
+    pub fn verify_link(&self, context: &str, data: &[u8], signature: &[u8]) -> bool {
+        dispatch!(self, b => b.secret_box().verify_link(context, data, signature))
+    }
+
     // ---- secrets ----
 
     pub async fn set_secret(&self, name: &str, value: &str, now: Millis) -> Result<()> {

@@ -412,6 +412,10 @@ fn push_steps_cte(q: &mut QueryBuilder<Postgres>, run_id: &str, steps: Vec<StepR
 }
 
 impl Pg {
+    pub(crate) fn secret_box(&self) -> &SecretBox {
+        &self.secrets
+    }
+
     pub(crate) async fn open(url: &str, secrets: SecretBox) -> Result<Pg> {
         let (url, pool_size) = split_pool_size(url)?;
         let shown = redact_url(&url);

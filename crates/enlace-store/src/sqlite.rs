@@ -116,6 +116,10 @@ const MAX_BATCH: usize = 512;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
 impl Sqlite {
+    pub(crate) fn secret_box(&self) -> &SecretBox {
+        &self.secrets
+    }
+
     pub(crate) async fn open(path: &Path, secrets: SecretBox, sync: Synchronous) -> Result<Sqlite> {
         let base = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
             .journal_mode(SqliteJournalMode::Wal)

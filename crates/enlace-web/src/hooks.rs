@@ -160,7 +160,8 @@ async fn inbound(s: &AppState, cur: &Current, uri: &Uri, headers: HeaderMap, raw
     };
     let base = crate::api::connections::public_base(s.shared.config.public_url.as_deref(), &headers);
     let url = format!("{base}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or_else(|| uri.path()));
-    let ctx = InboundContext { credentials, extensions: Extensions { contacts: Some(Arc::new(s.runner.contacts())) } };
+    let ctx =
+        InboundContext { credentials, extensions: Extensions { contacts: Some(Arc::new(s.runner.contacts())), ..Default::default() } };
     let req = InboundRequest { url, headers, body: raw, received_at: s.runner.now_ms() };
     let ev = handler.receive(&ctx, &req).await.map_err(|e| {
         let code = match e.class() {

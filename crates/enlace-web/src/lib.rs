@@ -9,6 +9,7 @@ pub mod api;
 pub mod error;
 pub mod hooks;
 pub mod oauth;
+pub mod unsubscribe;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -101,6 +102,7 @@ pub fn app(runner: Runner, config: WebConfig) -> Router {
         .route("/api/v1/openapi.json", get(openapi_json))
         .merge(hooks::routes())
         .merge(oauth::routes())
+        .merge(unsubscribe::routes())
         .merge(api_router)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), request_layer))

@@ -1,0 +1,75 @@
+//! Signed links: the one-click unsubscribe address a marketing email carries
+//! (`<public_url>/u/<token>`). The token holds the address and the purpose, and the
+//! installation's signature over them (`Store::sign_link`, a key derived from the secret
+//! key), so it needs no table, works on every node, stays valid across restarts and cannot
+//! be forged or pointed at another address.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use enlace_store::Store;
+
+/// The signing context of unsubscribe links.
+const UNSUBSCRIBE: &str = "unsubscribe";
+
+/// What an unsubscribe token says: who, from what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsubscribe {
+    pub email: String,
+    pub purpose: String,
+}
+
+/// The token of an unsubscribe link: `base64url(email "\n" purpose) "." base64url(signature)`.
+pub fn unsubscribe_token(store: &Store, email: &str, purpose: &str) -> String {
+    let data = format!("{}\n{}", email.trim().to_lowercase(), purpose.trim());
+    let sig = store.sign_link(UNSUBSCRIBE, data.as_bytes());
+    format!("{}.{}", URL_SAFE_NO_PAD.encode(data.as_bytes()), URL_SAFE_NO_PAD.encode(sig))
+}
+
+/// Reads a token back; `None` when it is malformed or its signature is not ours.
+pub fn read_unsubscribe_token(store: &Store, token: &str) -> Option<Unsubscribe> {
+    let (data, sig) = token.split_once('.')?;
+    let data = URL_SAFE_NO_PAD.decode(data).ok()?;
+    let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
+    if !store.verify_link(UNSUBSCRIBE, &data, &sig) {
+        return None;
+    }
+    let text = String::from_utf8(data).ok()?;
+    let (email, purpose) = text.split_once('\n')?;
+    Some(Unsubscribe { email: email.to_string(), purpose: purpose.to_string() })
+}
+
+/// The runner's [`enlace_core::Links`]: the store's key and the public address.
+pub(crate) struct SignedLinks {
+    pub store: Store,
+    pub public_url: Option<String>,
+}
+
+impl enlace_core::Links for SignedLinks {
+    fn unsubscribe_url(&self, email: &str, purpose: &str) -> Result<String, String> {
+        let Some(base) = self.public_url.as_deref().filter(|b| !b.is_empty()) else {
+            return Err("unsubscribe links need Enlace's public address: set ENLACE_PUBLIC_URL (or --public-url)".into());
+        };
+        Ok(format!("{}/u/{}", base.trim_end_matches('/'), unsubscribe_token(&self.store, email, purpose)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tokens_read_back_and_refuse_tampering() {
+        let store = Store::temporary().await.unwrap();
+        let t = unsubscribe_token(&store, " Ana@Example.com ", "marketing");
+        assert_eq!(read_unsubscribe_token(&store, &t), Some(Unsubscribe { email: "ana@example.com".into(), purpose: "marketing".into() }));
+        // Another address with the same signature, a cut signature, garbage: refused.
+        let (_, sig) = t.split_once('.').unwrap();
+        let forged = format!("{}.{sig}", URL_SAFE_NO_PAD.encode("bo@example.com\nmarketing"));
+        assert_eq!(read_unsubscribe_token(&store, &forged), None);
+        assert_eq!(read_unsubscribe_token(&store, &t[..t.len() - 2]), None);
+        assert_eq!(read_unsubscribe_token(&store, "nonsense"), None);
+        // Another installation's key does not read it.
+        let other = Store::temporary().await.unwrap();
+        assert_eq!(read_unsubscribe_token(&other, &t), None);
+    }
+}
