@@ -364,3 +364,47 @@ async fn concurrent_webhooks_batch_into_one_run_each_and_duplicates_into_none() 
     assert_eq!(distinct.len(), 151);
     assert_eq!(run_count(&s).await, 151);
 }
+
+async fn the_kill_switch_disables_a_recipe_and_cancels_what_it_has_pending() {
+    let target = Target::start().await;
+    let s = TestServer::start().await;
+    for id in ["promo", "other"] {
+        let yaml = format!(
+            "id: {id}\ntrigger: {{app: webhook, event: catch}}\nsteps:\n  - id: wait\n    delay: 2d\n  - id: post\n    app: http\n    action: request\n    with: {{method: POST, url: \"{}\", json: {{}}}}\n",
+            target.url("/sent")
+        );
+        let r = s.api(Method::POST, "/api/v1/recipes").header("content-type", "application/yaml").body(yaml).send().await.unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+    let fire = |path: &'static str| {
+        let req = s.http.post(s.url(&format!("/hooks/{path}"))).json(&json!({}));
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap()["run_id"].as_str().unwrap().to_string() }
+    };
+    let mut promo = vec![];
+    for _ in 0..3 {
+        promo.push(fire("promo").await);
+    }
+    let other = fire("other").await;
+    for r in promo.iter().chain([&other]) {
+        status(&s.store, r, RunStatus::Waiting).await;
+    }
+    let r = s.api(Method::POST, "/api/v1/recipes/promo/kill").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["cancelled_runs"], 3, "{v}");
+    assert_eq!(v["recipe"]["enabled"], false, "{v}");
+    for r in &promo {
+        let run = s.store.get_run(r).await.unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Cancelled);
+        assert!(run.error.unwrap()["message"].as_str().unwrap().contains("kill switch"));
+    }
+    // Other recipes are untouched; the killed one takes no new event.
+    assert_eq!(s.store.get_run(&other).await.unwrap().unwrap().status, RunStatus::Waiting);
+    assert_eq!(s.http.post(s.url("/hooks/promo")).json(&json!({})).send().await.unwrap().status(), 404);
+    // Nothing it had pending is left to run.
+    assert_eq!(s.runner.drain_due().await.unwrap(), 0);
+    assert!(target.received_on("/sent").is_empty());
+    assert_eq!(s.api(Method::POST, "/api/v1/recipes/nope/kill").send().await.unwrap().status(), 404);
+}
+
+on_both_backends!(the_kill_switch_disables_a_recipe_and_cancels_what_it_has_pending);

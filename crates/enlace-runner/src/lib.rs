@@ -359,6 +359,17 @@ impl Runner {
         Ok(row)
     }
 
+    /// The kill switch: disables the recipe (no new runs, its trigger stops) and cancels
+    /// every run of it that has not ended, in that order, so nothing it has pending goes out.
+    /// A call already in flight cannot be called back; its run is cancelled when it returns.
+    /// Returns the recipe and how many runs were cancelled.
+    pub async fn kill(&self, id: &str) -> Result<(RecipeRow, u64), RunnerError> {
+        let row = self.set_enabled(id, false).await?;
+        let n = self.inner.store.cancel_recipe_runs(id, "cancelled by the kill switch: the recipe was stopped", self.now_ms()).await?;
+        tracing::warn!(recipe = %id, cancelled = n, "kill switch: the recipe is disabled and its pending runs are cancelled");
+        Ok((row, n))
+    }
+
     /// The enabled recipe on a hook path.
     pub fn hook(&self, path: &str) -> Option<Current> {
         self.inner.catalog.by_hook(path)

@@ -369,6 +369,12 @@ impl Store {
     pub async fn cancel_run(&self, run_id: &str, now: Millis) -> Result<RunRow> {
         dispatch!(self, b => b.cancel_run(run_id, now).await)
     }
+    /// Cancels every run of a recipe that has not ended (queued, running, waiting), with
+    /// `reason` as their error, in one transaction; returns how many. A worker running one
+    /// finds it cancelled at its next write and stops.
+    pub async fn cancel_recipe_runs(&self, recipe_id: &str, reason: &str, now: Millis) -> Result<u64> {
+        dispatch!(self, b => b.cancel_recipe_runs(recipe_id, reason, now).await)
+    }
     /// Queues a failed or cancelled run again from its first unfinished step; completed
     /// steps keep their outputs and are not called again.
     pub async fn replay_run(&self, run_id: &str, r: Replay) -> Result<RunRow> {

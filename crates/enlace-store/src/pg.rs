@@ -1266,6 +1266,32 @@ impl Pg {
         Ok(row.get::<i64, _>("n") as u64)
     }
 
+    pub(crate) async fn cancel_recipe_runs(&self, recipe_id: &str, reason: &str, now: Millis) -> Result<u64> {
+        let error = json_text(&serde_json::json!({"class": "cancelled", "message": reason}));
+        let mut tx = self.pool.begin().await.map_err(pg_err)?;
+        // Lock the runs in id order, as every multi-run write here does (no deadlock).
+        sqlx::query("SELECT id FROM runs WHERE recipe_id = $1 AND status IN ('queued', 'running', 'waiting') ORDER BY id FOR UPDATE")
+            .bind(recipe_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(pg_err)?;
+        sqlx::query("UPDATE steps SET status = 'cancelled', finished_at = $1 WHERE status IN ('running', 'retrying', 'waiting') AND run_id IN (SELECT id FROM runs WHERE recipe_id = $2 AND status IN ('queued', 'running', 'waiting'))")
+            .bind(now)
+            .bind(recipe_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_err)?;
+        let r = sqlx::query("UPDATE runs SET status = 'cancelled', finished_at = $1, due_at = NULL, owner = NULL, lease_until = NULL, held_connection = NULL, updated_at = $1, error = $2 WHERE recipe_id = $3 AND status IN ('queued', 'running', 'waiting')")
+            .bind(now)
+            .bind(&error)
+            .bind(recipe_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(r.rows_affected())
+    }
+
     // ---- shared rate limits ----
 
     pub(crate) async fn rate_acquire(&self, key: &str, calls: u32, per_ms: i64) -> Result<i64> {

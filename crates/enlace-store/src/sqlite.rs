@@ -1167,6 +1167,28 @@ impl Sqlite {
         .await
     }
 
+    pub(crate) async fn cancel_recipe_runs(&self, recipe_id: &str, reason: &str, now: Millis) -> Result<u64> {
+        let (recipe_id, error) = (recipe_id.to_string(), json_text(&serde_json::json!({"class": "cancelled", "message": reason})));
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query("UPDATE steps SET status = 'cancelled', finished_at = ? WHERE status IN ('running', 'retrying', 'waiting') AND run_id IN (SELECT id FROM runs WHERE recipe_id = ? AND status IN ('queued', 'running', 'waiting'))")
+                    .bind(now)
+                    .bind(&recipe_id)
+                    .execute(&mut *c)
+                    .await?;
+                let r = sqlx::query("UPDATE runs SET status = 'cancelled', finished_at = ?, due_at = NULL, owner = NULL, lease_until = NULL, held_connection = NULL, updated_at = ?, error = ? WHERE recipe_id = ? AND status IN ('queued', 'running', 'waiting')")
+                    .bind(now)
+                    .bind(now)
+                    .bind(&error)
+                    .bind(&recipe_id)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(r.rows_affected())
+            })
+        })
+        .await
+    }
+
     pub(crate) async fn replay_run(&self, run_id: &str, rp: Replay) -> Result<RunRow> {
         let run_id = run_id.to_string();
         self.write(move |c| {

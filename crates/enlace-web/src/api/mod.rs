@@ -47,6 +47,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(recipes::get, recipes::update))
         .routes(routes!(recipes::enable))
         .routes(routes!(recipes::disable))
+        .routes(routes!(recipes::kill))
         .routes(routes!(recipes::versions))
         .routes(routes!(recipes::version))
         .routes(routes!(triggers::show))

@@ -185,6 +185,26 @@ pub async fn disable(State(s): State<AppState>, Path(id): Path<String>) -> ApiRe
     set(&s, &id, false).await
 }
 
+/// What the kill switch did.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct KillView {
+    /// The recipe, now disabled.
+    pub recipe: RecipeView,
+    /// How many of its runs were cancelled (queued, waiting, or running: a call already in
+    /// flight cannot be called back, and its run stops when it returns).
+    pub cancelled_runs: u64,
+}
+
+/// The kill switch: disables the recipe and cancels every run of it that has not ended,
+/// so nothing it has pending goes out (delays, retries, held runs included). Enable it again
+/// to start new runs; cancelled runs can be replayed one by one.
+#[utoipa::path(post, path = "/api/v1/recipes/{id}/kill", tag = "recipes", params(("id" = String, Path)), responses((status = 200, body = KillView), (status = 404, body = ErrorBody)))]
+pub async fn kill(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<KillView>> {
+    let (row, cancelled_runs) = s.runner.kill(&id).await?;
+    let cur = current(&s, &row.id).await?;
+    Ok(Json(KillView { recipe: view(&row, &cur.recipe), cancelled_runs }))
+}
+
 async fn set(s: &AppState, id: &str, enabled: bool) -> ApiResult<Json<RecipeView>> {
     let row = s.runner.set_enabled(id, enabled).await?;
     let cur = current(s, &row.id).await?;
