@@ -71,10 +71,6 @@ fn spec(relative: &str) -> PathBuf {
     })
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl Prism {
     /// Starts Prism on 127.0.0.1 with the description and waits until it listens.
     fn start(spec_path: &Path) -> Prism {
@@ -208,9 +204,7 @@ async fn proxy(prism: &Prism) -> (String, Arc<Mutex<Vec<Exchange>>>) {
     let p = Proxy { upstream: prism.base.clone(), seen: Arc::default(), client: client() };
     let seen = p.seen.clone();
     let app = Router::new().fallback(forward).with_state(p);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve_local(app).await;
     (format!("http://{addr}"), seen)
 }
 
@@ -688,9 +682,7 @@ async fn drive_upload(State(seen): State<Uploads>, uri: Uri, headers: HeaderMap,
 pub(crate) async fn drive_upload_route() -> (String, Uploads) {
     let seen: Uploads = Arc::default();
     let app = Router::new().route("/upload/drive/v3/files", axum::routing::post(drive_upload)).with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve_local(app).await;
     (format!("http://{addr}/upload/drive/v3"), seen)
 }
 
@@ -824,9 +816,7 @@ async fn drive_changes_proxy() -> (String, Arc<Mutex<Vec<Exchange>>>) {
             (parts.status, axum::Json(page)).into_response()
         })
         .with_state(p);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve_local(app).await;
     (format!("http://{addr}"), seen)
 }
 

@@ -78,9 +78,7 @@ impl Strict {
             .route("/api/me", get(me))
             .route("/api/feed", get(feed))
             .with_state(inner.clone());
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", l.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        let base = format!("http://{}", serve_local(app).await);
         Strict { base, inner }
     }
 
@@ -538,7 +536,7 @@ async fn start_npm_server() -> NpmServer {
         "oauth2-mock-server is not installed at {}: run .ci/run, or `npm install --prefix ~/.cache/enlace-oauth2-mock oauth2-mock-server@9.3.0`",
         bin.display()
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let child =
         Command::new(bin).args(["-a", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let base = format!("http://127.0.0.1:{port}");

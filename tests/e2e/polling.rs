@@ -37,9 +37,7 @@ impl Feed {
     async fn start() -> Feed {
         let f = Feed::default();
         let app = Router::new().route("/orders", get(orders)).with_state(f.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        *f.addr.lock().unwrap() = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        *f.addr.lock().unwrap() = format!("http://{}", serve_local(app).await);
         f
     }
 

@@ -106,10 +106,6 @@ impl Drop for SmtpServer {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl SmtpServer {
     /// STARTTLS required, then AUTH required.
     pub async fn start() -> SmtpServer {

@@ -76,9 +76,7 @@ impl Target {
     pub async fn start() -> Target {
         let state = Arc::new(Mutex::new(TargetState::default()));
         let app = Router::new().fallback(handle).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let addr = serve_local(app).await;
         Target { addr, state }
     }
 
@@ -144,6 +142,19 @@ async fn handle(State(state): State<Arc<Mutex<TargetState>>>, method: Method, ur
 }
 
 /// A plain HTTP client for tests (rustls needs its crypto provider installed once).
+/// Serves `app` on a fresh port of 127.0.0.1 for the rest of the test binary; its address.
+pub async fn serve_local(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// A port of 127.0.0.1 free right now (for servers the tests start as other processes).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 pub fn client() -> reqwest::Client {
     enlace_kit::transport::install_crypto_provider();
     reqwest::Client::new()
@@ -275,6 +286,11 @@ impl TestServer {
 
     /// The same with another registry (connectors pointed at local mocks of their vendors).
     pub async fn start_with(registry: enlace_core::Registry) -> TestServer {
+        TestServer::start_configured(registry, enlace_web::WebConfig::default()).await
+    }
+
+    /// The same with the web layer's own settings (a fixed public address).
+    pub async fn start_configured(registry: enlace_core::Registry, web: enlace_web::WebConfig) -> TestServer {
         // SQLite, or a fresh PostgreSQL database inside `BACKEND.scope(Postgres)`.
         let store = test_store().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -284,7 +300,7 @@ impl TestServer {
         let runner = Runner::new(store.clone(), registry, config, transport(), Arc::new(SystemClock));
         runner.load(false).await.unwrap();
         runner.start();
-        let app = enlace_web::app(runner.clone(), enlace_web::WebConfig::default());
+        let app = enlace_web::app(runner.clone(), web);
         tokio::spawn(async move { enlace_web::serve(listener, app, std::future::pending()).await.unwrap() });
         let (_, token) = store.create_token("test", 0).await.unwrap();
         TestServer { base: format!("http://{addr}"), runner, store, token, http: client() }

@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use enlace_connector_twilio::inbound::signature;
-use enlace_runner::{Runner, RunnerConfig, SystemClock};
+use enlace_runner::Runner;
 use enlace_store::{RunFilter, RunStatus, Store};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -43,9 +43,7 @@ async fn counting_twilio() -> (String, Arc<Mutex<Vec<String>>>) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve_local(app).await;
     (format!("http://{addr}"), seen)
 }
 
@@ -67,17 +65,17 @@ impl Env {
         let mut connectors: Vec<_> = enlace_connectors::all().into_iter().filter(|c| c.id() != "twilio").collect();
         connectors.push(enlace_connector_twilio::connector_at(&twilio_base));
         let registry = enlace_core::Registry::new(connectors).unwrap();
-        let store = test_store().await;
-        let runner = Runner::new(store.clone(), registry, RunnerConfig::default(), transport(), Arc::new(SystemClock));
-        runner.load(false).await.unwrap();
-        runner.start();
         let config = enlace_web::WebConfig { public_url: Some(format!("{PUBLIC}/")), ..enlace_web::WebConfig::default() };
-        let app = enlace_web::app(runner.clone(), config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { enlace_web::serve(listener, app, std::future::pending()).await.unwrap() });
-        let (_, token) = store.create_token("test", 0).await.unwrap();
-        let env = Env { base: format!("http://{addr}"), store, runner, token, http: client(), target: Target::start().await, twilio_calls };
+        let s = TestServer::start_configured(registry, config).await;
+        let env = Env {
+            base: s.base,
+            store: s.store,
+            runner: s.runner,
+            token: s.token,
+            http: s.http,
+            target: Target::start().await,
+            twilio_calls,
+        };
         let r = env
             .api(Method::POST, "/api/v1/connections")
             .json(&json!({"id": "twilio-main", "app": "twilio", "name": "Twilio",
