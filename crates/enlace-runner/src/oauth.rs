@@ -53,7 +53,8 @@ fn stale(g: &OAuth2Grant, rejected: Option<&str>, now: i64) -> bool {
 
 /// A grant whose access token can be used now. `rejected` is the access token a vendor
 /// just refused (401): the grant is refreshed unless someone else already replaced that
-/// token. Otherwise it is refreshed only when it expires soon.
+/// token. Otherwise it is refreshed only when it expires soon. (Boxed so that the compiler
+/// checks here, not in every step's future, that the refresh is `Send`.)
 pub(crate) fn fresh_grant<'a>(
     inner: &'a Inner,
     id: &'a str,
