@@ -17,5 +17,6 @@ mod recipes;
 mod runner;
 mod scale;
 mod server;
+mod simulate;
 mod smtp;
 mod twilio;

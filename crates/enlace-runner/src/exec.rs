@@ -46,6 +46,10 @@ enum Stop {
 type Flow = Result<(), Stop>;
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
+/// Apps that live inside Enlace (their actions change only its own store): a simulation
+/// runs them for real.
+pub(crate) const LOCAL_APPS: &[&str] = &["contacts", "enlace"];
+
 /// Waits shorter than this are slept through in the worker; longer ones park the run.
 const SHORT_WAIT: Duration = Duration::from_millis(1000);
 
@@ -568,7 +572,12 @@ impl Exec {
                 let chosen = match prev.as_ref().filter(|p| p.status == StepStatus::Succeeded).and_then(|p| p.output.as_ref()) {
                     Some(out) => out.get("path").and_then(Value::as_str).unwrap_or_default().to_string(),
                     None => {
-                        let unit = self.contact_id.clone().unwrap_or_else(|| self.run.id.clone());
+                        // Per contact by its email (stable, and the same in a simulation as
+                        // in production); outside a journey, per run.
+                        let unit = match self.data.get().pointer("/contact/email").and_then(Value::as_str) {
+                            Some(e) => e.to_string(),
+                            None => self.run.id.clone(),
+                        };
                         let chosen = journey::pick_path(&format!("{}:{}:{unit}", self.run.recipe_id, key), weights).to_string();
                         self.record(
                             &key,
@@ -685,7 +694,13 @@ impl Exec {
         if let Some(c) = self.credentials.get(id) {
             return Ok(c.clone());
         }
-        let (row, creds) = connection_credentials(&self.inner, &a.app, id).await?;
+        let (row, creds) = match connection_credentials(&self.inner, &a.app, id).await {
+            Ok(found) => found,
+            // A dry run or a simulation on a store without the connection calls nothing
+            // outside: it needs no credentials.
+            Err(_) if self.inner.config.dry_run => return Ok(Credentials::None),
+            Err(e) => return Err(e),
+        };
         self.masker = Masker::new(self.masker_values().into_iter().chain(creds.secret_values().into_iter().map(str::to_string)));
         self.credentials.insert(id.clone(), creds.clone());
         self.connection_status.insert(id.clone(), row.status.clone());
@@ -792,8 +807,9 @@ impl Exec {
             .and_then(|c| self.connection_limits.get(c).copied().flatten())
             .map(|l| RateLimit { calls: l.calls, per: Duration::from_millis(l.per_ms.max(1) as u64) })
             .or(connector.manifest.rate_limit);
+        // Nothing leaves in a dry run or a simulation: no budget to spend.
         loop {
-            let wait = self.rate_wait(&limit_key, limit).await;
+            let wait = if inner.config.dry_run { Duration::ZERO } else { self.rate_wait(&limit_key, limit).await };
             if wait.is_zero() {
                 break;
             }
@@ -860,18 +876,23 @@ impl Exec {
             },
         };
         let t0 = Instant::now();
-        let result = if inner.config.dry_run {
+        // A simulation runs the embedded apps (the contact store, in the simulation's own
+        // store) for real, and stubs every outside call like a dry run.
+        let local = inner.config.simulate && LOCAL_APPS.contains(&a.app.as_str());
+        let result = if inner.config.dry_run && !local {
             let spec = action.spec();
             if spec.http_only {
                 let _ = tokio::time::timeout(inner.config.step_timeout, action.call(&ctx, input)).await;
             }
             let requests = recorder.as_ref().map(|r| r.take()).unwrap_or_default();
-            inner.dry_log.lock().unwrap_or_else(|e| e.into_inner()).push(DryCall {
-                run_id: self.run.id.clone(),
-                step_key: key.clone(),
-                requests,
-                called: spec.http_only,
-            });
+            if !inner.config.simulate {
+                inner.dry_log.lock().unwrap_or_else(|e| e.into_inner()).push(DryCall {
+                    run_id: self.run.id.clone(),
+                    step_key: key.clone(),
+                    requests,
+                    called: spec.http_only,
+                });
+            }
             Ok(spec.sample.clone())
         } else {
             let timeout = inner.config.step_timeout;
