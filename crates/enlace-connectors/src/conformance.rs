@@ -206,7 +206,7 @@ fn check_versions(connectors: &[Connector], update: bool, problems: &mut Vec<Str
     for c in connectors {
         let (app, version, print) = (&c.manifest.id, &c.manifest.version, fingerprint(c));
         let entry = json!({"version": version, "outputs": print});
-        let fix = "then run `ENLACE_UPDATE_SCHEMA_LOCK=1 cargo test -p enlace-connectors conformance` and commit crates/enlace-connectors/schemas.lock";
+        let fix = "then run `cargo test -p enlace-connectors conformance` (outside CI: it records the new version) and commit crates/enlace-connectors/schemas.lock";
         match lock.get(app) {
             Some(old) if old == &entry => {}
             Some(old) if old["version"] == json!(version) => {
@@ -217,6 +217,7 @@ fn check_versions(connectors: &[Connector], update: bool, problems: &mut Vec<Str
                 continue;
             }
             _ if !update => problems.push(format!("{app}: version {version} with these output schemas is not in schemas.lock; {fix}")),
+            _ if !lock.is_empty() => eprintln!("schemas.lock: recorded {app} version {version}; commit the lock"),
             _ => {}
         }
         next.insert(app.clone(), entry);
@@ -303,7 +304,10 @@ pub(crate) async fn conformance(connectors: &[Connector]) -> Vec<String> {
         let fixtures = check_folder(c, &mut problems);
         check_classification(c, &fixtures, &mut problems).await;
     }
-    check_versions(connectors, std::env::var("ENLACE_UPDATE_SCHEMA_LOCK").is_ok_and(|v| v == "1"), &mut problems);
+    // Like insta's snapshots: a new connector or a bumped version is recorded in the lock
+    // locally (commit it) and refused in CI, where the lock must already be committed.
+    let record = std::env::var("ENLACE_UPDATE_SCHEMA_LOCK").is_ok_and(|v| v == "1") || std::env::var_os("CI").is_none();
+    check_versions(connectors, record, &mut problems);
     problems
 }
 

@@ -1,9 +1,13 @@
-//! Every connector of this installation, one line each. Adding a connector: create its
-//! folder under `connectors/`, add it to the root `Cargo.toml` workspace dependencies and
-//! to this crate's `Cargo.toml`, and add one line to [`all`]. A test checks that every
-//! folder under `connectors/` is listed here.
+//! Every connector of this installation, one line each. `enlace connector new NAME`
+//! ([`scaffold`]) creates a connector's folder and registers it (the root `Cargo.toml`'s
+//! workspace dependencies, this crate's `Cargo.toml`, one line in [`all`]). A test checks
+//! that every folder under `connectors/` is listed here, and the conformance test
+//! (`src/conformance.rs`) checks every connector against the connector specification.
 
 use enlace_core::{Connector, Registry};
+
+pub mod docs;
+pub mod scaffold;
 
 /// Every connector, built-in apps first.
 pub fn all() -> Vec<Connector> {
@@ -21,6 +25,7 @@ pub fn all() -> Vec<Connector> {
         enlace_connector_mailchimp::connector(),
         enlace_connector_hubspot::connector(),
         enlace_connector_google_drive::connector(),
+        // `enlace connector new` adds connectors above this line.
     ]
 }
 
