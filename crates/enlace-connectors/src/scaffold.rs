@@ -59,9 +59,14 @@ pub fn scaffold(root: &Path, app: &str) -> Result<Scaffolded, String> {
     if root_text.contains(&format!("{package} =")) {
         return Err(format!("the root Cargo.toml names `{package}` already"));
     }
-    let root_text = insert_after_last(&root_text, "enlace-connector-", &format!("{package} = {{ path = \"connectors/{app}\" }}"))
-        .ok_or("the root Cargo.toml has no `enlace-connector-...` workspace dependency to add the new one after")?;
-    let reg_text = insert_after_last(&reg_text, "enlace-connector-", &format!("{package}.workspace = true"))
+    let root_text = insert_after_last(
+        &root_text,
+        "enlace-connector-",
+        "{ path = \"connectors/",
+        &format!("{package} = {{ path = \"connectors/{app}\" }}"),
+    )
+    .ok_or("the root Cargo.toml has no `enlace-connector-...` workspace dependency to add the new one after")?;
+    let reg_text = insert_after_last(&reg_text, "enlace-connector-", ".workspace = true", &format!("{package}.workspace = true"))
         .ok_or("crates/enlace-connectors/Cargo.toml has no `enlace-connector-...` dependency to add the new one after")?;
     let Some(at) = lib_text.find(MARKER) else {
         return Err(format!("crates/enlace-connectors/src/lib.rs has lost the line `{MARKER}` in `all()`"));
@@ -97,13 +102,15 @@ fn title(app: &str) -> String {
         .join(" ")
 }
 
-/// `text` with `line` inserted after the last line that starts with `prefix`.
-fn insert_after_last(text: &str, prefix: &str, line: &str) -> Option<String> {
+/// `text` with `line` inserted after the last line that starts with `prefix` and contains
+/// `with` (the root manifest names connectors twice: as workspace dependencies, by path, and
+/// as the binary's dev-dependencies).
+fn insert_after_last(text: &str, prefix: &str, with: &str, line: &str) -> Option<String> {
     let mut offset = 0;
     let mut after = None;
     for l in text.split_inclusive('\n') {
         offset += l.len();
-        if l.starts_with(prefix) {
+        if l.starts_with(prefix) && l.contains(with) {
             after = Some(offset);
         }
     }
@@ -134,21 +141,25 @@ mod tests {
     #[test]
     fn scaffolds_and_registers_a_connector() {
         let root = workspace_copy();
-        let done = scaffold(&root, "acme_crm").unwrap();
+        let done = scaffold(&root, "scaffold_probe").unwrap();
         assert_eq!(done.created.len(), 9);
-        let lib = std::fs::read_to_string(root.join("connectors/acme_crm/src/lib.rs")).unwrap();
-        assert!(lib.contains("pub const APP_ID: &str = \"acme_crm\";") && lib.contains("\"Acme Crm\""));
+        let lib = std::fs::read_to_string(root.join("connectors/scaffold_probe/src/lib.rs")).unwrap();
+        assert!(lib.contains("pub const APP_ID: &str = \"scaffold_probe\";") && lib.contains("\"Scaffold Probe\""));
         assert!(!lib.contains("{{"), "every placeholder is filled");
-        let toml = std::fs::read_to_string(root.join("connectors/acme_crm/Cargo.toml")).unwrap();
-        assert!(toml.contains("name = \"enlace-connector-acme-crm\""));
+        let toml = std::fs::read_to_string(root.join("connectors/scaffold_probe/Cargo.toml")).unwrap();
+        assert!(toml.contains("name = \"enlace-connector-scaffold-probe\""));
         let root_toml = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
-        assert!(root_toml.contains("\nenlace-connector-acme-crm = { path = \"connectors/acme_crm\" }\n"));
+        let imap = "enlace-connector-imap = { path = \"connectors/imap\" }\n";
+        assert!(
+            root_toml.contains(&format!("{imap}enlace-connector-scaffold-probe = {{ path = \"connectors/scaffold_probe\" }}\n")),
+            "among the workspace dependencies, after the last connector: {root_toml}"
+        );
         let reg = std::fs::read_to_string(root.join("crates/enlace-connectors/Cargo.toml")).unwrap();
-        assert!(reg.contains("\nenlace-connector-acme-crm.workspace = true\n"));
+        assert!(reg.contains("\nenlace-connector-scaffold-probe.workspace = true\n"));
         let all = std::fs::read_to_string(root.join("crates/enlace-connectors/src/lib.rs")).unwrap();
-        assert!(all.contains(&format!("        enlace_connector_acme_crm::connector(),\n        {MARKER}")), "{all}");
+        assert!(all.contains(&format!("        enlace_connector_scaffold_probe::connector(),\n        {MARKER}")), "{all}");
         // A second time, nothing is overwritten.
-        let again = scaffold(&root, "acme_crm").unwrap_err();
+        let again = scaffold(&root, "scaffold_probe").unwrap_err();
         assert!(again.contains("exists already"), "{again}");
         std::fs::remove_dir_all(root).unwrap();
     }
