@@ -27,6 +27,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Also load the declarative connectors of this folder (DIR/<app>/connector.yaml or
+    /// DIR/<app>.yaml), checked at start like recipes: a wrong one stops the command.
+    #[arg(long, env = "ENLACE_CONNECTORS", global = true, value_name = "DIR")]
+    connectors: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -250,6 +254,15 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(matches!(cli.command, Command::Serve(_) | Command::Worker(_)));
+    if let Some(dir) = &cli.connectors {
+        match enlace_connectors::load_dir(dir) {
+            Ok(ids) => tracing::info!(dir = %dir.display(), apps = ?ids, "declarative connectors loaded"),
+            Err(e) => {
+                eprintln!("{e}\nerror: the connectors in {} are not valid", dir.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -146,15 +146,16 @@ pub(crate) fn check_manifest(c: &Connector, problems: &mut Vec<String>) {
 fn check_folder(c: &Connector, problems: &mut Vec<String>) -> BTreeMap<String, Value> {
     let m = &c.manifest;
     let app = &m.id;
-    let dir = root().join("connectors").join(app);
+    let rust_dir = root().join("connectors").join(app);
+    let dir = if rust_dir.is_dir() { rust_dir } else { root().join("connectors/declarative").join(app) };
     let mut fixtures = BTreeMap::new();
     let mut say = |what: String| problems.push(format!("{app}: {what}"));
     if !dir.is_dir() {
-        say(format!("no folder connectors/{app}: the folder name is the app id"));
+        say(format!("no folder connectors/{app} (or connectors/declarative/{app}): the folder name is the app id"));
         return fixtures;
     }
     match std::fs::read_to_string(dir.join("README.md")) {
-        Err(_) => say(format!("connectors/{app}/README.md is missing: what the app does, each action and trigger, how to get credentials")),
+        Err(_) => say(format!("{app}/README.md is missing: what the app does, each action and trigger, how to get credentials")),
         Ok(readme) => {
             for id in m.actions.iter().map(|a| &a.id).chain(m.triggers.iter().map(|t| &t.id)) {
                 if !readme.contains(id.as_str()) {
@@ -173,7 +174,7 @@ fn check_folder(c: &Connector, problems: &mut Vec<String>) -> BTreeMap<String, V
         let path = dir.join("fixtures").join(&name);
         let Ok(text) = std::fs::read_to_string(&path) else {
             say(format!(
-                "connectors/{app}/fixtures/{name} is missing: record an `input` the {kind} takes and the `output` it gave (see CONTRIBUTING.md)"
+                "{app}/fixtures/{name} is missing: record an `input` the {kind} takes and the `output` it gave (see CONTRIBUTING.md)"
             ));
             continue;
         };
@@ -369,7 +370,7 @@ mod tests {
                 "no_such_folder: the action `Do-It` needs a name and a description",
                 "no_such_folder: the input field `b` of action `Do-It` has no description (a doc comment): it is the help text users read",
                 "no_such_folder: the output field `id` of action `Do-It` has no description (a doc comment): the data pills of later steps show it",
-                "no_such_folder: no folder connectors/no_such_folder: the folder name is the app id",
+                "no_such_folder: no folder connectors/no_such_folder (or connectors/declarative/no_such_folder): the folder name is the app id",
                 "no_such_folder: action `Do-It` answered 401: it sent no request with the fixture's input (is the input valid?)",
             ]
         );

@@ -86,7 +86,7 @@ fn auth_setup(c: &Connector) -> String {
     if m.connection_test {
         let _ = write!(s, "\n\n`enlace connections test my-{}` checks the credentials without changing anything.", m.id);
     }
-    let _ = write!(s, "\n\nThe app's README (`connectors/{}/README.md`) says where to get the credentials at the vendor.", m.id);
+    let _ = write!(s, "\n\nThe app's README (in its folder under `connectors/`) says where to get the credentials at the vendor.");
     s
 }
 
