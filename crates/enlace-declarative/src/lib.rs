@@ -4,7 +4,7 @@
 //! basic, OAuth2 with its authorization server), a rate limit, actions as request templates
 //! with input fields, polling triggers as requests with an item path, a dedupe key and
 //! pagination, and rules that map the vendor's errors to Enlace's error classes. The format
-//! is in `docs/connectors.md`.
+//! is in CONTRIBUTING.md ("Declarative connectors").
 //!
 //! [`parse`] checks a file the way a recipe is checked (every problem at once, each with its
 //! path, line and column: [`enlace_recipe::Diagnostics`]) and yields a [`Declared`], whose
