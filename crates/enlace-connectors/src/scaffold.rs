@@ -149,11 +149,9 @@ mod tests {
         let toml = std::fs::read_to_string(root.join("connectors/scaffold_probe/Cargo.toml")).unwrap();
         assert!(toml.contains("name = \"enlace-connector-scaffold-probe\""));
         let root_toml = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
-        let imap = "enlace-connector-imap = { path = \"connectors/imap\" }\n";
-        assert!(
-            root_toml.contains(&format!("{imap}enlace-connector-scaffold-probe = {{ path = \"connectors/scaffold_probe\" }}\n")),
-            "among the workspace dependencies, after the last connector: {root_toml}"
-        );
+        let line = "\nenlace-connector-scaffold-probe = { path = \"connectors/scaffold_probe\" }\n";
+        let (at, deps, bin) = (root_toml.find(line), root_toml.find("[workspace.dependencies]"), root_toml.find("\n[dependencies]"));
+        assert!(deps < at && at < bin, "among the workspace dependencies, not the binary's: {root_toml}");
         let reg = std::fs::read_to_string(root.join("crates/enlace-connectors/Cargo.toml")).unwrap();
         assert!(reg.contains("\nenlace-connector-scaffold-probe.workspace = true\n"));
         let all = std::fs::read_to_string(root.join("crates/enlace-connectors/src/lib.rs")).unwrap();
