@@ -28,6 +28,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Also load the declarative connectors of this folder (DIR/<app>/connector.yaml or
+    /// DIR/<app>.yaml), checked at start like recipes: a wrong one stops the command.
+    #[arg(long, env = "ENLACE_CONNECTORS", global = true, value_name = "DIR")]
+    connectors: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -74,6 +78,11 @@ enum Command {
     Connectors {
         #[command(subcommand)]
         command: Option<ConnectorsCommand>,
+    },
+    /// Writing connectors: `enlace connector new NAME` scaffolds one (see CONTRIBUTING.md).
+    Connector {
+        #[command(subcommand)]
+        command: ConnectorCommand,
     },
     /// API tokens.
     Tokens {
@@ -173,6 +182,28 @@ struct NodeArgs {
 enum ConnectorsCommand {
     /// One app in full: its triggers and actions with every field.
     Show { app: String },
+    /// Write one Markdown page per app (triggers, actions, fields, connection setup) and an
+    /// index into DIR; with --check, write nothing and exit 1 if DIR differs.
+    Docs {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Compare instead of writing (CI: the committed docs must be current).
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectorCommand {
+    /// Create connectors/NAME with a manifest, one action, one polling trigger, recorded
+    /// fixtures, tests that pass and a README, and register it in the workspace.
+    New {
+        /// The app id (lowercase letters, digits and `_`): the folder's name.
+        name: String,
+        /// The workspace's root folder.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -227,6 +258,15 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(matches!(cli.command, Command::Serve(_) | Command::Worker(_)));
+    if let Some(dir) = &cli.connectors {
+        match enlace_connectors::load_dir(dir) {
+            Ok(ids) => tracing::info!(dir = %dir.display(), apps = ?ids, "declarative connectors loaded"),
+            Err(e) => {
+                eprintln!("{e}\nerror: the connectors in {} are not valid", dir.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -284,6 +324,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run { file, event, dry_run, json } => run_once(&file, &event, dry_run, json).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Connectors { command } => connectors(command),
+        Command::Connector { command } => connector(command),
         Command::Tokens { command, store } => tokens(command, &store).await,
         Command::Runs { command, store } => runs(command, &store).await,
         Command::Connections { command, store } => connections::run(command, &store).await,
@@ -564,9 +605,50 @@ fn request_json(r: &enlace_core::http::HttpRequest) -> Value {
     json!({"method": r.method.as_str(), "url": r.url, "headers": headers, "body": body})
 }
 
+fn connector(cmd: ConnectorCommand) -> Result<ExitCode> {
+    let ConnectorCommand::New { name, root } = cmd;
+    match enlace_connectors::scaffold::scaffold(&root, &name) {
+        Ok(done) => {
+            for f in &done.created {
+                println!("created  {}", f.display());
+            }
+            for f in &done.changed {
+                println!("changed  {}", f.display());
+            }
+            println!(
+                "\nnext: cargo test -p enlace-connector-{} -p enlace-connectors (then follow CONTRIBUTING.md)",
+                name.replace('_', "-")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 fn connectors(cmd: Option<ConnectorsCommand>) -> Result<ExitCode> {
     let registry = enlace_connectors::registry();
     match cmd {
+        Some(ConnectorsCommand::Docs { out, check }) => {
+            let all: Vec<_> = registry.apps().cloned().collect();
+            if check {
+                let problems = enlace_connectors::docs::check(&all, &out);
+                if problems.is_empty() {
+                    println!("{} is current", out.display());
+                    return Ok(ExitCode::SUCCESS);
+                }
+                for p in &problems {
+                    eprintln!("error: {}: {p}", out.display());
+                }
+                eprintln!("run `enlace connectors docs --out {}` and commit the result", out.display());
+                return Ok(ExitCode::FAILURE);
+            }
+            let written = enlace_connectors::docs::write(&all, &out).with_context(|| format!("cannot write {}", out.display()))?;
+            println!("wrote {} pages into {}", written.len(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         None => {
             for c in registry.apps() {
                 let m = &c.manifest;

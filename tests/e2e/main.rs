@@ -9,6 +9,7 @@ mod support;
 mod cli;
 mod contacts;
 mod contracts;
+mod declarative;
 mod drive_recipe;
 mod journeys;
 mod oauth;

@@ -497,6 +497,7 @@ pub struct FindOutput {
     pub contact: Option<Contact>,
     /// The current consent per purpose and channel.
     pub consents: Vec<Consent>,
+    /// The contact's notes, newest first.
     pub notes: Vec<Note>,
     /// The latest timeline entries, newest first.
     pub timeline: Vec<TimelineEvent>,

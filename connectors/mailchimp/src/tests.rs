@@ -13,9 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
-use enlace_core::http::HttpTransport;
 use enlace_core::{ActionContext, ConnectorError, Credentials, ErrorClass, Idempotency, Secret};
-use enlace_kit::{ReqwestTransport, TransportConfig};
 
 use crate::connector_at;
 use crate::upsert_member::{Input, build_requests, data_center, subscriber_hash};
@@ -104,18 +102,8 @@ fn member(status: &str) -> Value {
 }
 
 fn ctx_with(credentials: Credentials) -> ActionContext {
-    let http: Arc<dyn HttpTransport> =
-        Arc::new(ReqwestTransport::new(TransportConfig { allow_private_networks: true, ..TransportConfig::default() }).unwrap());
-    ActionContext {
-        run_id: "run_1".into(),
-        step_key: "member".into(),
-        attempt: 1,
-        idempotency_key: "run_1:member".into(),
-        credentials,
-        http,
-        timeout: Duration::from_secs(10),
-        extensions: Default::default(),
-    }
+    // The kit's context: the real transport with loopback allowed.
+    enlace_kit::testing::ctx(credentials)
 }
 
 fn basic(key: &str) -> Credentials {

@@ -13,9 +13,7 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use enlace_core::http::HttpTransport;
 use enlace_core::{ActionContext, ConnectorError, Credentials, ErrorClass, Idempotency, Secret};
-use enlace_kit::{ReqwestTransport, TransportConfig};
 
 use crate::connector_at;
 use crate::send_email::{Input, build_request_at};
@@ -61,18 +59,7 @@ fn json_answer(status: u16, headers: Vec<(&'static str, String)>, body: Value) -
 }
 
 fn ctx_with(credentials: Credentials) -> ActionContext {
-    let http: Arc<dyn HttpTransport> =
-        Arc::new(ReqwestTransport::new(TransportConfig { allow_private_networks: true, ..TransportConfig::default() }).unwrap());
-    ActionContext {
-        run_id: "run_1".into(),
-        step_key: "email".into(),
-        attempt: 1,
-        idempotency_key: "run_1:email".into(),
-        credentials,
-        http,
-        timeout: Duration::from_secs(10),
-        extensions: Default::default(),
-    }
+    enlace_kit::testing::ctx(credentials)
 }
 
 fn bearer() -> Credentials {

@@ -12,9 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use enlace_core::http::HttpTransport;
 use enlace_core::{ActionContext, ConnectorError, Credentials, ErrorClass, Idempotency, Secret};
-use enlace_kit::{ReqwestTransport, TransportConfig};
 
 use crate::connector_at;
 
@@ -52,18 +50,7 @@ fn json_answer(status: u16, headers: &'static [(&'static str, &'static str)], bo
 }
 
 fn ctx() -> ActionContext {
-    let http: Arc<dyn HttpTransport> =
-        Arc::new(ReqwestTransport::new(TransportConfig { allow_private_networks: true, ..TransportConfig::default() }).unwrap());
-    ActionContext {
-        run_id: "run_1".into(),
-        step_key: "notify".into(),
-        attempt: 1,
-        idempotency_key: "run_1:notify".into(),
-        credentials: Credentials::Bearer { token: Secret::new(TOKEN) },
-        http,
-        timeout: Duration::from_secs(10),
-        extensions: Default::default(),
-    }
+    enlace_kit::testing::ctx(Credentials::Bearer { token: Secret::new(TOKEN) })
 }
 
 async fn call(addr: SocketAddr, input: Value) -> Result<Value, ConnectorError> {

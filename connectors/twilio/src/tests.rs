@@ -12,9 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use enlace_core::http::HttpTransport;
 use enlace_core::{ActionContext, ConnectorError, Credentials, ErrorClass, Idempotency, Secret};
-use enlace_kit::{ReqwestTransport, TransportConfig};
 
 use crate::connector_at;
 
@@ -63,18 +61,7 @@ fn error_answer(status: u16, code: u64, message: &'static str) -> impl Fn() -> R
 }
 
 fn ctx_with(credentials: Credentials) -> ActionContext {
-    let http: Arc<dyn HttpTransport> =
-        Arc::new(ReqwestTransport::new(TransportConfig { allow_private_networks: true, ..TransportConfig::default() }).unwrap());
-    ActionContext {
-        run_id: "run_1".into(),
-        step_key: "sms".into(),
-        attempt: 1,
-        idempotency_key: "run_1:sms".into(),
-        credentials,
-        http,
-        timeout: Duration::from_secs(10),
-        extensions: Default::default(),
-    }
+    enlace_kit::testing::ctx(credentials)
 }
 
 fn basic() -> Credentials {

@@ -98,6 +98,7 @@ pub struct Evidence {
 /// per purpose and channel is the current state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Consent {
+    /// The consent record's id.
     pub id: String,
     /// What the contact agreed to, or withdrew from (`marketing`, `newsletter`, `tracking`).
     pub purpose: String,
@@ -112,7 +113,9 @@ pub struct Consent {
 /// A note on a contact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Note {
+    /// The note's id.
     pub id: String,
+    /// The note's text.
     pub body: String,
     /// Who wrote it (a person, or the recipe that added it).
     pub author: Option<String>,
@@ -126,8 +129,11 @@ pub struct Note {
 /// own (`email_sent`, `page_viewed`, ...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TimelineEvent {
+    /// The entry's id.
     pub id: String,
+    /// What happened (`created`, `tag_added`, ...; see above).
     pub kind: String,
+    /// What changed, by kind (the fields set, the tag, the consent...).
     pub data: Value,
     /// The run that made the change, if a recipe did.
     pub run_id: Option<String>,

@@ -127,6 +127,24 @@ impl ConnectorBuilder {
         self
     }
 
+    /// An action already erased to JSON (a declarative connector's, built from a manifest
+    /// file rather than a Rust type).
+    pub fn dyn_action(mut self, action: Arc<dyn DynAction>) -> Self {
+        let spec = action.spec().clone();
+        self.connector.manifest.actions.push(spec.clone());
+        self.connector.actions.insert(spec.id, action);
+        self
+    }
+
+    /// A polling trigger already erased to JSON (a declarative connector's).
+    pub fn dyn_polling_trigger(mut self, trigger: Arc<dyn DynPollingTrigger>) -> Self {
+        let spec = trigger.spec().clone();
+        debug_assert!(spec.kind == TriggerKind::Polling, "polling triggers poll");
+        self.connector.manifest.triggers.push(spec.clone());
+        self.connector.polling.insert(spec.id, trigger);
+        self
+    }
+
     /// How connections to this app are tested (see [`ConnectionTest`]).
     pub fn connection_test<T: ConnectionTest>(mut self, test: T) -> Self {
         self.connector.manifest.connection_test = true;

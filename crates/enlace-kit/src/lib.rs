@@ -13,6 +13,10 @@
 //! - [`rate_info`] ([`ratelimit`] module): `Retry-After`, `X-RateLimit-*`, the IETF
 //!   `RateLimit` headers, HubSpot's `X-HubSpot-RateLimit-*` and Facebook's usage headers read into one [`RateInfo`].
 //!
+//! - [`schema`]: a JSON Schema checker for the subset connectors declare (samples and
+//!   recorded fixtures against output schemas; schemas themselves).
+//! - `testing` (feature `testing`, dev-dependencies only): the connector test kit, a fake
+//!   vendor server, a canned transport, contexts, recorded fixtures.
 //! - [`oauth`]: OAuth2 token requests (authorization URL with PKCE, code exchange,
 //!   refresh, client credentials) through the same transport, failures classified.
 //!
@@ -24,7 +28,10 @@ pub mod classify;
 pub mod oauth;
 pub mod paginate;
 pub mod ratelimit;
+pub mod schema;
 pub mod ssrf;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod transport;
 
 pub use auth::apply_credentials;

@@ -147,6 +147,7 @@ pub struct Pager {
     max_pages: u32,
     max_items: usize,
     start: Option<String>,
+    missing_is_empty: bool,
 }
 
 impl Pager {
@@ -154,7 +155,22 @@ impl Pager {
     /// taking the items of each page at `items` (a JSON pointer or a JSONPath). By default at
     /// most 100 pages and 10,000 items.
     pub fn new(first: HttpRequest, strategy: Strategy, items: &str) -> Result<Self, ConnectorError> {
-        Ok(Pager { first, strategy, items: JsonPath::parse(items)?, max_pages: 100, max_items: 10_000, start: None })
+        Ok(Pager {
+            first,
+            strategy,
+            items: JsonPath::parse(items)?,
+            max_pages: 100,
+            max_items: 10_000,
+            start: None,
+            missing_is_empty: false,
+        })
+    }
+
+    /// Read a page without the items' field as an empty page (X leaves `data` out of an
+    /// empty listing) instead of an error.
+    pub fn missing_is_empty(mut self, yes: bool) -> Self {
+        self.missing_is_empty = yes;
+        self
     }
 
     /// Stop after this many pages (at least 1).
@@ -200,6 +216,7 @@ impl Pager {
             let found = match self.items.get(&body) {
                 Some(Value::Array(found)) => found.clone(),
                 Some(Value::Null) => Vec::new(),
+                None if self.missing_is_empty => Vec::new(),
                 Some(other) => {
                     return Err(on_page(
                         ConnectorError::permanent(format!("expected a list of items at `{}`, found {}", self.items.as_str(), kind(other))),
