@@ -10,6 +10,7 @@ mod cli;
 mod contacts;
 mod contracts;
 mod drive_recipe;
+mod gdpr;
 mod oauth;
 mod polling;
 mod recipes;
