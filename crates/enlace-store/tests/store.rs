@@ -1626,6 +1626,13 @@ async fn gdpr_export_has_everything_and_erase_leaves_no_trace(kind: Kind) {
     let bo_before = s.contact_detail(ContactKey::Id(bo.id.clone())).await.unwrap().unwrap();
     let bo_run_before = s.run_detail(&bos).await.unwrap().unwrap();
 
+    // The scan sees what is there before the erasure.
+    let before = testing::tables_containing(&s, "ADA.LOVELACE@example.com").await.unwrap();
+    for place in ["contacts.email", "events.payload", "events.dedupe_key"] {
+        assert!(before.contains(&place.to_string()), "{place} not in {before:?}");
+    }
+    assert!(testing::tables_containing(&s, "(415) 555-2671").await.unwrap().contains(&"steps.input".to_string()));
+
     // The erasure.
     let er = s.erase(ContactKey::Id(ada.id.clone()), "test", 40).await.unwrap();
     assert_eq!((er.runs_redacted, er.runs_cancelled, er.removals_queued), (2, 1, 1));
