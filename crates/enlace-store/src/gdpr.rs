@@ -177,9 +177,11 @@ pub(crate) struct RunTexts {
     pub payload: String,
     pub dedupe_key: Option<String>,
     pub error: Option<String>,
-    /// `(key, input, output, error)` per step.
-    pub steps: Vec<(String, Option<String>, Option<String>, Option<String>)>,
+    pub steps: Vec<StepTexts>,
 }
+
+/// A step's `(key, input, output, error)`.
+pub(crate) type StepTexts = (String, Option<String>, Option<String>, Option<String>);
 
 /// What identifies a contact in free text: searched for (lowercase, as substrings) and
 /// replaced; names are replaced as whole words only.

@@ -114,6 +114,16 @@ async fn drop_stale(c: &mut PgConnection) -> Result<()> {
     Ok(())
 }
 
+/// Where a text is still stored: `table.column` of every value, in every table of the
+/// store, that contains `needle` (case-insensitive). GDPR tests prove with it that an
+/// erasure left no trace of an email or a phone.
+pub async fn tables_containing(store: &crate::Store, needle: &str) -> Result<Vec<String>> {
+    match &store.backend {
+        crate::Backend::Sqlite(b) => b.scan_text(needle).await,
+        crate::Backend::Postgres(b) => b.scan_text(needle).await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,15 +145,5 @@ mod tests {
         assert!(is_test_database(&format!("enlace_t_{}", uuid::Uuid::now_v7().simple())));
         assert!(!is_test_database("test"));
         assert!(!is_test_database("enlace_t_x; DROP TABLE y"));
-    }
-}
-
-/// Where a text is still stored: `table.column` of every value, in every table of the
-/// store, that contains `needle` (case-insensitive). GDPR tests prove with it that an
-/// erasure left no trace of an email or a phone.
-pub async fn tables_containing(store: &crate::Store, needle: &str) -> Result<Vec<String>> {
-    match &store.backend {
-        crate::Backend::Sqlite(b) => b.scan_text(needle).await,
-        crate::Backend::Postgres(b) => b.scan_text(needle).await,
     }
 }
