@@ -14,6 +14,7 @@ CREATE TABLE contact_erasures (
     contact_id      TEXT NOT NULL,              -- the erased contact's id (a random UUID)
     email_hash      TEXT NOT NULL,              -- hex HMAC-SHA256 of the normalised email
     phone_hash      TEXT,                       -- hex HMAC-SHA256 of the E.164 phone, if it had one
+    phone_withdrawn TEXT NOT NULL DEFAULT '[]', -- JSON ["purpose:channel"]: the number's STOPs, still honoured
     erased_by       TEXT NOT NULL,              -- who asked: `api:<token name>`, `cli`
     erased_at       BIGINT NOT NULL,
     runs_redacted   BIGINT NOT NULL,           -- runs whose history had personal data replaced
@@ -22,6 +23,7 @@ CREATE TABLE contact_erasures (
 );
 CREATE INDEX contact_erasures_contact ON contact_erasures(contact_id);
 CREATE INDEX contact_erasures_email ON contact_erasures(email_hash);
+CREATE INDEX contact_erasures_phone ON contact_erasures(phone_hash) WHERE phone_hash IS NOT NULL;
 
 -- One row per person per audience, written when an action declared as adding to an ad
 -- audience succeeds. member_key (a hash of app, connection, audience and identifiers) makes

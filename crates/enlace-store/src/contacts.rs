@@ -621,9 +621,14 @@ impl Store {
     /// The latest decision about a phone number for a purpose and channel, from its
     /// contacts and the suppression list (the newest wins).
     pub async fn phone_consent(&self, phone: &str, purpose: &str, channel: &str) -> Result<Option<PhoneDecision>> {
-        match &self.backend {
+        let found = match &self.backend {
             Backend::Sqlite(b) => b.phone_consent(phone, purpose, channel).await,
             Backend::Postgres(b) => b.phone_consent(phone, purpose, channel).await,
+        }?;
+        match found {
+            Some(d) => Ok(Some(d)),
+            // A STOP whose contact was erased still stands (GDPR keeps it hashed).
+            None => self.erased_phone_decision(phone, purpose, channel).await,
         }
     }
 

@@ -13,7 +13,7 @@
 //! implements it for both `Tx` types rather than two copies of the same SQL.
 
 use enlace_core::audience::sha256_hex;
-use enlace_core::contacts::{Consent, Contact, ContactKey, Note, TimelineEvent, normalize_email};
+use enlace_core::contacts::{Consent, ConsentStatus, Contact, ContactKey, Evidence, Note, PhoneDecision, TimelineEvent, normalize_email};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -42,6 +42,9 @@ pub struct Erasure {
     pub email_hash: String,
     /// Hex HMAC-SHA256 of the E.164 phone, if the contact had one.
     pub phone_hash: Option<String>,
+    /// The withdrawals the number had sent itself (an SMS STOP), as `purpose:channel`: the
+    /// suppression list's rows go with the contact, these keep the number suppressed.
+    pub phone_withdrawn: Vec<String>,
     /// Who asked (`api:<token name>`, `cli`).
     pub erased_by: String,
     pub erased_at: Millis,
@@ -388,8 +391,13 @@ pub(crate) trait GdprTx: Send {
     fn delete_suppressions(&mut self, phone: &str) -> impl Future<Output = Result<()>> + Send;
     fn delete_contact(&mut self, id: &str) -> impl Future<Output = Result<bool>> + Send;
     fn insert_erasure(&mut self, e: &Erasure) -> impl Future<Output = Result<()>> + Send;
-    /// Erasures of this contact id, or of this email hash.
-    fn erasures(&mut self, contact_id: Option<&str>, email_hash: Option<&str>) -> impl Future<Output = Result<Vec<Erasure>>> + Send;
+    /// Erasures of this contact id, this email hash or this phone hash.
+    fn erasures(
+        &mut self,
+        contact_id: Option<&str>,
+        email_hash: Option<&str>,
+        phone_hash: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<Erasure>>> + Send;
     /// The contact with this email, else the first with this phone.
     fn contact_id_for(&mut self, email: Option<&str>, phone: Option<&str>) -> impl Future<Output = Result<Option<String>>> + Send;
     /// The removal queue, newest first, optionally of one status.
@@ -453,6 +461,7 @@ macro_rules! gdpr_statements {
                         contact_id: $r.get("contact_id"),
                         email_hash: $r.get("email_hash"),
                         phone_hash: $r.get("phone_hash"),
+                        phone_withdrawn: serde_json::from_str($r.get::<String, _>("phone_withdrawn").as_str()).unwrap_or_default(),
                         erased_by: $r.get("erased_by"),
                         erased_at: $r.get("erased_at"),
                         runs_redacted: $r.get("runs_redacted"),
@@ -672,12 +681,13 @@ macro_rules! gdpr_statements {
                 }
 
                 async fn insert_erasure(&mut self, e: &Erasure) -> Result<()> {
-                    sqlx::query(q("INSERT INTO contact_erasures (id, contact_id, email_hash, phone_hash, erased_by, erased_at, runs_redacted, runs_cancelled, removals_queued)
-                           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+                    sqlx::query(q("INSERT INTO contact_erasures (id, contact_id, email_hash, phone_hash, phone_withdrawn, erased_by, erased_at, runs_redacted, runs_cancelled, removals_queued)
+                           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
                         .bind(&e.id)
                         .bind(&e.contact_id)
                         .bind(&e.email_hash)
                         .bind(&e.phone_hash)
+                        .bind(serde_json::to_string(&e.phone_withdrawn).unwrap_or_else(|_| "[]".into()))
                         .bind(&e.erased_by)
                         .bind(e.erased_at)
                         .bind(e.runs_redacted)
@@ -688,11 +698,12 @@ macro_rules! gdpr_statements {
                     Ok(())
                 }
 
-                async fn erasures(&mut self, contact_id: Option<&str>, email_hash: Option<&str>) -> Result<Vec<Erasure>> {
-                    let rows = sqlx::query(q("SELECT id, contact_id, email_hash, phone_hash, erased_by, erased_at, runs_redacted, runs_cancelled, removals_queued
-                           FROM contact_erasures WHERE contact_id = ? OR email_hash = ? ORDER BY id"))
+                async fn erasures(&mut self, contact_id: Option<&str>, email_hash: Option<&str>, phone_hash: Option<&str>) -> Result<Vec<Erasure>> {
+                    let rows = sqlx::query(q("SELECT id, contact_id, email_hash, phone_hash, phone_withdrawn, erased_by, erased_at, runs_redacted, runs_cancelled, removals_queued
+                           FROM contact_erasures WHERE contact_id = ? OR email_hash = ? OR phone_hash = ? ORDER BY id"))
                         .bind(contact_id)
                         .bind(email_hash)
+                        .bind(phone_hash)
                         .fetch_all(&mut *self.0)
                         .await?;
                     Ok(rows.iter().map(|r| erasure_row!(r)).collect())
@@ -893,9 +904,16 @@ pub(crate) async fn erase<T: ContactTx + GdprTx>(
     }
     let removals = queue_removals(t, &contact, "erased", now).await?;
     let phone = phone_of(&contact.fields);
+    let mut phone_withdrawn = vec![];
     if let Some(p) = &phone
         && t.contacts_by_phone(p, true).await?.iter().all(|id| *id == contact.id)
     {
+        // The number's STOPs stay honoured, by its keyed hash (see `erased_phone_decision`).
+        for s in t.suppressions(p).await? {
+            if s.status == ConsentStatus::Withdrawn {
+                phone_withdrawn.push(format!("{}:{}", s.purpose, s.channel));
+            }
+        }
         t.delete_suppressions(p).await?;
     }
     t.delete_contact(&contact.id).await?;
@@ -904,6 +922,7 @@ pub(crate) async fn erase<T: ContactTx + GdprTx>(
         contact_id: contact.id.clone(),
         email_hash: keyed_hash(hash_key, &contact.email),
         phone_hash: phone.as_deref().map(|p| keyed_hash(hash_key, p)),
+        phone_withdrawn,
         erased_by: by.into(),
         erased_at: now,
         runs_redacted: redacted,
@@ -979,14 +998,38 @@ impl Store {
 
     /// The erasures of a contact id (one, normally).
     pub async fn erasure_of(&self, contact_id: &str) -> Result<Option<Erasure>> {
-        Ok(on_backend!(self, b => b.erasures(Some(contact_id), None).await)?.into_iter().next())
+        Ok(on_backend!(self, b => b.erasures(Some(contact_id), None, None).await)?.into_iter().next())
     }
 
     /// The erasures of contacts that had this email (matched by its keyed hash).
     pub async fn erasures_of_email(&self, email: &str) -> Result<Vec<Erasure>> {
         let email = normalize_email(email).map_err(StoreError::Invalid)?;
         let h = keyed_hash(&self.erasure_key(), &email);
-        on_backend!(self, b => b.erasures(None, Some(&h)).await)
+        on_backend!(self, b => b.erasures(None, Some(&h), None).await)
+    }
+
+    /// A withdrawal a phone number sent itself (an SMS STOP) before its contact was erased:
+    /// the suppression list's rows went with the contact, the erasure record keeps the
+    /// decision under the number's keyed hash, so the number stays suppressed.
+    pub(crate) async fn erased_phone_decision(&self, phone: &str, purpose: &str, channel: &str) -> Result<Option<PhoneDecision>> {
+        let Ok(phone) = normalize_phone(phone) else { return Ok(None) };
+        let h = keyed_hash(&self.erasure_key(), &phone);
+        let found = on_backend!(self, b => b.erasures(None, None, Some(&h)).await)?;
+        let want = format!("{purpose}:{channel}");
+        Ok(found.into_iter().rev().find(|e| e.phone_withdrawn.contains(&want)).map(|e| PhoneDecision {
+            phone,
+            status: ConsentStatus::Withdrawn,
+            evidence: Evidence {
+                source: "a withdrawal this number sent, kept when its contact was erased".into(),
+                ip: None,
+                text: None,
+                recorded_at: e.erased_at,
+                run_id: None,
+                details: [("erasure_id".to_string(), json!(e.id))].into_iter().collect(),
+            },
+            at: e.erased_at,
+            contact_id: None,
+        }))
     }
 
     /// The ids of the runs about a contact, in id order after `after`: the runs its timeline

@@ -1666,6 +1666,12 @@ async fn gdpr_export_has_everything_and_erase_leaves_no_trace(kind: Kind) {
     let bo_run = s.run_detail(&bos).await.unwrap().unwrap();
     assert_eq!((bo_run.run.status, &bo_run.event.payload), (bo_run_before.run.status, &bo_run_before.event.payload));
     assert_eq!(s.phone_consent("+442079460958", "marketing", "sms").await.unwrap(), None);
+    // Ada's number said STOP: it stays suppressed without being stored in clear.
+    assert_eq!(er.phone_withdrawn, ["marketing:sms"]);
+    let stop = s.phone_consent("+1 415 555 2671", "marketing", "sms").await.unwrap().unwrap();
+    assert_eq!((stop.status, stop.contact_id), (ConsentStatus::Withdrawn, None));
+    assert!(stop.evidence.source.contains("erased"), "{:?}", stop.evidence);
+    assert_eq!(s.phone_consent("+14155552671", "marketing", "whatsapp").await.unwrap(), None);
 
     // The removal queued for Ada's audience, hashed.
     let q = s.audience_removals(None, 10).await.unwrap();

@@ -29,9 +29,14 @@ impl Sqlite {
         runs_about_contact(&mut Tx(&mut c), contact, after, limit).await
     }
 
-    pub(crate) async fn erasures(&self, contact_id: Option<&str>, email_hash: Option<&str>) -> Result<Vec<Erasure>> {
+    pub(crate) async fn erasures(
+        &self,
+        contact_id: Option<&str>,
+        email_hash: Option<&str>,
+        phone_hash: Option<&str>,
+    ) -> Result<Vec<Erasure>> {
         let mut c = self.read.acquire().await?;
-        Tx(&mut c).erasures(contact_id, email_hash).await
+        Tx(&mut c).erasures(contact_id, email_hash, phone_hash).await
     }
 
     pub(crate) async fn record_membership(&self, m: NewMembership) -> Result<AudienceMember> {

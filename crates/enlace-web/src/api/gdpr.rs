@@ -26,6 +26,9 @@ pub struct ErasureView {
     pub email_hash: String,
     /// The same of the E.164 phone, if the contact had one.
     pub phone_hash: Option<String>,
+    /// The withdrawals the phone number had sent itself (`purpose:channel`, an SMS STOP):
+    /// the number stays suppressed after the erasure.
+    pub phone_withdrawn: Vec<String>,
     /// Who asked: `api:<token name>` or `cli`.
     pub erased_by: String,
     pub erased_at: String,
@@ -43,6 +46,7 @@ pub(crate) fn erasure_view(e: Erasure) -> ErasureView {
         contact_id: e.contact_id,
         email_hash: e.email_hash,
         phone_hash: e.phone_hash,
+        phone_withdrawn: e.phone_withdrawn,
         erased_by: e.erased_by,
         erased_at: ts(e.erased_at),
         runs_redacted: e.runs_redacted,
