@@ -160,6 +160,17 @@ async fn export_then_erase_leaves_no_trace_and_removes_from_the_audience_once() 
     assert_eq!(x["runs"].as_array().unwrap().len(), 1);
     assert_eq!(x["runs"][0]["run"]["id"], ada_run.as_str());
     assert_eq!(x["runs"][0]["steps"][1]["key"], "audience");
+    let r = s.http.get(s.url(&format!("/api/v1/contacts/{}/export", ada.id))).send().await.unwrap();
+    assert_eq!(r.status(), 401, "the export needs the API token");
+    let (_, doc) = get(&s, "/api/v1/openapi.json").await;
+    for (path, method) in [
+        ("/api/v1/contacts/{id}/export", "get"),
+        ("/api/v1/contacts/{id}", "delete"),
+        ("/api/v1/erasures", "get"),
+        ("/api/v1/audience-removals", "get"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} is not in the OpenAPI document");
+    }
     let (code, bad) = get(&s, &format!("/api/v1/contacts/{}/export?runs_limit=0", ada.id)).await;
     assert_eq!((code, bad["code"].as_str(), bad["path"].as_str()), (400, Some("invalid_request"), Some("runs_limit")));
 
