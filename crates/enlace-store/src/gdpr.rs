@@ -339,13 +339,14 @@ pub(crate) fn dialect(pg: bool, sql: &str) -> String {
     out
 }
 
-/// The query that finds the runs about a contact: those of its timeline entries, and those
-/// whose event (payload, dedupe key), error, or steps' inputs, outputs and errors contain
-/// one of `needles`. Binds: after, contact id, six patterns per needle, limit.
+/// The query that finds the runs about a contact: its contact-scoped runs (journeys,
+/// `runs.contact_id`), the runs of its timeline entries, and those whose event (payload,
+/// dedupe key), error, or steps' inputs, outputs and errors contain one of `needles`.
+/// Binds: after, contact id twice, six patterns per needle, limit.
 pub(crate) fn runs_about_sql(needles: usize) -> String {
     let mut sql = String::from(
         "SELECT r.id FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id > ? AND (
-           r.id IN (SELECT x.run_id FROM contact_events x WHERE x.contact_id = ? AND x.run_id IS NOT NULL)",
+           r.contact_id = ? OR r.id IN (SELECT x.run_id FROM contact_events x WHERE x.contact_id = ? AND x.run_id IS NOT NULL)",
     );
     for _ in 0..needles {
         sql.push_str(
@@ -525,7 +526,7 @@ macro_rules! gdpr_statements {
 
                 async fn runs_about(&mut self, contact_id: &str, needles: &[String], after: &str, limit: i64) -> Result<Vec<String>> {
                     let sql = crate::gdpr::runs_about_sql(needles.len());
-                    let mut query = sqlx::query_scalar::<_, String>(q(&sql)).bind(after.to_string()).bind(contact_id.to_string());
+                    let mut query = sqlx::query_scalar::<_, String>(q(&sql)).bind(after.to_string()).bind(contact_id.to_string()).bind(contact_id.to_string());
                     for n in needles {
                         let p = crate::gdpr::like(n);
                         for _ in 0..6 {
@@ -802,9 +803,8 @@ pub(crate) async fn records<T: ContactTx + GdprTx>(t: &mut T, key: ContactKey) -
     }))
 }
 
-/// The ids of the runs about a contact, after `after`, in id order: the runs its timeline
-/// names, and the runs whose history holds its email or phone. (When runs carry their
-/// contact, those join here.)
+/// The ids of the runs about a contact, after `after`, in id order: its contact-scoped runs,
+/// the runs its timeline names, and the runs whose history holds its email or phone.
 pub(crate) async fn runs_about_contact<T: GdprTx>(t: &mut T, c: &Contact, after: Option<&str>, limit: i64) -> Result<Vec<String>> {
     let n = needles(c);
     t.runs_about(&c.id, &n.search, after.unwrap_or(""), limit).await

@@ -21,6 +21,7 @@
 mod contacts;
 mod crypto;
 pub mod gdpr;
+mod journeys;
 mod pg;
 mod polling;
 mod sqlite;
@@ -41,6 +42,7 @@ pub use enlace_core::contacts::{
     Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, ContactOutcome, ContactTrigger, Evidence, NewConsent, Note,
     PhoneConsentOutcome, PhoneDecision, TimelineEvent, WriteContext,
 };
+pub use journeys::{Entered, EntryRule, JourneyEntry, may_enter};
 pub use polling::*;
 pub use types::*;
 
