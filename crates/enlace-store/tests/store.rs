@@ -1581,6 +1581,18 @@ async fn gdpr_export_has_everything_and_erase_leaves_no_trace(kind: Kind) {
     e.payload = json!({"body": {"email": "bo@example.com", "first_name": "Bo"}}).to_string();
     let bos = s.accept_event(e).await.unwrap().run_id;
     let timeline_run = "run-of-k1".to_string();
+    // A contact-scoped run (a journey) whose history names nobody: found by its contact.
+    let journey = s.accept_event(event("journey", None, 25, Some("n1"))).await.unwrap().run_id;
+    let entry = JourneyEntry {
+        run_id: journey.clone(),
+        owner: "n1".into(),
+        recipe_id: "journey".into(),
+        contact_id: ada.id.clone(),
+        rule: EntryRule::Always,
+        wake_on: vec![],
+        now: 25,
+    };
+    s.enter_journey(entry).await.unwrap();
 
     // The export.
     let x = s.export_contact(ContactKey::Email("ada.lovelace@EXAMPLE.com".into()), None, 0, 30).await.unwrap().unwrap();
@@ -1611,7 +1623,7 @@ async fn gdpr_export_has_everything_and_erase_leaves_no_trace(kind: Kind) {
     assert_eq!(v["phone_suppressions"][0]["phone"], "+14155552671");
     assert_eq!(v["audience_memberships"].as_array().unwrap().len(), 1, "a repeated add is one membership");
     let run_ids: Vec<&str> = v["runs"].as_array().unwrap().iter().map(|r| r["run"]["id"].as_str().unwrap()).collect();
-    assert_eq!(run_ids, [pending.as_str(), done.as_str()], "the runs about Ada, not Bo's");
+    assert_eq!(run_ids, [pending.as_str(), done.as_str(), journey.as_str()], "the runs about Ada, not Bo's");
     assert_eq!(v["runs"][1]["steps"][0]["input"]["body"], "Hi Ada, your order shipped");
     assert!(v.get("runs_next").is_none());
     // Paged.
@@ -1620,7 +1632,7 @@ async fn gdpr_export_has_everything_and_erase_leaves_no_trace(kind: Kind) {
     assert_eq!(p1.runs_next.as_deref(), Some(pending.as_str()));
     let p2 = s.export_contact(ContactKey::Id(ada.id.clone()), p1.runs_next.as_deref(), 1, 30).await.unwrap().unwrap();
     assert_eq!(p2.runs[0].run.id, done);
-    assert!(p2.runs_next.is_none());
+    assert_eq!(p2.runs_next.as_deref(), Some(done.as_str()));
     assert!(!run_ids.contains(&timeline_run.as_str()));
 
     let bo_before = s.contact_detail(ContactKey::Id(bo.id.clone())).await.unwrap().unwrap();
@@ -1635,7 +1647,7 @@ async fn gdpr_export_has_everything_and_erase_leaves_no_trace(kind: Kind) {
 
     // The erasure.
     let er = s.erase(ContactKey::Id(ada.id.clone()), "test", 40).await.unwrap();
-    assert_eq!((er.runs_redacted, er.runs_cancelled, er.removals_queued), (2, 1, 1));
+    assert_eq!((er.runs_redacted, er.runs_cancelled, er.removals_queued), (2, 2, 1));
     assert_eq!(er.contact_id, ada.id);
     assert_eq!(er.email_hash.len(), 64);
     assert!(er.phone_hash.is_some());
@@ -1659,7 +1671,8 @@ async fn gdpr_export_has_everything_and_erase_leaves_no_trace(kind: Kind) {
     assert_eq!(d.run.status, RunStatus::Succeeded);
     assert_eq!(d.steps[0].input, Some(json!({"to": "[erased]", "body": "[erased]", "count": 3})));
     assert_eq!(d.steps[0].output, Some(json!({"sid": "SM9", "to": "[erased]"})));
-    assert_eq!(s.list_runs(&RunFilter::default()).await.unwrap().len(), 3, "no run is deleted");
+    assert_eq!(s.list_runs(&RunFilter::default()).await.unwrap().len(), 4, "no run is deleted");
+    assert_eq!(s.get_run(&journey).await.unwrap().unwrap().status, RunStatus::Cancelled, "the journey run is cancelled");
 
     // Bo is untouched.
     assert_eq!(s.contact_detail(ContactKey::Id(bo.id.clone())).await.unwrap().unwrap(), bo_before);
