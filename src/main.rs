@@ -17,6 +17,7 @@ use enlace_store::{RunFilter, RunStatus, Store, StoreConfig, Synchronous};
 use serde_json::{Value, json};
 
 mod connections;
+mod contacts;
 mod simulate;
 mod triggers;
 
@@ -109,6 +110,13 @@ enum Command {
     Trigger {
         #[command(subcommand)]
         command: triggers::TriggerCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// GDPR: export everything stored about a contact, or erase it.
+    Contacts {
+        #[command(subcommand)]
+        command: contacts::ContactsCommand,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -330,6 +338,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Connections { command, store } => connections::run(command, &store).await,
         Command::Secrets { command, store } => secrets(command, &store).await,
         Command::Trigger { command, store } => triggers::run(command, &store).await,
+        Command::Contacts { command, store } => contacts::run(command, &store).await,
     }
 }
 

@@ -241,10 +241,12 @@ async fn the_api_lists_shows_upserts_and_erases_contacts() {
     assert_eq!(kinds, ["fields_updated", "tag_added", "created"]);
 
     let r = s.api(Method::DELETE, &format!("/api/v1/contacts/{id}")).send().await.unwrap();
-    assert_eq!(r.status(), 204);
+    assert_eq!(r.status(), 200, "the erasure's record");
     let r = s.api(Method::GET, &format!("/api/v1/contacts/{id}")).send().await.unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(r.status(), 410, "erased, not unknown");
     let r = s.api(Method::DELETE, &format!("/api/v1/contacts/{id}")).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    let r = s.api(Method::GET, "/api/v1/contacts/no-such-id").send().await.unwrap();
     assert_eq!(r.status(), 404);
     let left: Value = s.api(Method::GET, "/api/v1/contacts?tag=vip").send().await.unwrap().json().await.unwrap();
     assert_eq!(left["contacts"], json!([]));

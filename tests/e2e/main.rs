@@ -11,6 +11,7 @@ mod contacts;
 mod contracts;
 mod declarative;
 mod drive_recipe;
+mod gdpr;
 mod journeys;
 mod oauth;
 mod polling;

@@ -64,6 +64,10 @@ pub trait Action: Send + Sync + 'static {
     const IDEMPOTENCY: Idempotency;
     /// All IO goes through `ctx.http` (see [`ActionSpec::http_only`]).
     const HTTP_ONLY: bool = true;
+    /// What the action does to ad audiences (see [`crate::audience`]): an action that adds a
+    /// person says which of its fields name the audience and the person, and which action
+    /// removes them; the runner then records memberships and removes people on erasure.
+    const AUDIENCE: Option<crate::audience::Audience> = None;
 
     /// A representative output, valid against the output schema.
     fn sample() -> Self::Output;
@@ -102,6 +106,7 @@ impl<A: Action> Erased<A> {
             sample,
             idempotency: A::IDEMPOTENCY,
             http_only: A::HTTP_ONLY,
+            audience: A::AUDIENCE.map(Into::into),
         };
         Erased { action, spec }
     }

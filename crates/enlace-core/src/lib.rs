@@ -8,12 +8,14 @@
 //! ([`secret`]), durations as recipes write them ([`duration`]) and the registry of
 //! connectors the runner looks names up in ([`registry`]), the inbound triggers vendors call
 //! ([`inbound`]), and the embedded contact store's
-//! vocabulary and the trait the runner implements for it ([`contacts`]).
+//! vocabulary and the trait the runner implements for it ([`contacts`]), and how actions declare
+//! that they add people to or remove them from ad audiences ([`audience`]).
 //!
 //! Architecture invariant: this crate performs no IO and starts no task. It names the
 //! [`http::HttpTransport`] trait but does not implement it; `enlace-kit` does.
 
 pub mod action;
+pub mod audience;
 pub mod connection;
 pub mod contacts;
 pub mod duration;

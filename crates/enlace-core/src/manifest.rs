@@ -78,6 +78,9 @@ pub struct ActionSpec {
     /// another protocol (SMTP) set this to false and are never called in a dry run.
     #[serde(default = "yes")]
     pub http_only: bool,
+    /// What the action does to ad audiences, if anything (see [`crate::audience`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<crate::audience::AudienceSpec>,
 }
 
 fn yes() -> bool {

@@ -882,7 +882,7 @@ impl Exec {
         let result = if inner.config.dry_run && !local {
             let spec = action.spec();
             if spec.http_only {
-                let _ = tokio::time::timeout(inner.config.step_timeout, action.call(&ctx, input)).await;
+                let _ = tokio::time::timeout(inner.config.step_timeout, action.call(&ctx, input.clone())).await;
             }
             let requests = recorder.as_ref().map(|r| r.take()).unwrap_or_default();
             if !inner.config.simulate {
@@ -923,6 +923,12 @@ impl Exec {
             .observe(elapsed.as_secs_f64());
         match result {
             Ok(output) => {
+                // An ad audience add: its membership is recorded before the run goes on.
+                if let Err(e) =
+                    crate::audience::after_success(&inner, &self.run.id, &a.app, a.connection.as_deref(), action.spec(), &input).await
+                {
+                    return self.fail_action(step, a, &key, e, Some(masked), attempt, started, idempotent);
+                }
                 let masked_out = self.masker.mask(&output);
                 self.record(
                     &key,

@@ -16,6 +16,7 @@
 //! sent again only when the action is idempotent for that input; with the same idempotency
 //! key (run id + step key) either way.
 
+mod audience;
 pub mod catalog;
 pub mod clock;
 pub mod contacts;
@@ -274,6 +275,8 @@ impl Runner {
             tokio::spawn(async move { lease_loop(me).await });
             let me = self.inner.clone();
             tokio::spawn(async move { poll::trigger_loop(me).await });
+            let me = self.inner.clone();
+            tokio::spawn(async move { audience::removal_loop(me).await });
         }
         let me = self.inner.clone();
         tokio::spawn(async move { refresh_loop(me).await });
@@ -283,6 +286,12 @@ impl Runner {
     /// recipes whose `contacts.*` triggers it matches, in its own transaction.
     pub fn contacts(&self) -> contacts::Contacts {
         contacts::Contacts::new(self.inner.clone())
+    }
+
+    /// Sends the ad audience removals that are due now (the background loop does this every
+    /// second; tests on a manual clock call it); how many it handled.
+    pub async fn process_audience_removals(&self) -> usize {
+        audience::process_due(&self.inner).await
     }
 
     /// Wakes the poller (after a replay, a parked run, or a move of a manual clock).

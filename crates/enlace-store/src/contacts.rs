@@ -77,7 +77,8 @@ impl ContactFilter {
 
 /// The statements the contact logic needs, per backend, on one connection (in a transaction
 /// for writes).
-pub(crate) trait ContactTx: Send {
+/// (GDPR's statements come with it: a withdrawn `ads` consent queues audience removals.)
+pub(crate) trait ContactTx: Send + crate::gdpr::GdprTx {
     /// The contact with its tags; `lock` takes its row lock until the transaction ends
     /// (PostgreSQL; SQLite's writer is alone anyway).
     fn contact(&mut self, key: &ContactKey, lock: bool) -> impl Future<Output = Result<Option<Contact>>> + Send;
@@ -198,7 +199,7 @@ fn not_found(key: &ContactKey) -> StoreError {
 }
 
 /// The key with its email normalised (so that lookups ignore case).
-fn normal_key(key: ContactKey) -> Result<ContactKey> {
+pub(crate) fn normal_key(key: ContactKey) -> Result<ContactKey> {
     match key {
         ContactKey::Email(e) => Ok(ContactKey::Email(normalize_email(&e).map_err(invalid)?)),
         ContactKey::Id(id) if id.trim().is_empty() => Err(invalid("the contact id is empty")),
@@ -371,6 +372,10 @@ pub(crate) async fn apply<T: ContactTx>(t: &mut T, op: ContactOp, w: &ContactWri
                     }
                     let c = Consent { id: new_id(), purpose: nc.purpose, channel: nc.channel, status: nc.status, evidence, at: now };
                     t.insert_consent(&ch.contact.id, &c, w.ctx.op_key.as_deref()).await?;
+                    if c.channel == "ads" && c.status == ConsentStatus::Withdrawn {
+                        // Out of every ad audience it was added to, in this transaction.
+                        crate::gdpr::queue_removals(t, &ch.contact, "consent_withdrawn", now).await?;
+                    }
                     ch.touch();
                     ch.log(
                         "consent_recorded",
@@ -663,18 +668,25 @@ impl Store {
     /// The latest decision about a phone number for a purpose and channel, from its
     /// contacts and the suppression list (the newest wins).
     pub async fn phone_consent(&self, phone: &str, purpose: &str, channel: &str) -> Result<Option<PhoneDecision>> {
-        match &self.backend {
+        let found = match &self.backend {
             Backend::Sqlite(b) => b.phone_consent(phone, purpose, channel).await,
             Backend::Postgres(b) => b.phone_consent(phone, purpose, channel).await,
+        }?;
+        match found {
+            Some(d) => Ok(Some(d)),
+            // A STOP whose contact was erased still stands (GDPR keeps it hashed).
+            None => self.erased_phone_decision(phone, purpose, channel).await,
         }
     }
 
-    /// Erases a contact and everything stored about it (tags, consents, notes, timeline):
-    /// GDPR's right to erasure. `false` when there is no such contact.
+    /// Erases a contact and everything stored about it, as [`Store::erase`] does (recorded
+    /// as erased by `store`, now). `false` when there is no such contact.
     pub async fn erase_contact(&self, id: &str) -> Result<bool> {
-        match &self.backend {
-            Backend::Sqlite(b) => b.erase_contact(id).await,
-            Backend::Postgres(b) => b.erase_contact(id).await,
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        match self.erase(ContactKey::Id(id.to_string()), "store", now).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }

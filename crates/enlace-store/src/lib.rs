@@ -7,7 +7,8 @@
 //! store holds recipes and their versions, the inbound event inbox, runs (which are also
 //! the queue and the durable timers) with their step journal, cron schedules, encrypted
 //! secrets and connections, API tokens, and the embedded contact store (contacts, tags,
-//! consent history, notes, timeline: `contacts.rs`).
+//! consent history, notes, timeline: `contacts.rs`), and GDPR's export, erasure and ad
+//! audience removal queue (`gdpr.rs`).
 //!
 //! Writes on SQLite go through one writer task that commits in groups: many webhook
 //! acceptances share one fsync, and each caller is answered only after its commit. On
@@ -19,6 +20,7 @@
 
 mod contacts;
 mod crypto;
+pub mod gdpr;
 mod journeys;
 mod pg;
 mod polling;

@@ -25,6 +25,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection, Postgres, QueryBuilder, Row
 use tokio::sync::Notify;
 
 mod contacts;
+mod gdpr;
 
 use crate::crypto::SecretBox;
 use crate::sqlite::{digest, json_text, parse_json};

@@ -14,6 +14,7 @@ use sqlx::{ConnectOptions, Connection, Executor, Row, SqliteConnection, SqlitePo
 use tokio::sync::{mpsc, oneshot};
 
 mod contacts;
+mod gdpr;
 
 use crate::crypto::SecretBox;
 use crate::types::*;

@@ -114,6 +114,16 @@ async fn drop_stale(c: &mut PgConnection) -> Result<()> {
     Ok(())
 }
 
+/// Where a text is still stored: `table.column` of every value, in every table of the
+/// store, that contains `needle` (case-insensitive). GDPR tests prove with it that an
+/// erasure left no trace of an email or a phone.
+pub async fn tables_containing(store: &crate::Store, needle: &str) -> Result<Vec<String>> {
+    match &store.backend {
+        crate::Backend::Sqlite(b) => b.scan_text(needle).await,
+        crate::Backend::Postgres(b) => b.scan_text(needle).await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

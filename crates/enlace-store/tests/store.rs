@@ -172,6 +172,8 @@ both!(
     polling_held_batches_fire_once_and_rewinds_rearm,
     subscriptions_keep_their_secret_sealed,
     contacts_phone_decisions_reach_contacts_and_the_suppression_list,
+    gdpr_export_has_everything_and_erase_leaves_no_trace,
+    gdpr_audience_removals_queue_claim_retry_and_lease,
 );
 
 async fn backend_facts(kind: Kind) {
@@ -1479,5 +1481,271 @@ async fn contacts_phone_decisions_reach_contacts_and_the_suppression_list(kind: 
     // A bad number is refused.
     let e = s.apply_phone_consent("ACME", sms_reply(ConsentStatus::Withdrawn, "SM4", "STOP"), write(None, vec![], 70)).await;
     assert!(matches!(e, Err(StoreError::Invalid(_))), "{e:?}");
+    db.finish().await;
+}
+
+// ---- GDPR ----
+
+fn evidence(source: &str, at: Millis) -> Evidence {
+    Evidence {
+        source: source.into(),
+        ip: Some("203.0.113.9".into()),
+        text: Some("Yes, email me".into()),
+        recorded_at: at,
+        run_id: None,
+        details: Default::default(),
+    }
+}
+
+fn consent_op(id: &str, channel: &str, status: ConsentStatus, at: Millis) -> ContactOp {
+    ContactOp::RecordConsent {
+        key: ContactKey::Id(id.into()),
+        consent: NewConsent { purpose: "marketing".into(), channel: channel.into(), status, evidence: evidence("signup form", at) },
+    }
+}
+
+fn membership(email: Option<&str>, phone: Option<&str>, audience: &str, now: Millis) -> gdpr::NewMembership {
+    gdpr::NewMembership {
+        app: "ads".into(),
+        connection_id: Some("ads-main".into()),
+        remove_action: "remove_member".into(),
+        audience: json!(audience),
+        email: email.map(String::from),
+        phone: phone.map(String::from),
+        run_id: None,
+        now,
+    }
+}
+
+async fn gdpr_export_has_everything_and_erase_leaves_no_trace(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    let ada_fields = json!({"first_name": "Ada", "last_name": "Lovelace", "phone": "+1 (415) 555-2671", "plan": "pro"});
+    let ada = s
+        .apply_contact(
+            ContactOp::Upsert { email: "Ada.Lovelace@Example.com".into(), fields: fields(ada_fields) },
+            write(Some("k1"), vec![], 10),
+        )
+        .await
+        .unwrap()
+        .outcome
+        .contact;
+    let bo = s
+        .apply_contact(
+            ContactOp::Upsert { email: "bo@example.com".into(), fields: fields(json!({"first_name": "Bo", "phone": "+44 20 7946 0958"})) },
+            write(None, vec![], 11),
+        )
+        .await
+        .unwrap()
+        .outcome
+        .contact;
+    s.apply_contact(ContactOp::AddTag { key: ContactKey::Id(ada.id.clone()), tag: "vip".into() }, write(None, vec![], 12)).await.unwrap();
+    s.apply_contact(consent_op(&ada.id, "email", ConsentStatus::Granted, 13), write(None, vec![], 13)).await.unwrap();
+    s.apply_contact(consent_op(&ada.id, "email", ConsentStatus::Withdrawn, 14), write(None, vec![], 14)).await.unwrap();
+    s.apply_contact(
+        ContactOp::AddNote { key: ContactKey::Id(ada.id.clone()), body: "called Ada about the invoice".into(), author: Some("sam".into()) },
+        write(None, vec![], 15),
+    )
+    .await
+    .unwrap();
+    // A STOP from Ada's phone, and Bo's own history.
+    s.apply_phone_consent(
+        "+14155552671",
+        NewConsent {
+            purpose: "marketing".into(),
+            channel: "sms".into(),
+            status: ConsentStatus::Withdrawn,
+            evidence: evidence("SMS reply STOP", 16),
+        },
+        write(Some("twilio:SM1"), vec![], 16),
+    )
+    .await
+    .unwrap();
+    s.apply_contact(ContactOp::AddTag { key: ContactKey::Id(bo.id.clone()), tag: "vip".into() }, write(None, vec![], 17)).await.unwrap();
+    s.record_audience_member(membership(Some("ada.lovelace@example.com"), None, "retarget-1", 18)).await.unwrap();
+    s.record_audience_member(membership(Some("ada.lovelace@example.com"), None, "retarget-1", 19)).await.unwrap();
+    s.record_audience_member(membership(Some("bo@example.com"), None, "retarget-1", 19)).await.unwrap();
+
+    // Runs: one pending about Ada (found by its payload), one finished about her (found by
+    // its steps), one about Bo, and one a contact change of Ada made (found by the timeline).
+    let mut e = event("signup", Some("ADA.LOVELACE@example.com"), 20, None);
+    e.payload = json!({"body": {"email": "ADA.LOVELACE@example.com", "first_name": "Ada", "plan": "pro"}}).to_string();
+    let pending = s.accept_event(e).await.unwrap().run_id;
+    let done = s.accept_event(event("sms", None, 21, Some("n1"))).await.unwrap().run_id;
+    let mut st = step("send", 1, StepStatus::Succeeded, Some(json!({"sid": "SM9", "to": "+14155552671"})), 22);
+    st.input = Some(json!({"to": "+1 (415) 555-2671", "body": "Hi Ada, your order shipped", "count": 3}));
+    assert!(
+        s.update_run(&done, "n1", vec![st], RunUpdate::Finish { status: RunStatus::Succeeded, error: None }, vec![], 23).await.unwrap()
+    );
+    let mut e = event("signup", Some("bo@example.com"), 24, None);
+    e.payload = json!({"body": {"email": "bo@example.com", "first_name": "Bo"}}).to_string();
+    let bos = s.accept_event(e).await.unwrap().run_id;
+    let timeline_run = "run-of-k1".to_string();
+    // A contact-scoped run (a journey) whose history names nobody: found by its contact.
+    let journey = s.accept_event(event("journey", None, 25, Some("n1"))).await.unwrap().run_id;
+    let entry = JourneyEntry {
+        run_id: journey.clone(),
+        owner: "n1".into(),
+        recipe_id: "journey".into(),
+        contact_id: ada.id.clone(),
+        rule: EntryRule::Always,
+        wake_on: vec![],
+        now: 25,
+    };
+    s.enter_journey(entry).await.unwrap();
+
+    // The export.
+    let x = s.export_contact(ContactKey::Email("ada.lovelace@EXAMPLE.com".into()), None, 0, 30).await.unwrap().unwrap();
+    let v = serde_json::to_value(&x).unwrap();
+    assert_eq!(v["format"], "enlace.contact-export.v1");
+    assert_eq!(v["contact"]["email_original"], "Ada.Lovelace@Example.com");
+    assert_eq!(v["contact"]["fields"]["last_name"], "Lovelace");
+    assert_eq!(v["tags"][0]["tag"], "vip");
+    let consents: Vec<(&str, &str, &str)> = v["consents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["channel"].as_str().unwrap(), c["status"].as_str().unwrap(), c["evidence"]["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        consents,
+        [("email", "granted", "signup form"), ("email", "withdrawn", "signup form"), ("sms", "withdrawn", "SMS reply STOP")]
+    );
+    assert_eq!(v["consents"][0]["evidence"]["text"], "Yes, email me", "the wording shown is kept");
+    assert_eq!(v["notes"][0]["body"], "called Ada about the invoice");
+    let kinds: Vec<&str> = v["timeline"].as_array().unwrap().iter().map(|t| t["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["created", "tag_added", "consent_recorded", "consent_recorded", "note_added", "consent_recorded"],
+        "oldest first, all of it"
+    );
+    assert_eq!(v["phone_suppressions"].as_array().unwrap().len(), 1);
+    assert_eq!(v["phone_suppressions"][0]["phone"], "+14155552671");
+    assert_eq!(v["audience_memberships"].as_array().unwrap().len(), 1, "a repeated add is one membership");
+    let run_ids: Vec<&str> = v["runs"].as_array().unwrap().iter().map(|r| r["run"]["id"].as_str().unwrap()).collect();
+    assert_eq!(run_ids, [pending.as_str(), done.as_str(), journey.as_str()], "the runs about Ada, not Bo's");
+    assert_eq!(v["runs"][1]["steps"][0]["input"]["body"], "Hi Ada, your order shipped");
+    assert!(v.get("runs_next").is_none());
+    // Paged.
+    let p1 = s.export_contact(ContactKey::Id(ada.id.clone()), None, 1, 30).await.unwrap().unwrap();
+    assert_eq!(p1.runs.len(), 1);
+    assert_eq!(p1.runs_next.as_deref(), Some(pending.as_str()));
+    let p2 = s.export_contact(ContactKey::Id(ada.id.clone()), p1.runs_next.as_deref(), 1, 30).await.unwrap().unwrap();
+    assert_eq!(p2.runs[0].run.id, done);
+    assert_eq!(p2.runs_next.as_deref(), Some(done.as_str()));
+    assert!(!run_ids.contains(&timeline_run.as_str()));
+
+    let bo_before = s.contact_detail(ContactKey::Id(bo.id.clone())).await.unwrap().unwrap();
+    let bo_run_before = s.run_detail(&bos).await.unwrap().unwrap();
+
+    // The scan sees what is there before the erasure.
+    let before = testing::tables_containing(&s, "ADA.LOVELACE@example.com").await.unwrap();
+    for place in ["contacts.email", "events.payload", "events.dedupe_key"] {
+        assert!(before.contains(&place.to_string()), "{place} not in {before:?}");
+    }
+    assert!(testing::tables_containing(&s, "(415) 555-2671").await.unwrap().contains(&"steps.input".to_string()));
+
+    // The erasure.
+    let er = s.erase(ContactKey::Id(ada.id.clone()), "test", 40).await.unwrap();
+    assert_eq!((er.runs_redacted, er.runs_cancelled, er.removals_queued), (2, 2, 1));
+    assert_eq!(er.contact_id, ada.id);
+    assert_eq!(er.email_hash.len(), 64);
+    assert!(er.phone_hash.is_some());
+    for needle in ["ada.lovelace@example.com", "+14155552671", "4155552671", "(415) 555-2671", "Lovelace"] {
+        let left = testing::tables_containing(&s, needle).await.unwrap();
+        assert!(left.is_empty(), "`{needle}` is still stored in {left:?}");
+    }
+    assert!(s.contact_detail(ContactKey::Id(ada.id.clone())).await.unwrap().is_none());
+    assert!(matches!(s.erase(ContactKey::Id(ada.id.clone()), "test", 41).await, Err(StoreError::NotFound(_))));
+    assert_eq!(s.erasure_of(&ada.id).await.unwrap().unwrap(), er);
+    assert_eq!(s.erasures_of_email(" ADA.lovelace@example.com").await.unwrap(), vec![er.clone()]);
+    assert!(s.erasures_of_email("bo@example.com").await.unwrap().is_empty());
+
+    // The history stays readable: same runs, same statuses, personal data replaced.
+    let p = s.run_detail(&pending).await.unwrap().unwrap();
+    assert_eq!(p.run.status, RunStatus::Cancelled, "the pending run about Ada is cancelled");
+    assert!(p.run.error.as_ref().unwrap()["message"].as_str().unwrap().contains("erased"));
+    assert_eq!(p.event.payload, json!({"body": {"email": "[erased]", "first_name": "[erased]", "plan": "pro"}}));
+    assert_eq!(p.event.dedupe_key.as_deref(), Some(format!("[erased]:{}", p.event.id).as_str()));
+    let d = s.run_detail(&done).await.unwrap().unwrap();
+    assert_eq!(d.run.status, RunStatus::Succeeded);
+    assert_eq!(d.steps[0].input, Some(json!({"to": "[erased]", "body": "[erased]", "count": 3})));
+    assert_eq!(d.steps[0].output, Some(json!({"sid": "SM9", "to": "[erased]"})));
+    assert_eq!(s.list_runs(&RunFilter::default()).await.unwrap().len(), 4, "no run is deleted");
+    assert_eq!(s.get_run(&journey).await.unwrap().unwrap().status, RunStatus::Cancelled, "the journey run is cancelled");
+
+    // Bo is untouched.
+    assert_eq!(s.contact_detail(ContactKey::Id(bo.id.clone())).await.unwrap().unwrap(), bo_before);
+    let bo_run = s.run_detail(&bos).await.unwrap().unwrap();
+    assert_eq!((bo_run.run.status, &bo_run.event.payload), (bo_run_before.run.status, &bo_run_before.event.payload));
+    assert_eq!(s.phone_consent("+442079460958", "marketing", "sms").await.unwrap(), None);
+    // Ada's number said STOP: it stays suppressed without being stored in clear.
+    assert_eq!(er.phone_withdrawn, ["marketing:sms"]);
+    let stop = s.phone_consent("+1 415 555 2671", "marketing", "sms").await.unwrap().unwrap();
+    assert_eq!((stop.status, stop.contact_id), (ConsentStatus::Withdrawn, None));
+    assert!(stop.evidence.source.contains("erased"), "{:?}", stop.evidence);
+    assert_eq!(s.phone_consent("+14155552671", "marketing", "whatsapp").await.unwrap(), None);
+
+    // The removal queued for Ada's audience, hashed.
+    let q = s.audience_removals(None, 10).await.unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].email_sha256.as_deref(), Some(enlace_core::audience::sha256_hex("ada.lovelace@example.com").as_str()));
+    assert_eq!((q[0].reason.as_str(), q[0].status.as_str(), &q[0].audience), ("erased", "pending", &json!("retarget-1")));
+    db.finish().await;
+}
+
+async fn gdpr_audience_removals_queue_claim_retry_and_lease(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    let cy = s
+        .apply_contact(
+            ContactOp::Upsert { email: "cy@example.com".into(), fields: fields(json!({"phone": "+14155550100"})) },
+            write(None, vec![], 1),
+        )
+        .await
+        .unwrap()
+        .outcome
+        .contact;
+    s.record_audience_member(membership(None, Some("+14155550100"), "aud-phone", 2)).await.unwrap();
+    s.record_audience_member(membership(Some("cy@example.com"), None, "aud-email", 2)).await.unwrap();
+    s.record_audience_member(membership(Some("someone@example.com"), None, "aud-email", 2)).await.unwrap();
+    assert!(s.audience_removals(None, 10).await.unwrap().is_empty());
+    // Granting ads consent queues nothing; withdrawing it queues a removal per membership.
+    s.apply_contact(consent_op(&cy.id, "ads", ConsentStatus::Granted, 3), write(None, vec![], 3)).await.unwrap();
+    assert!(s.audience_removals(None, 10).await.unwrap().is_empty());
+    s.apply_contact(consent_op(&cy.id, "ads", ConsentStatus::Withdrawn, 4), write(None, vec![], 4)).await.unwrap();
+    let q = s.audience_removals(Some("pending"), 10).await.unwrap();
+    assert_eq!(q.len(), 2);
+    assert!(q.iter().all(|r| r.reason == "consent_withdrawn"));
+    let auds: HashSet<String> = q.iter().map(|r| r.audience.as_str().unwrap().to_string()).collect();
+    assert_eq!(auds, HashSet::from(["aud-phone".to_string(), "aud-email".to_string()]));
+    assert!(s.audience_removals(Some("nope"), 10).await.is_err());
+
+    // Claimed once; a node that dies leaves it to another once its lease runs out.
+    let a = s.claim_audience_removals("n1", 10, 10, 1_000).await.unwrap();
+    assert_eq!(a.len(), 2);
+    assert!(s.claim_audience_removals("n2", 500, 10, 1_000).await.unwrap().is_empty(), "leased to n1");
+    let b = s.claim_audience_removals("n2", 2_000, 10, 1_000).await.unwrap();
+    assert_eq!(b.len(), 2, "n1's lease ran out");
+    assert!(!s.finish_audience_removal(&a[0].id, "n1", gdpr::RemovalOutcome::Done, 2_001).await.unwrap(), "n1 no longer holds it");
+    assert!(s.finish_audience_removal(&b[0].id, "n2", gdpr::RemovalOutcome::Done, 2_001).await.unwrap());
+    let err = json!({"class": "transient", "message": "503"});
+    assert!(
+        s.finish_audience_removal(&b[1].id, "n2", gdpr::RemovalOutcome::Retry { due_at: 5_000, error: err.clone() }, 2_002).await.unwrap()
+    );
+    assert!(s.claim_audience_removals("n2", 4_999, 10, 1_000).await.unwrap().is_empty(), "not due yet");
+    let c = s.claim_audience_removals("n2", 5_000, 10, 1_000).await.unwrap();
+    assert_eq!((c.len(), c[0].attempts, c[0].last_error.clone()), (1, 3, Some(err)));
+    assert!(
+        s.finish_audience_removal(&c[0].id, "n2", gdpr::RemovalOutcome::Failed { error: json!({"class": "permanent"}) }, 5_001)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.audience_removals(Some("done"), 10).await.unwrap().len(), 1);
+    assert_eq!(s.audience_removals(Some("failed"), 10).await.unwrap().len(), 1);
+    assert!(s.claim_audience_removals("n3", 1_000_000, 10, 1_000).await.unwrap().is_empty(), "done and failed stay so");
+    // The memberships are gone with the withdrawal: withdrawing again queues nothing more.
+    s.apply_contact(consent_op(&cy.id, "ads", ConsentStatus::Withdrawn, 6), write(None, vec![], 6)).await.unwrap();
+    assert_eq!(s.audience_removals(None, 10).await.unwrap().len(), 2);
     db.finish().await;
 }

@@ -20,6 +20,8 @@ pub enum Code {
     BadSignature,
     /// No such object (recipe, run, token...).
     NotFound,
+    /// The contact was erased (GDPR): nothing about it is kept.
+    Erased,
     /// No enabled recipe listens on this hook path.
     HookNotFound,
     /// The request body is larger than allowed.
@@ -49,6 +51,7 @@ impl Code {
         match self {
             Code::Unauthorized | Code::BadSignature => StatusCode::UNAUTHORIZED,
             Code::NotFound | Code::HookNotFound => StatusCode::NOT_FOUND,
+            Code::Erased => StatusCode::GONE,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::InvalidJson | Code::InvalidRequest => StatusCode::BAD_REQUEST,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -66,6 +69,7 @@ impl Code {
             Code::Unauthorized => "unauthorized",
             Code::BadSignature => "bad_signature",
             Code::NotFound => "not_found",
+            Code::Erased => "erased",
             Code::HookNotFound => "hook_not_found",
             Code::PayloadTooLarge => "payload_too_large",
             Code::InvalidJson => "invalid_json",
@@ -81,10 +85,11 @@ impl Code {
     }
 
     /// Every code, for the docs and the table test.
-    pub const ALL: [Code; 14] = [
+    pub const ALL: [Code; 15] = [
         Code::Unauthorized,
         Code::BadSignature,
         Code::NotFound,
+        Code::Erased,
         Code::HookNotFound,
         Code::PayloadTooLarge,
         Code::InvalidJson,

@@ -502,9 +502,4 @@ impl Pg {
         let rows = q.build().fetch_all(&self.pool).await.map_err(pg_err)?;
         Ok(rows.iter().map(contact_row).collect())
     }
-
-    pub(crate) async fn erase_contact(&self, id: &str) -> Result<bool> {
-        // The other rows go with it (ON DELETE CASCADE).
-        Ok(sqlx::query("DELETE FROM contacts WHERE id = $1").bind(id).execute(&self.pool).await?.rows_affected() > 0)
-    }
 }

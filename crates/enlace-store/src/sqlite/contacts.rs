@@ -459,15 +459,4 @@ impl Sqlite {
         let rows = q.bind(f.limit()).fetch_all(&self.read).await?;
         Ok(rows.iter().map(contact_row).collect())
     }
-
-    pub(crate) async fn erase_contact(&self, id: &str) -> Result<bool> {
-        let id = id.to_string();
-        self.write(move |c| {
-            Box::pin(async move {
-                // The other rows go with it (ON DELETE CASCADE; foreign keys are on).
-                Ok(sqlx::query("DELETE FROM contacts WHERE id = ?").bind(&id).execute(&mut *c).await?.rows_affected() > 0)
-            })
-        })
-        .await
-    }
 }

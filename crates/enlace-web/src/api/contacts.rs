@@ -1,6 +1,6 @@
 //! Contacts, the embedded CRM: list (by email or tag, paginated), show (with tags, current
-//! consents, notes and timeline), upsert, and erase (GDPR: the contact and every row about
-//! it). An upsert here starts the `contacts.*` recipes it matches, as a recipe's would.
+//! consents, notes and timeline), upsert, and erase (GDPR, in `gdpr.rs`: the contact, every row about it, its personal data in the
+//! run history). An upsert here starts the `contacts.*` recipes it matches, as a recipe's would.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -175,10 +175,10 @@ pub async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> ApiR
 }
 
 /// One contact with its tags, current consents (with their evidence), notes and timeline.
-#[utoipa::path(get, path = "/api/v1/contacts/{id}", tag = "contacts", params(("id" = String, Path)), responses((status = 200, body = ContactDetailView), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/contacts/{id}", tag = "contacts", params(("id" = String, Path)), responses((status = 200, body = ContactDetailView), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody)))]
 pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<ContactDetailView>> {
     let Some(d) = s.runner.store().contact_detail(ContactKey::Id(id.clone())).await? else {
-        return Err(ApiError::not_found(format!("no contact `{id}`")));
+        return Err(super::gdpr::missing(&s, &id).await);
     };
     Ok(Json(ContactDetailView {
         contact: contact_view(d.contact),
@@ -209,15 +209,4 @@ pub async fn upsert(State(s): State<AppState>, Json(u): Json<UpsertContact>) -> 
     }
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(Upserted { created, contact: contact_view(contact) })))
-}
-
-/// Erases a contact and everything stored about it (tags, consents, notes, timeline): the
-/// right to erasure. It cannot be undone.
-#[utoipa::path(delete, path = "/api/v1/contacts/{id}", tag = "contacts", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    if s.runner.store().erase_contact(&id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found(format!("no contact `{id}`")))
-    }
 }

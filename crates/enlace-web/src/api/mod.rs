@@ -7,6 +7,7 @@ pub mod auth;
 pub mod connections;
 pub mod connectors;
 pub mod contacts;
+pub mod gdpr;
 pub mod recipes;
 pub mod runs;
 pub mod triggers;
@@ -66,7 +67,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(connections::authorize))
         .routes(routes!(connections::set_credentials))
         .routes(routes!(contacts::list, contacts::upsert))
-        .routes(routes!(contacts::get, contacts::delete))
+        .routes(routes!(contacts::get, gdpr::erase))
+        .routes(routes!(gdpr::export))
+        .routes(routes!(gdpr::erasures))
+        .routes(routes!(gdpr::removals))
         .routes(routes!(admin::list_secrets))
         .routes(routes!(admin::put_secret, admin::delete_secret))
         .routes(routes!(admin::list_tokens, admin::create_token))
