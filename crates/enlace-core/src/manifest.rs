@@ -78,6 +78,11 @@ pub struct ActionSpec {
     /// another protocol (SMTP) set this to false and are never called in a dry run.
     #[serde(default = "yes")]
     pub http_only: bool,
+    /// The action sends a message to a person (email, SMS, a direct message, an ad
+    /// audience): its channel and where the recipients are in its input. The runner applies
+    /// the send policy before every call of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaches: Option<crate::policy::Reach>,
 }
 
 fn yes() -> bool {

@@ -21,6 +21,7 @@ mod contacts;
 mod crypto;
 mod pg;
 mod polling;
+mod sends;
 mod sqlite;
 pub mod testing;
 mod types;
@@ -40,6 +41,7 @@ pub use enlace_core::contacts::{
     PhoneConsentOutcome, PhoneDecision, TimelineEvent, WriteContext,
 };
 pub use polling::*;
+pub use sends::{Decide, LedgerRow, LedgerWrite, RecipientFacts, SendFacts, SendRequest, approval_hold, status as send_status};
 pub use types::*;
 
 /// What went wrong in the store. Callers map these to API errors; none of them is "the
