@@ -16,6 +16,7 @@ use enlace_runner::{ManualClock, Runner, RunnerConfig, SystemClock};
 use enlace_store::{RunFilter, RunStatus, Store, StoreConfig, Synchronous};
 use serde_json::{Value, json};
 
+mod approvals;
 mod connections;
 mod triggers;
 
@@ -96,6 +97,13 @@ enum Command {
     Trigger {
         #[command(subcommand)]
         command: triggers::TriggerCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Messages held for approval above a recipe's send limits: list, approve, reject.
+    Approvals {
+        #[command(subcommand)]
+        command: approvals::ApprovalsCommand,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -284,6 +292,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Connections { command, store } => connections::run(command, &store).await,
         Command::Secrets { command, store } => secrets(command, &store).await,
         Command::Trigger { command, store } => triggers::run(command, &store).await,
+        Command::Approvals { command, store } => approvals::run(command, &store).await,
     }
 }
 

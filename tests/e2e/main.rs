@@ -11,6 +11,7 @@ mod contacts;
 mod contracts;
 mod drive_recipe;
 mod oauth;
+mod policy;
 mod polling;
 mod recipes;
 mod runner;

@@ -185,6 +185,8 @@ steps:
     app: smtp
     action: send_email
     connection: {connection}
+    # Not marketing: the send policy lets it go without a recorded consent.
+    transactional: true
     with:
       from: "Example News <news@example.com>"
       to: "{{{{trigger.body.name}}}} <{{{{trigger.body.email}}}}>"
@@ -581,6 +583,9 @@ steps:
     app: smtp
     action: send_email
     connection: news
+    # The address is no contact yet (the unsubscribe makes it one): the send policy lets a
+    # transactional message go without a recorded consent.
+    transactional: true
     with:
       from: "Example News <news@example.com>"
       to: "{{trigger.body.email}}"

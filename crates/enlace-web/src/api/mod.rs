@@ -7,6 +7,7 @@ pub mod auth;
 pub mod connections;
 pub mod connectors;
 pub mod contacts;
+pub mod policy;
 pub mod recipes;
 pub mod runs;
 pub mod triggers;
@@ -67,6 +68,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(connections::set_credentials))
         .routes(routes!(contacts::list, contacts::upsert))
         .routes(routes!(contacts::get, contacts::delete))
+        .routes(routes!(policy::get, policy::put))
+        .routes(routes!(policy::list))
+        .routes(routes!(policy::decide))
         .routes(routes!(admin::list_secrets))
         .routes(routes!(admin::put_secret, admin::delete_secret))
         .routes(routes!(admin::list_tokens, admin::create_token))
