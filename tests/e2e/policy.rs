@@ -297,6 +297,76 @@ async fn sends_above_a_recipes_limit_wait_for_approval_and_the_kill_switch_cance
     assert_eq!(smtp.messages().len(), 3);
 }
 
+/// The API on the real server: the policy's settings (checked, with the path of a wrong
+/// field), the approvals list and decision, both behind the API token.
+#[tokio::test]
+async fn the_policy_and_approvals_api() {
+    use reqwest::Method;
+    let s = TestServer::start().await;
+    let no_token = s.http.get(s.url("/api/v1/policy")).send().await.unwrap();
+    assert_eq!(no_token.status(), 401);
+    let p: Value = s.api(Method::GET, "/api/v1/policy").send().await.unwrap().json().await.unwrap();
+    assert_eq!(p["channels"]["email"]["cap"], json!({"max": 3, "per": "30d"}), "{p}");
+    assert_eq!(p["quiet_hours"], json!({"start": "21:00", "end": "08:00"}));
+
+    let bad = s
+        .api(Method::PUT, "/api/v1/policy")
+        .json(&json!({"default_timezone": "UTC", "quiet_hours": {"start": "9pm", "end": "08:00"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let e: Value = bad.json().await.unwrap();
+    assert_eq!(e["path"], "quiet_hours.start", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("HH:MM"), "{e}");
+    let bad = s
+        .api(Method::PUT, "/api/v1/policy")
+        .json(&json!({"default_timezone": "UTC", "channels": {"email": {"cap": {"max": 0, "per": "30d"}}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(bad.json::<Value>().await.unwrap()["path"], "channels.email.cap.max");
+    let good = json!({"default_timezone": "Europe/Paris", "quiet_hours": null, "channels": {"email": {"cap": {"max": 2, "per": "7d"}}}});
+    let r = s.api(Method::PUT, "/api/v1/policy").json(&good).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let p: Value = s.api(Method::GET, "/api/v1/policy").send().await.unwrap().json().await.unwrap();
+    assert_eq!((&p["default_timezone"], &p["channels"]["email"]["cap"]["max"]), (&json!("Europe/Paris"), &json!(2)));
+
+    // A recipe that may send one message an hour: the second waits for approval.
+    let smtp = SmtpServer::start().await;
+    let creds = parse_credentials(&smtp.credentials("s3cret-Pa55word"), AuthKind::Smtp).unwrap();
+    s.store.create_connection("mail", "smtp", "mail", &creds, None, 0).await.unwrap();
+    let yaml = mail_recipe("blast", "    transactional: true\n").replace("steps:", "limits: {sends_per_hour: 1}\nsteps:");
+    let r = s.api(Method::POST, "/api/v1/recipes").header("content-type", "application/yaml").body(yaml).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let mut runs = vec![];
+    for email in ["a@example.com", "b@example.com"] {
+        let r: Value = s.http.post(s.url("/hooks/blast")).json(&json!({"email": email})).send().await.unwrap().json().await.unwrap();
+        runs.push(r["run_id"].as_str().unwrap().to_string());
+    }
+    status(&s.store, &runs[0], RunStatus::Succeeded).await;
+    status(&s.store, &runs[1], RunStatus::Waiting).await;
+    let held: Value = s.api(Method::GET, "/api/v1/approvals?recipe=blast").send().await.unwrap().json().await.unwrap();
+    assert_eq!(held.as_array().unwrap().len(), 1, "{held}");
+    assert_eq!(held[0]["recipient"], "b@example.com");
+    assert!(held[0]["reason"].as_str().unwrap().contains("1 per hour"), "{held}");
+    let r = s.api(Method::POST, "/api/v1/recipes/blast/approvals").json(&json!({"decision": "maybe"})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["path"], "decision");
+    let r = s.api(Method::POST, "/api/v1/recipes/nope/approvals").json(&json!({"decision": "approve"})).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = s.api(Method::POST, "/api/v1/recipes/blast/approvals").json(&json!({"decision": "approve"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["decided"][0]["status"], "approved");
+    status(&s.store, &runs[1], RunStatus::Succeeded).await;
+    assert_eq!(smtp.messages().len(), 2);
+    let doc: Value = s.api(Method::GET, "/api/v1/openapi.json").send().await.unwrap().json().await.unwrap();
+    for path in ["/api/v1/policy", "/api/v1/approvals", "/api/v1/recipes/{id}/approvals"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is in the OpenAPI document");
+    }
+}
+
 on_both_backends!(
     a_contact_without_email_consent_receives_no_marketing_email_from_any_recipe,
     a_fourth_marketing_email_in_30_days_is_deferred_then_sent_when_allowed,

@@ -197,7 +197,10 @@ async fn facts_of<T: SendTx>(t: &mut T, r: &SendRequest, address: &str) -> Resul
         }
         RecipientKind::Email | RecipientKind::ContactId => {
             let key = match r.kind {
-                RecipientKind::Email => ContactKey::Email(address.to_lowercase()),
+                RecipientKind::Email => {
+                    f.address = address.trim().to_lowercase();
+                    ContactKey::Email(f.address.clone())
+                }
                 _ => ContactKey::Id(address.to_string()),
             };
             f.contact = t.contact(&key, false).await?;

@@ -1558,8 +1558,7 @@ async fn send_ledger_reservations_pass_a_cap_once_and_keep_their_key(kind: Kind)
 
     // Settings: defaults until saved; a bad one is refused and changes nothing.
     assert_eq!(store.policy_settings().await.unwrap(), PolicySettings::default());
-    let mut p = PolicySettings::default();
-    p.default_timezone = "Europe/Paris".into();
+    let mut p = PolicySettings { default_timezone: "Europe/Paris".into(), ..PolicySettings::default() };
     store.set_policy_settings(&p, 1).await.unwrap();
     assert_eq!(store.policy_settings().await.unwrap().default_timezone, "Europe/Paris");
     p.default_timezone = "Paris".into();
