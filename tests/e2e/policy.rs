@@ -367,6 +367,63 @@ async fn the_policy_and_approvals_api() {
     }
 }
 
+/// `enlace approvals` beside a runner on the same data directory: list, approve one by its
+/// key, reject the rest, and a clear error for an unknown recipe.
+#[tokio::test]
+async fn the_approvals_cli() {
+    let smtp = SmtpServer::start().await;
+    let dir = temp_dir("approvals-cli");
+    let config = enlace_store::StoreConfig {
+        database_url: None,
+        data_dir: dir.clone(),
+        secret_key: None,
+        synchronous: enlace_store::Synchronous::Full,
+    };
+    let store = Store::open(&config).await.unwrap();
+    // The CLI puts the decided runs back in the queue due at the wall clock's now.
+    let clock = ManualClock::new(chrono::Utc::now().timestamp_millis());
+    let runner = Runner::new(
+        store.clone(),
+        enlace_connectors::registry(),
+        RunnerConfig::default(),
+        transport(),
+        Arc::new(clock.clone()) as Arc<dyn Clock>,
+    );
+    runner.load(false).await.unwrap();
+    let creds = parse_credentials(&smtp.credentials("s3cret-Pa55word"), AuthKind::Smtp).unwrap();
+    store.create_connection("mail", "smtp", "mail", &creds, None, 0).await.unwrap();
+    let yaml = mail_recipe("blast", "    transactional: true\n").replace("steps:", "limits: {sends_per_day: 1}\nsteps:");
+    install(&runner, &yaml).await;
+    let mut runs = vec![];
+    for email in ["a@example.com", "b@example.com", "c@example.com"] {
+        let run = start_run(&runner, "blast", json!({"email": email})).await;
+        settled(&store, &run).await;
+        runs.push(run);
+    }
+    assert_eq!(smtp.messages().len(), 1);
+
+    let (ok, out, err) = cli(&dir, &["approvals", "list"], "", false);
+    assert!(ok, "{err}");
+    let held: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(held.as_array().unwrap().len(), 2, "{held}");
+    let first = held[0]["message"].as_str().unwrap().to_string();
+    let (ok, out, err) = cli(&dir, &["approvals", "approve", "blast", "--message", &first], "", false);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()[0]["status"], "approved");
+    let (ok, out, err) = cli(&dir, &["approvals", "reject", "blast"], "", false);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()[0]["status"], "rejected");
+    let (ok, _, err) = cli(&dir, &["approvals", "approve", "nope"], "", false);
+    assert!(!ok && err.contains("no recipe `nope`"), "{err}");
+
+    clock.advance(Duration::from_secs(60));
+    runner.drain_due().await.unwrap();
+    assert_eq!(smtp.messages().len(), 2, "the approved one left, the rejected one did not");
+    let rejected = step_output(&store, &runs[2], "mail").await;
+    assert!(rejected["policy"]["reason"].as_str().unwrap().contains("rejected"), "{rejected}");
+    assert_eq!(store.get_run(&runs[2]).await.unwrap().unwrap().status, RunStatus::Succeeded);
+}
+
 on_both_backends!(
     a_contact_without_email_consent_receives_no_marketing_email_from_any_recipe,
     a_fourth_marketing_email_in_30_days_is_deferred_then_sent_when_allowed,
