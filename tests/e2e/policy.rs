@@ -424,7 +424,32 @@ async fn the_approvals_cli() {
     assert_eq!(store.get_run(&runs[2]).await.unwrap().unwrap().status, RunStatus::Succeeded);
 }
 
+/// A dry run decides as a real run does and records it, and sends nothing: the SMTP
+/// connection points at a port nobody listens on.
+async fn a_dry_run_applies_the_policy_and_records_its_decisions() {
+    let store = test_store().await;
+    let clock = ManualClock::new(1_790_000_000_000);
+    let config = RunnerConfig { dry_run: true, ..RunnerConfig::default() };
+    let runner = Runner::new(store.clone(), enlace_connectors::registry(), config, transport(), Arc::new(clock.clone()) as Arc<dyn Clock>);
+    runner.load(false).await.unwrap();
+    let creds = json!({"kind": "smtp", "host": "127.0.0.1", "port": free_port(), "username": "u", "password": "p", "tls": "none"});
+    store.create_connection("mail", "smtp", "mail", &parse_credentials(&creds, AuthKind::Smtp).unwrap(), None, 0).await.unwrap();
+    install(&runner, &mail_recipe("promo", "")).await;
+    contact(&store, &clock, "ana@example.com", json!({})).await;
+    consent(&store, &clock, "ana@example.com", "email", ConsentStatus::Granted).await;
+    contact(&store, &clock, "bo@example.com", json!({})).await;
+    let ana = start_run(&runner, "promo", json!({"email": "ana@example.com"})).await;
+    assert_eq!(settled(&store, &ana).await.status, RunStatus::Succeeded);
+    let bo = start_run(&runner, "promo", json!({"email": "bo@example.com"})).await;
+    assert_eq!(settled(&store, &bo).await.status, RunStatus::Succeeded);
+    assert_eq!(step_output(&store, &bo, "mail").await["policy"]["decision"], "blocked");
+    assert_eq!(store.message_rows(&format!("{ana}:mail")).await.unwrap()[0].status, "sent");
+    assert!(timeline_kinds(&store, "ana@example.com").await.contains(&"message_sent".to_string()));
+    assert!(timeline_kinds(&store, "bo@example.com").await.contains(&"message_blocked".to_string()));
+}
+
 on_both_backends!(
+    a_dry_run_applies_the_policy_and_records_its_decisions,
     a_contact_without_email_consent_receives_no_marketing_email_from_any_recipe,
     a_fourth_marketing_email_in_30_days_is_deferred_then_sent_when_allowed,
     a_stop_by_sms_blocks_the_next_sms_from_every_recipe,
