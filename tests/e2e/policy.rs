@@ -448,7 +448,76 @@ async fn a_dry_run_applies_the_policy_and_records_its_decisions() {
     assert!(timeline_kinds(&store, "bo@example.com").await.contains(&"message_blocked".to_string()));
 }
 
+/// A test app that sends "email" and loses its first answer: the message may have gone.
+struct Outbox {
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct OutboxInput {
+    /// The recipient.
+    to: String,
+}
+
+impl enlace_core::Action for Outbox {
+    type Input = OutboxInput;
+    type Output = Value;
+    const ID: &'static str = "send";
+    const NAME: &'static str = "Send";
+    const DESCRIPTION: &'static str = "Sends a message; the first answer is lost.";
+    const IDEMPOTENCY: enlace_core::Idempotency = enlace_core::Idempotency::None;
+    const HTTP_ONLY: bool = false;
+
+    fn sample() -> Value {
+        json!({"id": "m-1"})
+    }
+
+    fn reaches() -> Option<enlace_core::policy::Reach> {
+        Some(enlace_core::policy::Reach::new("email", enlace_core::policy::RecipientKind::Email, &["to"]))
+    }
+
+    async fn call(&self, _ctx: &enlace_core::ActionContext, input: OutboxInput) -> Result<Value, enlace_core::ConnectorError> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n == 0 {
+            return Err(enlace_core::ConnectorError::MaybeDelivered { message: format!("the answer to {} was lost", input.to) });
+        }
+        Ok(json!({"id": format!("m-{n}")}))
+    }
+}
+
+/// A message whose outcome is unknown (the answer was lost) stays reserved in the ledger: a
+/// person's replay of the failed run does not send it again, while another message does go.
+async fn a_replay_after_an_unknown_outcome_does_not_send_the_message_again() {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut all = enlace_connectors::all();
+    all.push(enlace_core::Connector::builder("outbox", "Outbox", "A test sender.").action(Outbox { calls: calls.clone() }).build());
+    let (runner, clock, store) = policy_runner(enlace_core::Registry::new(all).unwrap(), None).await;
+    let yaml = "id: promo\ntrigger: {app: webhook, event: catch}\nsteps:\n  - id: send\n    app: outbox\n    action: send\n    with: {to: \"{{trigger.body.email}}\"}\n";
+    install(&runner, yaml).await;
+    contact(&store, &clock, "ana@example.com", json!({})).await;
+    consent(&store, &clock, "ana@example.com", "email", ConsentStatus::Granted).await;
+    let run = start_run(&runner, "promo", json!({"email": "ana@example.com"})).await;
+    let failed = settled(&store, &run).await;
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert_eq!(failed.error.unwrap()["class"], "maybe_delivered");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(store.message_rows(&format!("{run}:send")).await.unwrap()[0].status, "reserved");
+
+    runner.replay(&run, false).await.unwrap();
+    runner.drain_due().await.unwrap();
+    assert_eq!(settled(&store, &run).await.status, RunStatus::Succeeded);
+    let out = step_output(&store, &run, "send").await;
+    assert!(out["policy"]["reason"].as_str().unwrap().contains("may have gone out already"), "{out}");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "not sent again");
+
+    // The control: a new run's message goes (the outbox answers from now on).
+    let other = start_run(&runner, "promo", json!({"email": "ana@example.com"})).await;
+    assert_eq!(settled(&store, &other).await.status, RunStatus::Succeeded);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
 on_both_backends!(
+    a_replay_after_an_unknown_outcome_does_not_send_the_message_again,
     a_dry_run_applies_the_policy_and_records_its_decisions,
     a_contact_without_email_consent_receives_no_marketing_email_from_any_recipe,
     a_fourth_marketing_email_in_30_days_is_deferred_then_sent_when_allowed,
