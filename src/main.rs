@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 mod approvals;
 mod connections;
+mod simulate;
 mod triggers;
 
 #[global_allocator]
@@ -67,6 +68,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run recipes over contacts and events on a virtual clock, calling nothing outside, and
+    /// report every message that would go out, the count at each step, and when.
+    Simulate(simulate::SimulateArgs),
     /// The catalog: apps, their triggers and actions.
     Connectors {
         #[command(subcommand)]
@@ -286,6 +290,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Worker(args) => worker(args).await,
         Command::Validate { files } => Ok(validate(&files)),
         Command::Run { file, event, dry_run, json } => run_once(&file, &event, dry_run, json).await,
+        Command::Simulate(args) => simulate::run(args).await,
         Command::Connectors { command } => connectors(command),
         Command::Tokens { command, store } => tokens(command, &store).await,
         Command::Runs { command, store } => runs(command, &store).await,

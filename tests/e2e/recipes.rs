@@ -86,6 +86,31 @@ steps:
 }
 
 #[test]
+fn journey_mistakes_are_explained() {
+    let text = r#"
+id: j
+trigger: {app: webhook, event: catch}
+contact: "{{steps.x.id}}"
+reentry: twice
+exit:
+  - event: Purchase!
+  - {}
+  - if: "{{contact.fields.customer}}"
+    match: {a: 1}
+steps:
+  - id: w
+    wait_for: {event: form_submitted, match: {"a..b": 1}}
+  - id: ab
+    split: {a: 50, B: x}
+    paths: {a: [], c: []}
+"#;
+    insta::assert_snapshot!("journey_mistakes", check(text));
+    // Without `contact:` (or a contacts trigger), journey keys and steps are refused with the fix.
+    let text = "id: k\ntrigger: {app: webhook, event: catch}\nreentry: once\nsteps:\n  - id: w\n    wait_for: {event: purchase, timeout: 1d}\n  - id: f\n    filter: \"{{contact.email}}\"\n";
+    insta::assert_snapshot!("journey_keys_need_a_contact", check(text));
+}
+
+#[test]
 fn wrong_shapes_are_explained() {
     insta::assert_snapshot!(
         "unquoted_template",

@@ -26,6 +26,107 @@ pub struct Recipe {
     pub secrets: BTreeSet<String>,
     /// The recipe as written, normalised to JSON: what the store keeps as a version.
     pub source: Value,
+    /// Set when the recipe is contact-scoped (a journey): its runs are about one contact.
+    pub journey: Option<Journey>,
+}
+
+/// What makes a recipe contact-scoped: each run is about one contact, which templates read
+/// as `contact`, `wait_for` waits for that contact's events, and `split` is sticky per contact.
+#[derive(Debug, Clone)]
+pub struct Journey {
+    /// How a run finds its contact (an email or a contact id), rendered against the trigger
+    /// when the run starts; `None` for the contact store's own triggers (the trigger's contact).
+    pub contact: Option<Template>,
+    /// Whether a contact may go through the recipe again.
+    pub reentry: Reentry,
+    /// Checked before every step: the first that holds ends the run.
+    pub exit: Vec<ExitRule>,
+}
+
+impl Journey {
+    /// The timeline kinds that should wake a waiting run of this recipe: what its
+    /// `wait_for` steps wait for and what its exit rules look for.
+    pub fn listens(&self, steps: &[Step]) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .exit
+            .iter()
+            .filter_map(|r| match &r.when {
+                ExitWhen::Event { kind, .. } => Some(kind.clone()),
+                ExitWhen::If(_) => None,
+            })
+            .collect();
+        walk_steps(steps, &mut |s| {
+            if let StepKind::WaitFor(w) = &s.kind {
+                out.push(w.event.clone());
+            }
+        });
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// `reentry`: may a contact that went through the recipe go through it again?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reentry {
+    /// Every trigger event starts a run (the default).
+    Always,
+    /// A contact goes through the recipe once, ever.
+    Once,
+    /// Again only when the last entry is at least this long ago.
+    Cooldown(Duration),
+}
+
+/// One of a journey's `exit` rules.
+#[derive(Debug, Clone)]
+pub struct ExitRule {
+    pub when: ExitWhen,
+    /// The rule is the journey's goal: a run it ends has `succeeded` (otherwise `filtered`).
+    pub goal: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum ExitWhen {
+    /// An event of this kind on the contact's timeline since the run started, whose data has
+    /// these values (templates rendered when checked).
+    Event { kind: String, matching: Vec<(String, Template)> },
+    /// A condition over `contact`, `trigger`, `vars`.
+    If(Template),
+}
+
+/// `wait_for`: pauses until an event of the contact's timeline matches, or the timeout.
+#[derive(Debug, Clone)]
+pub struct WaitFor {
+    /// The timeline kind (`form_submitted`, `email_clicked`, `purchase`, ...).
+    pub event: String,
+    /// `data` fields the event must have, each compared to its template rendered when the
+    /// wait starts (a dotted name reads nested fields: `form.id`).
+    pub matching: Vec<(String, Template)>,
+    pub timeout: Duration,
+}
+
+/// Calls `f` on every step, nested ones included.
+pub fn walk_steps<'a>(steps: &'a [Step], f: &mut dyn FnMut(&'a Step)) {
+    for s in steps {
+        f(s);
+        match &s.kind {
+            StepKind::Branch { arms, otherwise } => {
+                for a in arms {
+                    walk_steps(&a.steps, f);
+                }
+                if let Some(o) = otherwise {
+                    walk_steps(o, f);
+                }
+            }
+            StepKind::Foreach { steps, .. } => walk_steps(steps, f),
+            StepKind::Split { paths, .. } => {
+                for (_, p) in paths {
+                    walk_steps(p, f);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Recipe {
@@ -41,25 +142,13 @@ impl Recipe {
 
     /// Finds a step by id anywhere in the recipe.
     pub fn find_step(&self, id: &str) -> Option<&Step> {
-        fn walk<'a>(steps: &'a [Step], id: &str) -> Option<&'a Step> {
-            for s in steps {
-                if s.id == id {
-                    return Some(s);
-                }
-                let found = match &s.kind {
-                    StepKind::Branch { arms, otherwise } => {
-                        arms.iter().find_map(|a| walk(&a.steps, id)).or_else(|| otherwise.as_ref().and_then(|o| walk(o, id)))
-                    }
-                    StepKind::Foreach { steps, .. } => walk(steps, id),
-                    _ => None,
-                };
-                if found.is_some() {
-                    return found;
-                }
+        let mut found = None;
+        walk_steps(&self.steps, &mut |s| {
+            if found.is_none() && s.id == id {
+                found = Some(s);
             }
-            None
-        }
-        walk(&self.steps, id)
+        });
+        found
     }
 
     /// The connections the recipe uses (the trigger's and every action's).
@@ -68,28 +157,13 @@ impl Recipe {
         if let Some(c) = &self.trigger.connection {
             out.insert(c.clone());
         }
-        fn walk(steps: &[Step], out: &mut BTreeSet<String>) {
-            for s in steps {
-                match &s.kind {
-                    StepKind::Action(a) => {
-                        if let Some(c) = &a.connection {
-                            out.insert(c.clone());
-                        }
-                    }
-                    StepKind::Branch { arms, otherwise } => {
-                        for a in arms {
-                            walk(&a.steps, out);
-                        }
-                        if let Some(o) = otherwise {
-                            walk(o, out);
-                        }
-                    }
-                    StepKind::Foreach { steps, .. } => walk(steps, out),
-                    _ => {}
-                }
+        walk_steps(&self.steps, &mut |s| {
+            if let StepKind::Action(a) = &s.kind
+                && let Some(c) = &a.connection
+            {
+                out.insert(c.clone());
             }
-        }
-        walk(&self.steps, &mut out);
+        });
         out
     }
 }
@@ -193,10 +267,25 @@ pub struct Step {
 pub enum StepKind {
     Action(ActionStep),
     Filter(Template),
-    Branch { arms: Vec<BranchArm>, otherwise: Option<Vec<Step>> },
-    Foreach { items: Template, steps: Vec<Step> },
+    Branch {
+        arms: Vec<BranchArm>,
+        otherwise: Option<Vec<Step>>,
+    },
+    Foreach {
+        items: Template,
+        steps: Vec<Step>,
+    },
     Delay(Delay),
-    Emit { name: String, data: Mapping },
+    Emit {
+        name: String,
+        data: Mapping,
+    },
+    WaitFor(WaitFor),
+    /// A/B paths: `weights` in the order written, each path's steps by name.
+    Split {
+        weights: Vec<(String, u32)>,
+        paths: Vec<(String, Vec<Step>)>,
+    },
 }
 
 impl StepKind {
@@ -208,6 +297,8 @@ impl StepKind {
             StepKind::Foreach { .. } => "foreach",
             StepKind::Delay(_) => "delay",
             StepKind::Emit { .. } => "emit",
+            StepKind::WaitFor(_) => "wait_for",
+            StepKind::Split { .. } => "split",
         }
     }
 }

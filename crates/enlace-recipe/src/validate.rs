@@ -87,6 +87,7 @@ pub fn check(value: &Value, map: Option<&SourceMap>, file: Option<&str>, registr
         all_ids: HashSet::new(),
         secrets: BTreeSet::new(),
         vars: Map::new(),
+        contact_scoped: false,
     };
     let recipe = v.recipe(value);
     if v.diags.is_empty()
@@ -104,7 +105,8 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// The largest `max_body` a recipe may set: 16 MiB.
 pub const MAX_MAX_BODY: usize = 16 << 20;
 
-const TOP_KEYS: &[&str] = &["id", "name", "description", "enabled", "trigger", "steps", "vars", "limits"];
+const TOP_KEYS: &[&str] = &["id", "name", "description", "enabled", "trigger", "steps", "vars", "contact", "reentry", "exit", "limits"];
+const CONTACT_SCOPE_HINT: &str = "add `contact: \"{{trigger.body.email}}\"` (an email or a contact id) at the top of the recipe, or start it with a `contacts.*` trigger";
 const TRIGGER_KEYS: &[&str] = &["app", "event", "connection", "with", "every", "hold_above"];
 const WEBHOOK_KEYS: &[&str] = &["path", "secret", "signature_header", "dedupe_key", "respond", "max_body", "rate_limit"];
 const STEP_KINDS: &[&str] = &["action", "filter", "branch", "foreach", "delay", "delay_until", "emit", "wait_for", "split"];
@@ -128,6 +130,8 @@ struct Validator<'a> {
     all_ids: HashSet<String>,
     secrets: BTreeSet<String>,
     vars: Map<String, Value>,
+    /// The recipe is contact-scoped: `contact` is readable, `wait_for` allowed.
+    contact_scoped: bool,
 }
 
 fn is_slug(s: &str) -> bool {
@@ -329,6 +333,8 @@ impl<'a> Validator<'a> {
             Some(TriggerConfig::Cron(_)) => Some(&["fired_at"][..]),
             _ => None,
         };
+        let contact_trigger = matches!(trigger.as_ref().map(|t| &t.config), Some(TriggerConfig::Contact { .. }));
+        let journey = self.journey(top, contact_trigger, trigger_keys);
 
         let steps = match top.get("steps") {
             Some(Value::Array(list)) if !list.is_empty() => {
@@ -377,7 +383,155 @@ impl<'a> Validator<'a> {
             vars: std::mem::take(&mut self.vars),
             secrets: std::mem::take(&mut self.secrets),
             source: value.clone(),
+            journey,
         })
+    }
+
+    /// The journey keys (`contact`, `reentry`, `exit`); `Some` when the recipe is
+    /// contact-scoped. Runs before the steps are checked, which may then read `contact`.
+    fn journey(
+        &mut self,
+        top: &Map<String, Value>,
+        contact_trigger: bool,
+        trigger_keys: Option<&'static [&'static str]>,
+    ) -> Option<Journey> {
+        let none: Vec<String> = vec![];
+        let scope = Scope { visible: &none, in_foreach: false, trigger_keys };
+        let contact = match top.get("contact") {
+            None | Some(Value::Null) => None,
+            Some(_) if contact_trigger => {
+                self.err("contact", "a recipe started by a `contacts.*` trigger is about the trigger's contact already; remove `contact`");
+                None
+            }
+            Some(v) => {
+                // Only what exists when the run starts: the trigger and the constants.
+                let t = self.template_in_scope(v, "contact", &scope);
+                if let Some(t) = &t
+                    && t.references().iter().any(|r| r.first().is_some_and(|x| !matches!(x.as_str(), "trigger" | "vars")))
+                {
+                    self.err("contact", "`contact` is worked out when the run starts, so it can read only `trigger` and `vars`");
+                }
+                self.contact_scoped = true;
+                t
+            }
+        };
+        self.contact_scoped |= contact_trigger;
+        let reentry = match top.get("reentry") {
+            None | Some(Value::Null) => Reentry::Always,
+            Some(Value::String(s)) if s == "always" => Reentry::Always,
+            Some(Value::String(s)) if s == "once" => Reentry::Once,
+            Some(Value::Object(m)) if m.len() == 1 && m.contains_key("cooldown") => {
+                self.duration(&m["cooldown"], "reentry.cooldown").map(Reentry::Cooldown).unwrap_or(Reentry::Always)
+            }
+            Some(_) => {
+                self.err(
+                    "reentry",
+                    "must be `always` (the default), `once`, or `{cooldown: \"30d\"}` (again only that long after the last entry)",
+                );
+                Reentry::Always
+            }
+        };
+        let mut exit = vec![];
+        match top.get("exit") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(rules)) => {
+                // Exit rules are checked before every step: they see the contact, the trigger and the constants.
+                self.exit_rules(&scope, rules, &mut exit);
+            }
+            Some(other) => {
+                self.err("exit", format!("must be a list of rules (`- event: purchase` or `- if: TEMPLATE`), found {}", type_name(other)))
+            }
+        }
+        if !self.contact_scoped {
+            for k in ["reentry", "exit"] {
+                if top.contains_key(k) {
+                    self.err_key(k, format!("`{k}` applies to contact-scoped recipes (journeys); {CONTACT_SCOPE_HINT}"));
+                }
+            }
+            return None;
+        }
+        Some(Journey { contact, reentry, exit })
+    }
+
+    fn exit_rules(&mut self, scope: &Scope<'_>, rules: &[Value], out: &mut Vec<ExitRule>) {
+        for (i, rv) in rules.iter().enumerate() {
+            let rp = join_index("exit", i);
+            let Some(r) = self.object(rv, &rp, "an exit rule") else { continue };
+            self.known_keys(r, &rp, &["event", "match", "if", "goal"], "an exit rule");
+            let goal = match r.get("goal") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => {
+                    self.err(&join_key(&rp, "goal"), format!("must be true or false, found {}", type_name(other)));
+                    false
+                }
+            };
+            let when = match (r.get("event"), r.get("if")) {
+                (Some(_), Some(_)) => {
+                    self.err(&rp, "an exit rule has either `event` or `if`, not both; write two rules");
+                    None
+                }
+                (Some(_), None) => {
+                    let kind = self.event_kind(r, "event", &rp);
+                    let matching = self.matching(r.get("match"), &join_key(&rp, "match"), scope);
+                    kind.map(|kind| ExitWhen::Event { kind, matching })
+                }
+                (None, Some(c)) => {
+                    if r.contains_key("match") {
+                        self.err(&join_key(&rp, "match"), "`match` goes with `event`");
+                    }
+                    self.template_in_scope(c, &join_key(&rp, "if"), scope).map(ExitWhen::If)
+                }
+                (None, None) => {
+                    self.err(&rp, "an exit rule needs `event: KIND` (an event on the contact's timeline) or `if: TEMPLATE`");
+                    None
+                }
+            };
+            if let Some(when) = when {
+                out.push(ExitRule { when, goal });
+            }
+        }
+    }
+
+    /// A timeline kind: a slug like `purchase` or `form_submitted`.
+    fn event_kind(&mut self, m: &Map<String, Value>, key: &str, path: &str) -> Option<String> {
+        let k = self.string(m, key, path, true)?.to_string();
+        if !is_event_name(&k) {
+            self.err(
+                &join_key(path, key),
+                format!("`{k}` is not a valid event kind: use lowercase letters, digits, `_`, `-` and `.` (for example `form_submitted`)"),
+            );
+            return None;
+        }
+        Some(k)
+    }
+
+    /// `match: {field: TEMPLATE, ...}`: the fields an event's data must have.
+    fn matching(&mut self, v: Option<&Value>, path: &str, scope: &Scope<'_>) -> Vec<(String, Template)> {
+        let Some(v) = v.filter(|v| !v.is_null()) else { return vec![] };
+        let Some(m) = self.object(v, path, "`match`") else { return vec![] };
+        let mut out = vec![];
+        for (k, x) in m {
+            let p = join_key(path, k);
+            if k.is_empty() || k.split('.').any(str::is_empty) {
+                self.err_key(&p, format!("`{k}` is not a field name; use `name` or a dotted path like `form.id`"));
+                continue;
+            }
+            let t = match x {
+                Value::String(_) | Value::Bool(_) | Value::Number(_) => self.template_in_scope(x, &p, scope),
+                other => {
+                    self.err(
+                        &p,
+                        format!("must be a value to compare (text, number or boolean, or a template), found {}", type_name(other)),
+                    );
+                    None
+                }
+            };
+            if let Some(t) = t {
+                out.push((k.clone(), t));
+            }
+        }
+        out
     }
 
     fn trigger(&mut self, v: &Value, recipe_id: Option<&str>) -> Option<Trigger> {
@@ -739,10 +893,15 @@ impl<'a> Validator<'a> {
                     }
                 }
                 "contact" => {
-                    self.err(path, "`contact` exists only in contact-scoped recipes (journeys), which this version does not run yet")
+                    if !self.contact_scoped {
+                        self.err(path, format!("`contact` exists only in contact-scoped recipes (journeys); {CONTACT_SCOPE_HINT}"));
+                    }
                 }
                 other => {
                     let mut roots = vec!["trigger", "steps", "vars", "secrets", "run"];
+                    if self.contact_scoped {
+                        roots.push("contact");
+                    }
                     if scope.in_foreach {
                         roots.extend(["item", "index"]);
                     }
@@ -868,7 +1027,7 @@ impl<'a> Validator<'a> {
         let scope = Scope { visible, in_foreach, trigger_keys };
         let kind = match kinds.as_slice() {
             [] => {
-                self.err(path, format!("the step does not say what it does: give it one of `app` + `action`, `filter`, `branch`, `foreach`, `delay`, `delay_until` or `emit`; its keys are: {}", m.keys().cloned().collect::<Vec<_>>().join(", ")));
+                self.err(path, format!("the step does not say what it does: give it one of `app` + `action`, `filter`, `branch`, `foreach`, `delay`, `delay_until`, `emit`, `wait_for` or `split`; its keys are: {}", m.keys().cloned().collect::<Vec<_>>().join(", ")));
                 None
             }
             ["action"] => self.action_step(m, path, &scope),
@@ -931,9 +1090,13 @@ impl<'a> Validator<'a> {
                 self.known_keys(m, path, &["id", "name", "branch"], "a branch step");
                 self.branch(&m["branch"], &join_key(path, "branch"), visible, in_foreach, trigger_keys)
             }
-            [k @ ("wait_for" | "split")] => {
-                self.err(path, format!("the step kind `{k}` belongs to journeys (contact-scoped recipes), which this version does not run yet; use `delay` or `branch` for now"));
-                None
+            ["wait_for"] => {
+                self.known_keys(m, path, &["id", "name", "wait_for"], "a wait_for step");
+                self.wait_for(&m["wait_for"], &join_key(path, "wait_for"), &scope)
+            }
+            ["split"] => {
+                self.known_keys(m, path, &["id", "name", "split", "paths"], "a split step");
+                self.split(m, path, visible, in_foreach, trigger_keys)
             }
             several => {
                 self.err(
@@ -947,6 +1110,111 @@ impl<'a> Validator<'a> {
             }
         };
         Some(Step { id: id?, name, kind: kind? })
+    }
+
+    fn wait_for(&mut self, v: &Value, path: &str, scope: &Scope<'_>) -> Option<StepKind> {
+        if !self.contact_scoped {
+            self.err(
+                path,
+                format!("`wait_for` waits for an event of the run's contact, so it needs a contact-scoped recipe; {CONTACT_SCOPE_HINT}"),
+            );
+            return None;
+        }
+        let w = self.object(v, path, "`wait_for`")?;
+        self.known_keys(w, path, &["event", "match", "timeout"], "`wait_for`");
+        let event = self.event_kind(w, "event", path);
+        let matching = self.matching(w.get("match"), &join_key(path, "match"), scope);
+        let timeout = match w.get("timeout") {
+            Some(t) => self.duration(t, &join_key(path, "timeout")),
+            None => {
+                self.err(path, "`wait_for` needs a `timeout` (like `3d`): how long to wait before going on without the event (the output's `received` is then false)");
+                None
+            }
+        };
+        Some(StepKind::WaitFor(WaitFor { event: event?, matching, timeout: timeout? }))
+    }
+
+    fn split(
+        &mut self,
+        m: &Map<String, Value>,
+        path: &str,
+        visible: &[String],
+        in_foreach: bool,
+        trigger_keys: Option<&'static [&'static str]>,
+    ) -> Option<StepKind> {
+        let sp = join_key(path, "split");
+        let weights_v = self.object(&m["split"], &sp, "`split`")?;
+        let mut weights = vec![];
+        let mut ok = true;
+        for (name, w) in weights_v {
+            let p = join_key(&sp, name);
+            if !is_step_id(name) {
+                self.err_key(&p, format!("`{name}` is not a valid path name: use lowercase letters, digits, `_` and `-`, starting with a letter (for example `a`, `control`)"));
+                ok = false;
+            }
+            match w.as_u64() {
+                Some(n) if n <= 1_000_000 => weights.push((name.clone(), n as u32)),
+                _ => {
+                    self.err(&p, format!("a path's weight is a whole number from 0 (for example `50`), found {}", type_name(w)));
+                    ok = false;
+                }
+            }
+        }
+        if weights.is_empty() && ok {
+            self.err(&sp, "a split needs at least one path with its weight, like `{a: 50, b: 50}`");
+            return None;
+        }
+        if ok && weights.iter().all(|(_, w)| *w == 0) {
+            self.err(&sp, "every weight is 0: give at least one path a weight above 0");
+            ok = false;
+        }
+        let pp = join_key(path, "paths");
+        let paths_v = match m.get("paths") {
+            Some(v) => self.object(v, &pp, "`paths`"),
+            None => {
+                self.err(path, "a split needs `paths`: the steps of each path by name (`paths: {a: [...], b: [...]}`; `[]` does nothing)");
+                None
+            }
+        };
+        let mut paths = vec![];
+        if let Some(pv) = paths_v {
+            for k in pv.keys() {
+                if !weights.iter().any(|(n, _)| n == k) {
+                    let names: Vec<&str> = weights.iter().map(|(n, _)| n.as_str()).collect();
+                    self.err_key(&join_key(&pp, k), unknown_in("path", k, "in `split`", &names));
+                    ok = false;
+                }
+            }
+            for (name, _) in &weights {
+                let p = join_key(&pp, name);
+                match pv.get(name) {
+                    Some(Value::Array(list)) if list.is_empty() => paths.push((name.clone(), vec![])),
+                    Some(Value::Array(list)) => {
+                        let mut vis = visible.to_vec();
+                        match self.steps(list, &p, &mut vis, in_foreach, trigger_keys) {
+                            Some(steps) => paths.push((name.clone(), steps)),
+                            None => ok = false,
+                        }
+                    }
+                    Some(other) => {
+                        self.err(&p, format!("a path is a list of steps (`[]` for none), found {}", type_name(other)));
+                        ok = false;
+                    }
+                    None => {
+                        self.err(
+                            &pp,
+                            format!(
+                                "the path `{name}` has a weight but no steps; add `{name}: [...]` (or `{name}: []` for a control group)"
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        } else {
+            ok = false;
+        }
+        ok.then_some(StepKind::Split { weights, paths })
     }
 
     fn branch(
@@ -1310,6 +1578,11 @@ fn collect_raw_ids(v: &Value, out: &mut HashSet<String>) {
         }
         if let Some(inner) = m.get("steps") {
             collect_raw_ids(inner, out);
+        }
+        if let Some(Value::Object(paths)) = m.get("paths") {
+            for inner in paths.values() {
+                collect_raw_ids(inner, out);
+            }
         }
         if let Some(Value::Array(arms)) = m.get("branch") {
             for a in arms {

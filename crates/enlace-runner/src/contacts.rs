@@ -36,6 +36,9 @@ impl Contacts {
         if !applied.started.is_empty() {
             let labels = vec![("source", "contacts".to_string())];
             self.inner.metrics.events_accepted.get_or_create(&labels).inc_by(applied.started.len() as u64);
+        }
+        // Runs started, or journeys waiting for this contact's event made due.
+        if !applied.started.is_empty() || applied.woken > 0 {
             self.inner.wake.notify_one();
         }
         Ok(applied)

@@ -9,7 +9,7 @@ use enlace_core::action::{ActionContext, DynAction};
 use enlace_core::http::HttpTransport;
 use enlace_core::{ConnectorError, Credentials, ErrorClass, RateLimit};
 use enlace_kit::RecordingTransport;
-use enlace_recipe::model::{ActionStep, Delay, Mapping, OnError, Respond, Step, StepKind, TriggerConfig};
+use enlace_recipe::model::{ActionStep, Delay, Mapping, OnError, Recipe, Respond, Step, StepKind, TriggerConfig};
 use enlace_recipe::template::Data;
 use enlace_store::{ConnectionRow, NewEvent, RateSpec, RunDetail, RunRow, RunStatus, RunUpdate, StepRecord, StepStatus};
 use rand::Rng;
@@ -20,9 +20,13 @@ use crate::clock::rfc3339;
 use crate::mask::Masker;
 use crate::{DryCall, Inner, RunOutcome};
 
+mod journey;
+
 /// Why the walk through the steps stopped before the end.
 enum Stop {
     Filtered,
+    /// A journey's goal was reached (an exit rule marked `goal`): the run has succeeded.
+    Goal,
     Park {
         status: RunStatus,
         due_at: i64,
@@ -41,6 +45,10 @@ enum Stop {
 
 type Flow = Result<(), Stop>;
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Apps that live inside Enlace (their actions change only its own store): a simulation
+/// runs them for real.
+pub(crate) const LOCAL_APPS: &[&str] = &["contacts", "enlace"];
 
 /// Waits shorter than this are slept through in the worker; longer ones park the run.
 const SHORT_WAIT: Duration = Duration::from_millis(1000);
@@ -112,8 +120,13 @@ pub(crate) async fn execute(inner: Arc<Inner>, run_id: String, permit: OwnedSema
         credentials: HashMap::new(),
         connection_status: HashMap::new(),
         connection_limits: HashMap::new(),
+        recipe: recipe.clone(),
+        contact_id: None,
     };
-    let flow = ex.steps(&recipe.steps, String::new()).await;
+    let flow = match ex.enter_journey().await {
+        Ok(()) => ex.steps(&recipe.steps, String::new()).await,
+        Err(stop) => Err(stop),
+    };
     let response = match (&flow, &recipe.trigger.config) {
         (Ok(()), TriggerConfig::Webhook(w)) => match &w.respond {
             Respond::AfterRun { template, .. } if has_waiter(&inner, &run_id) => Some(render_response(template, &ex.data)),
@@ -193,6 +206,7 @@ async fn finish(inner: &Arc<Inner>, run: &RunRow, pending: Vec<StepRecord>, emit
     let (update, status, error) = match flow {
         Ok(()) => (RunUpdate::Finish { status: RunStatus::Succeeded, error: None }, RunStatus::Succeeded, None),
         Err(Stop::Filtered) => (RunUpdate::Finish { status: RunStatus::Filtered, error: None }, RunStatus::Filtered, None),
+        Err(Stop::Goal) => (RunUpdate::Finish { status: RunStatus::Succeeded, error: None }, RunStatus::Succeeded, None),
         Err(Stop::Failed { error }) => {
             (RunUpdate::Finish { status: RunStatus::Failed, error: Some(error.clone()) }, RunStatus::Failed, Some(error))
         }
@@ -266,6 +280,9 @@ struct Exec {
     connection_status: HashMap<String, String>,
     /// The user's rate limit of each connection read so far (on top of the app's own).
     connection_limits: HashMap<String, Option<RateSpec>>,
+    recipe: Arc<Recipe>,
+    /// The run's contact (contact-scoped recipes), once the journey is entered.
+    contact_id: Option<String>,
 }
 
 fn truthy(v: &Value) -> bool {
@@ -291,6 +308,11 @@ impl Exec {
     }
 
     fn record(&mut self, key: &str, step: &Step, e: Entry) {
+        self.record_as(key, &step.id, step.kind.name(), matches!(step.kind, StepKind::Action(_)), e)
+    }
+
+    /// Records a journal entry; `action` entries carry the call's idempotency key.
+    fn record_as(&mut self, key: &str, step_id: &str, kind: &str, action: bool, e: Entry) {
         let Entry { status, input, output, error, attempts, started_at } = e;
         let seq = match self.journal.get(key) {
             Some(prev) => prev.seq,
@@ -305,14 +327,14 @@ impl Exec {
         let rec = StepRecord {
             key: key.to_string(),
             seq,
-            step_id: step.id.clone(),
-            kind: step.kind.name().to_string(),
+            step_id: step_id.to_string(),
+            kind: kind.to_string(),
             status,
             input,
             output,
             error,
             attempts,
-            idempotency_key: matches!(step.kind, StepKind::Action(_)).then(|| format!("{}:{}", self.run.id, key)),
+            idempotency_key: action.then(|| format!("{}:{}", self.run.id, key)),
             started_at,
             finished_at: finished,
         };
@@ -357,6 +379,9 @@ impl Exec {
     async fn step(&mut self, step: &Step, key: String, prefix: &str) -> Flow {
         let prev = self.journal.get(&key).cloned();
         let started = self.now();
+        if prev.as_ref().is_none_or(|p| p.status != StepStatus::Succeeded) {
+            self.check_exit(&key).await?;
+        }
         match &step.kind {
             StepKind::Action(a) => self.action(step, a, key, prev).await,
             StepKind::Filter(t) => {
@@ -542,6 +567,39 @@ impl Exec {
                     Err(Stop::Park { status: RunStatus::Waiting, due_at: until })
                 }
             }
+            StepKind::WaitFor(w) => self.wait_for(step, w, &key, prev, started).await,
+            StepKind::Split { weights, paths } => {
+                let chosen = match prev.as_ref().filter(|p| p.status == StepStatus::Succeeded).and_then(|p| p.output.as_ref()) {
+                    Some(out) => out.get("path").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    None => {
+                        // Per contact by its email (stable, and the same in a simulation as
+                        // in production); outside a journey, per run.
+                        let unit = match self.data.get().pointer("/contact/email").and_then(Value::as_str) {
+                            Some(e) => e.to_string(),
+                            None => self.run.id.clone(),
+                        };
+                        let chosen = journey::pick_path(&format!("{}:{}:{unit}", self.run.recipe_id, key), weights).to_string();
+                        self.record(
+                            &key,
+                            step,
+                            Entry {
+                                status: StepStatus::Succeeded,
+                                input: None,
+                                output: Some(json!({"path": chosen})),
+                                error: None,
+                                attempts: 0,
+                                started_at: started,
+                            },
+                        );
+                        chosen
+                    }
+                };
+                self.set_output(&step.id, json!({"path": chosen}));
+                match paths.iter().find(|(n, _)| *n == chosen) {
+                    Some((_, steps)) => self.steps(steps, prefix.to_string()).await,
+                    None => Ok(()),
+                }
+            }
             StepKind::Emit { name, data } => {
                 if let Some(p) = prev.as_ref().filter(|p| p.status == StepStatus::Succeeded) {
                     let out = p.output.clone().unwrap_or(Value::Null);
@@ -616,7 +674,8 @@ impl Exec {
                                 .map_err(|_| format!("unknown time zone `{name}`; use an IANA name like `Europe/Paris`"))?,
                         )
                     }
-                    None => None,
+                    // A journey's local times are the contact's own.
+                    None => self.contact_timezone(),
                 };
                 parse_time(&v, tz)
             }
@@ -635,7 +694,13 @@ impl Exec {
         if let Some(c) = self.credentials.get(id) {
             return Ok(c.clone());
         }
-        let (row, creds) = connection_credentials(&self.inner, &a.app, id).await?;
+        let (row, creds) = match connection_credentials(&self.inner, &a.app, id).await {
+            Ok(found) => found,
+            // A dry run or a simulation on a store without the connection calls nothing
+            // outside: it needs no credentials.
+            Err(_) if self.inner.config.dry_run => return Ok(Credentials::None),
+            Err(e) => return Err(e),
+        };
         self.masker = Masker::new(self.masker_values().into_iter().chain(creds.secret_values().into_iter().map(str::to_string)));
         self.credentials.insert(id.clone(), creds.clone());
         self.connection_status.insert(id.clone(), row.status.clone());
@@ -748,8 +813,9 @@ impl Exec {
             .and_then(|c| self.connection_limits.get(c).copied().flatten())
             .map(|l| RateLimit { calls: l.calls, per: Duration::from_millis(l.per_ms.max(1) as u64) })
             .or(connector.manifest.rate_limit);
+        // Nothing leaves in a dry run or a simulation: no budget to spend.
         loop {
-            let wait = self.rate_wait(&limit_key, limit).await;
+            let wait = if inner.config.dry_run { Duration::ZERO } else { self.rate_wait(&limit_key, limit).await };
             if wait.is_zero() {
                 break;
             }
@@ -823,18 +889,23 @@ impl Exec {
             },
         };
         let t0 = Instant::now();
-        let result = if inner.config.dry_run {
+        // A simulation runs the embedded apps (the contact store, in the simulation's own
+        // store) for real, and stubs every outside call like a dry run.
+        let local = inner.config.simulate && LOCAL_APPS.contains(&a.app.as_str());
+        let result = if inner.config.dry_run && !local {
             let spec = action.spec();
             if spec.http_only {
                 let _ = tokio::time::timeout(inner.config.step_timeout, action.call(&ctx, input)).await;
             }
             let requests = recorder.as_ref().map(|r| r.take()).unwrap_or_default();
-            inner.dry_log.lock().unwrap_or_else(|e| e.into_inner()).push(DryCall {
-                run_id: self.run.id.clone(),
-                step_key: key.clone(),
-                requests,
-                called: spec.http_only,
-            });
+            if !inner.config.simulate {
+                inner.dry_log.lock().unwrap_or_else(|e| e.into_inner()).push(DryCall {
+                    run_id: self.run.id.clone(),
+                    step_key: key.clone(),
+                    requests,
+                    called: spec.http_only,
+                });
+            }
             Ok(spec.sample.clone())
         } else {
             let timeout = inner.config.step_timeout;
@@ -883,6 +954,9 @@ impl Exec {
                     },
                 );
                 self.set_output(&step.id, output);
+                if a.app == "contacts" && self.contact_id.is_some() {
+                    self.reload_contact().await?;
+                }
                 Ok(())
             }
             Err(e) if e.class() == ErrorClass::Auth && holdable && a.connection.is_some() => {
@@ -1096,21 +1170,7 @@ fn short(v: &Value) -> String {
 
 fn direct_and_nested_ids(steps: &[Step]) -> Vec<String> {
     let mut out = vec![];
-    for s in steps {
-        out.push(s.id.clone());
-        match &s.kind {
-            StepKind::Branch { arms, otherwise } => {
-                for a in arms {
-                    out.extend(direct_and_nested_ids(&a.steps));
-                }
-                if let Some(o) = otherwise {
-                    out.extend(direct_and_nested_ids(o));
-                }
-            }
-            StepKind::Foreach { steps, .. } => out.extend(direct_and_nested_ids(steps)),
-            _ => {}
-        }
-    }
+    enlace_recipe::model::walk_steps(steps, &mut |s| out.push(s.id.clone()));
     out
 }
 

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod oauth;
 mod policy;
 pub mod poll;
+pub mod simulate;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,6 +43,11 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use catalog::{Catalog, Current};
+
+/// Reads a time as recipes do: RFC 3339, a local date-time (UTC), a date, or Unix seconds.
+pub fn exec_parse_time(s: &str) -> Result<i64, String> {
+    exec::parse_time(&serde_json::Value::String(s.to_string()), None)
+}
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use metrics::Metrics;
 pub use poll::{PollReport, RewindItem, RewindOutcome, TriggerStatus};
@@ -91,6 +97,10 @@ pub struct RunnerConfig {
     /// `https://enlace.example.com`): subscribe triggers give apps
     /// `<public_url>/hooks/subscriptions/<recipe id>`. Without it they cannot subscribe.
     pub public_url: Option<String>,
+    /// A simulation (`enlace simulate`): like `dry_run` for outside apps, but the embedded
+    /// ones (the contact store) run for real in the simulation's store, and no dry-run log
+    /// is kept. Set together with `dry_run`.
+    pub simulate: bool,
 }
 
 impl Default for RunnerConfig {
@@ -103,6 +113,7 @@ impl Default for RunnerConfig {
             step_timeout: Duration::from_secs(300),
             dry_run: false,
             public_url: None,
+            simulate: false,
         }
     }
 }
@@ -452,6 +463,38 @@ impl Runner {
                     .map_err(|_| RunnerError::Conflict("the runner is shutting down".into()))?;
                 exec::execute(self.inner.clone(), c.run_id, permit, None).await;
                 total += 1;
+            }
+        }
+    }
+
+    /// Like [`Runner::drain_due`], running up to `parallel` claimed runs at once (each batch
+    /// ends before the next is claimed): the simulator's pace.
+    pub async fn drain_due_parallel(&self, parallel: usize) -> Result<usize, RunnerError> {
+        let mut total = 0;
+        loop {
+            let now = self.now_ms();
+            let claimed = self
+                .inner
+                .store
+                .claim_due(&self.inner.config.node_id, now, parallel.max(1) as i64, self.inner.config.lease.as_millis() as i64)
+                .await?;
+            if claimed.is_empty() {
+                return Ok(total);
+            }
+            let mut batch = Vec::with_capacity(claimed.len());
+            for c in claimed {
+                let permit = self
+                    .inner
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| RunnerError::Conflict("the runner is shutting down".into()))?;
+                batch.push(tokio::spawn(exec::execute(self.inner.clone(), c.run_id, permit, None)));
+                total += 1;
+            }
+            for t in batch {
+                let _ = t.await;
             }
         }
     }

@@ -52,6 +52,8 @@ pub struct ContactApplied {
     pub outcome: ContactOutcome,
     /// Runs started by the change (queued, due now); a retried call starts none again.
     pub started: Vec<Accepted>,
+    /// Waiting journey runs of the contact made due by the change's timeline rows.
+    pub woken: u64,
 }
 
 /// Which contacts to list.
@@ -109,6 +111,42 @@ pub(crate) trait ContactTx: Send {
     fn suppression_seen(&mut self, phone: &str, op_key: &str) -> impl Future<Output = Result<bool>> + Send;
     /// Adds a decision to the number's history.
     fn put_suppression(&mut self, s: &Suppression) -> impl Future<Output = Result<()>> + Send;
+    /// Makes the contact's waiting runs that listen for `kind` due at `now` (with a wake-up
+    /// for the other nodes on PostgreSQL): how many.
+    fn wake_runs(&mut self, contact_id: &str, kind: &str, now: Millis) -> impl Future<Output = Result<u64>> + Send;
+    /// Serialises journey entries of one recipe and contact (PostgreSQL: a transaction-level
+    /// advisory lock; SQLite's writer is alone).
+    fn lock_journey(&mut self, recipe_id: &str, contact_id: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Sets a run's contact and wake-up kinds if `owner` still holds it running.
+    fn bind_run_contact(
+        &mut self,
+        run_id: &str,
+        owner: &str,
+        contact_id: &str,
+        wake_on: Option<&str>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Whether `run_id` has entered the recipe for this contact, and the latest entry's time.
+    fn journey_entries(
+        &mut self,
+        recipe_id: &str,
+        contact_id: &str,
+        run_id: &str,
+    ) -> impl Future<Output = Result<(bool, Option<Millis>)>> + Send;
+    fn insert_journey_entry(
+        &mut self,
+        recipe_id: &str,
+        contact_id: &str,
+        run_id: &str,
+        at: Millis,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Timeline events of one kind at or after `since`, oldest first.
+    fn events_since(
+        &mut self,
+        contact_id: &str,
+        kind: &str,
+        since: Millis,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<TimelineEvent>>> + Send;
 }
 
 /// A row of the suppression list: a decision a phone number sent itself.
@@ -496,10 +534,15 @@ fn set_fields(ch: &mut Change<'_>, patch: &Map<String, Value>) -> Result<()> {
 async fn finish<T: ContactTx>(t: &mut T, ch: Change<'_>, consent: Option<Consent>, note: Option<Note>) -> Result<ContactApplied> {
     let w = ch.w;
     let mut first_timeline_id = None;
-    for (kind, data) in &ch.timeline {
+    let mut woken = 0;
+    for (i, (kind, data)) in ch.timeline.iter().enumerate() {
         let e = TimelineEvent { id: new_id(), kind: kind.clone(), data: data.clone(), run_id: w.ctx.run_id.clone(), at: w.now };
         t.insert_timeline(&ch.contact.id, &e).await?;
         first_timeline_id.get_or_insert(e.id);
+        // The contact's journeys waiting for this kind look at their timeline now.
+        if !ch.timeline[..i].iter().any(|(k, _)| k == kind) {
+            woken += t.wake_runs(&ch.contact.id, kind, w.now).await?;
+        }
     }
     let mut started = vec![];
     for f in &ch.fire {
@@ -528,7 +571,11 @@ async fn finish<T: ContactTx>(t: &mut T, ch: Change<'_>, consent: Option<Consent
             }
         }
     }
-    Ok(ContactApplied { outcome: ContactOutcome { contact: ch.contact, created: ch.created, changed: ch.changed, consent, note }, started })
+    Ok(ContactApplied {
+        outcome: ContactOutcome { contact: ch.contact, created: ch.created, changed: ch.changed, consent, note },
+        started,
+        woken,
+    })
 }
 
 /// A contact with its consents, notes and latest timeline.

@@ -19,6 +19,7 @@
 
 mod contacts;
 mod crypto;
+mod journeys;
 mod pg;
 mod polling;
 mod sends;
@@ -40,6 +41,7 @@ pub use enlace_core::contacts::{
     Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, ContactOutcome, ContactTrigger, Evidence, NewConsent, Note,
     PhoneConsentOutcome, PhoneDecision, TimelineEvent, WriteContext,
 };
+pub use journeys::{Entered, EntryRule, JourneyEntry, may_enter};
 pub use polling::*;
 pub use sends::{Decide, LedgerRow, LedgerWrite, RecipientFacts, SendFacts, SendRequest, approval_hold, status as send_status};
 pub use types::*;

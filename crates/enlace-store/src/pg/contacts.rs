@@ -16,6 +16,7 @@ use crate::contacts::{
     ContactApplied, ContactFilter, ContactTx, ContactWrite, Suppression, apply, apply_phone, detail, fields_of, phone_decision, phone_of,
     tags_of,
 };
+use crate::journeys::{Entered, JourneyEntry, enter};
 use crate::sqlite::{json_text, parse_json};
 use crate::{Accepted, Millis, NewEvent, Result, new_id};
 
@@ -272,16 +273,7 @@ impl ContactTx for Tx<'_> {
                 .bind(limit)
                 .fetch_all(&mut *self.0)
                 .await?;
-        Ok(rows
-            .iter()
-            .map(|r| TimelineEvent {
-                id: r.get("id"),
-                kind: r.get("kind"),
-                data: parse_json(r.get("data")).unwrap_or_default(),
-                run_id: r.get("run_id"),
-                at: r.get("at"),
-            })
-            .collect())
+        Ok(rows.iter().map(timeline_row).collect())
     }
 
     async fn contacts_by_phone(&mut self, phone: &str, lock: bool) -> Result<Vec<String>> {
@@ -361,9 +353,110 @@ impl ContactTx for Tx<'_> {
         .await.map_err(pg_err)?;
         Ok(())
     }
+
+    async fn wake_runs(&mut self, contact_id: &str, kind: &str, now: Millis) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE runs SET due_at = $1, updated_at = $1 WHERE contact_id = $2 AND status = 'waiting' AND due_at > $1 AND strpos(wake_on, $3) > 0",
+        )
+        .bind(now)
+        .bind(contact_id)
+        .bind(format!(",{kind},"))
+        .execute(&mut *self.0)
+        .await
+        .map_err(pg_err)?;
+        if r.rows_affected() > 0 {
+            // Delivered at commit: idle workers on every node look at once.
+            sqlx::query("SELECT pg_notify('enlace_runs', $1::int8::text)").bind(now).execute(&mut *self.0).await.map_err(pg_err)?;
+        }
+        Ok(r.rows_affected())
+    }
+
+    async fn lock_journey(&mut self, recipe_id: &str, contact_id: &str) -> Result<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+            .bind(format!("journey:{recipe_id}:{contact_id}"))
+            .execute(&mut *self.0)
+            .await
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn bind_run_contact(&mut self, run_id: &str, owner: &str, contact_id: &str, wake_on: Option<&str>) -> Result<bool> {
+        let r = sqlx::query("UPDATE runs SET contact_id = $1, wake_on = $2 WHERE id = $3 AND status = 'running' AND owner = $4")
+            .bind(contact_id)
+            .bind(wake_on)
+            .bind(run_id)
+            .bind(owner)
+            .execute(&mut *self.0)
+            .await
+            .map_err(pg_err)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn journey_entries(&mut self, recipe_id: &str, contact_id: &str, run_id: &str) -> Result<(bool, Option<Millis>)> {
+        let r = sqlx::query(
+            "SELECT COALESCE(bool_or(run_id = $1), false) AS mine, MAX(entered_at) AS last FROM journey_entries WHERE recipe_id = $2 AND contact_id = $3",
+        )
+        .bind(run_id)
+        .bind(recipe_id)
+        .bind(contact_id)
+        .fetch_one(&mut *self.0)
+        .await
+        .map_err(pg_err)?;
+        Ok((r.get::<bool, _>("mine"), r.get("last")))
+    }
+
+    async fn insert_journey_entry(&mut self, recipe_id: &str, contact_id: &str, run_id: &str, at: Millis) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO journey_entries (recipe_id, contact_id, run_id, entered_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(recipe_id)
+        .bind(contact_id)
+        .bind(run_id)
+        .bind(at)
+        .execute(&mut *self.0)
+        .await
+        .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn events_since(&mut self, contact_id: &str, kind: &str, since: Millis, limit: i64) -> Result<Vec<TimelineEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, data, run_id, at FROM contact_events WHERE contact_id = $1 AND at >= $2 AND kind = $3 ORDER BY at, id LIMIT $4",
+        )
+        .bind(contact_id)
+        .bind(since)
+        .bind(kind)
+        .bind(limit)
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(pg_err)?;
+        Ok(rows.iter().map(timeline_row).collect())
+    }
+}
+
+fn timeline_row(r: &PgRow) -> TimelineEvent {
+    TimelineEvent {
+        id: r.get("id"),
+        kind: r.get("kind"),
+        data: parse_json(r.get("data")).unwrap_or_default(),
+        run_id: r.get("run_id"),
+        at: r.get("at"),
+    }
 }
 
 impl Pg {
+    pub(crate) async fn enter_journey(&self, j: JourneyEntry) -> Result<Entered> {
+        let mut tx = self.pool.begin().await?;
+        let out = enter(&mut Tx(&mut tx), &j).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub(crate) async fn contact_events(&self, contact_id: &str, kind: &str, since: Millis, limit: i64) -> Result<Vec<TimelineEvent>> {
+        let mut c = self.pool.acquire().await?;
+        Tx(&mut c).events_since(contact_id, kind, since, limit).await
+    }
+
     pub(crate) async fn apply_contact(&self, op: ContactOp, w: ContactWrite) -> Result<ContactApplied> {
         let mut tx = self.pool.begin().await?;
         // An error drops the transaction, which rolls it back.

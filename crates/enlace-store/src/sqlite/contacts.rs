@@ -13,6 +13,7 @@ use crate::contacts::{
     ContactApplied, ContactFilter, ContactTx, ContactWrite, Suppression, apply, apply_phone, detail, fields_of, phone_decision, phone_of,
     tags_of,
 };
+use crate::journeys::{Entered, JourneyEntry, enter};
 use crate::{Accepted, Millis, NewEvent, Result, new_id};
 
 macro_rules! contact_select {
@@ -253,16 +254,7 @@ impl ContactTx for Tx<'_> {
                 .bind(limit)
                 .fetch_all(&mut *self.0)
                 .await?;
-        Ok(rows
-            .iter()
-            .map(|r| TimelineEvent {
-                id: r.get("id"),
-                kind: r.get("kind"),
-                data: parse_json(r.get("data")).unwrap_or_default(),
-                run_id: r.get("run_id"),
-                at: r.get("at"),
-            })
-            .collect())
+        Ok(rows.iter().map(timeline_row).collect())
     }
 
     async fn contacts_by_phone(&mut self, phone: &str, _lock: bool) -> Result<Vec<String>> {
@@ -336,9 +328,93 @@ impl ContactTx for Tx<'_> {
         .await?;
         Ok(())
     }
+
+    async fn wake_runs(&mut self, contact_id: &str, kind: &str, now: Millis) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE runs SET due_at = ?, updated_at = ? WHERE contact_id = ? AND status = 'waiting' AND due_at > ? AND instr(wake_on, ?) > 0",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(contact_id)
+        .bind(now)
+        .bind(format!(",{kind},"))
+        .execute(&mut *self.0)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn lock_journey(&mut self, _recipe_id: &str, _contact_id: &str) -> Result<()> {
+        Ok(())
+    }
+
+    async fn bind_run_contact(&mut self, run_id: &str, owner: &str, contact_id: &str, wake_on: Option<&str>) -> Result<bool> {
+        let r = sqlx::query("UPDATE runs SET contact_id = ?, wake_on = ? WHERE id = ? AND status = 'running' AND owner = ?")
+            .bind(contact_id)
+            .bind(wake_on)
+            .bind(run_id)
+            .bind(owner)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn journey_entries(&mut self, recipe_id: &str, contact_id: &str, run_id: &str) -> Result<(bool, Option<Millis>)> {
+        let r = sqlx::query(
+            "SELECT COALESCE(MAX(run_id = ?), 0) AS mine, MAX(entered_at) AS last FROM journey_entries WHERE recipe_id = ? AND contact_id = ?",
+        )
+        .bind(run_id)
+        .bind(recipe_id)
+        .bind(contact_id)
+        .fetch_one(&mut *self.0)
+        .await?;
+        Ok((r.get::<i64, _>("mine") != 0, r.get("last")))
+    }
+
+    async fn insert_journey_entry(&mut self, recipe_id: &str, contact_id: &str, run_id: &str, at: Millis) -> Result<()> {
+        sqlx::query("INSERT INTO journey_entries (recipe_id, contact_id, run_id, entered_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(recipe_id)
+            .bind(contact_id)
+            .bind(run_id)
+            .bind(at)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn events_since(&mut self, contact_id: &str, kind: &str, since: Millis, limit: i64) -> Result<Vec<TimelineEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, data, run_id, at FROM contact_events WHERE contact_id = ? AND at >= ? AND kind = ? ORDER BY at, id LIMIT ?",
+        )
+        .bind(contact_id)
+        .bind(since)
+        .bind(kind)
+        .bind(limit)
+        .fetch_all(&mut *self.0)
+        .await?;
+        Ok(rows.iter().map(timeline_row).collect())
+    }
+}
+
+fn timeline_row(r: &SqliteRow) -> TimelineEvent {
+    TimelineEvent {
+        id: r.get("id"),
+        kind: r.get("kind"),
+        data: parse_json(r.get("data")).unwrap_or_default(),
+        run_id: r.get("run_id"),
+        at: r.get("at"),
+    }
 }
 
 impl Sqlite {
+    pub(crate) async fn enter_journey(&self, j: JourneyEntry) -> Result<Entered> {
+        self.write(move |c| Box::pin(async move { enter(&mut Tx(c), &j).await })).await
+    }
+
+    pub(crate) async fn contact_events(&self, contact_id: &str, kind: &str, since: Millis, limit: i64) -> Result<Vec<TimelineEvent>> {
+        let mut c = self.read.acquire().await?;
+        Tx(&mut c).events_since(contact_id, kind, since, limit).await
+    }
+
     pub(crate) async fn apply_contact(&self, op: ContactOp, w: ContactWrite) -> Result<ContactApplied> {
         self.write(move |c| Box::pin(async move { apply(&mut Tx(c), op, &w).await })).await
     }

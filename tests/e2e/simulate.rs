@@ -1,0 +1,138 @@
+//! The simulator (`enlace simulate`): a journey over contacts and events on a virtual clock,
+//! nothing sent (the targets are names that do not resolve, and a real call would fail), the
+//! report's calls, counts and times, the same report for the same seed, another for another
+//! seed; and the command line's errors.
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const JOURNEY: &str = r#"
+id: greet
+trigger: {app: contacts, event: contact_created}
+reentry: once
+steps:
+  - id: welcome
+    app: http
+    action: request
+    with: {method: POST, url: "https://crm.invalid/welcome", json: {to: "{{contact.email}}", name: "{{contact.fields.first_name}}"}}
+  - id: answer
+    wait_for: {event: tag_added, match: {tag: answered}, timeout: 3d}
+  - id: follow
+    branch:
+      - if: "{{steps.answer.received}}"
+        steps:
+          - id: thanks
+            app: http
+            action: request
+            with: {method: POST, url: "https://crm.invalid/thanks", json: {to: "{{contact.email}}"}}
+      - else:
+          - id: remind
+            delay_until: "{{date (date run.now add='1d') format='%Y-%m-%d'}}T09:00"
+          - id: reminder
+            app: http
+            action: request
+            with: {method: POST, url: "https://crm.invalid/remind", json: {to: "{{contact.email}}"}}
+"#;
+
+const CONTACTS: &str = "email,at,first_name,timezone,consent.marketing.email
+ada@example.com,2026-12-01T08:00:00Z,Ada,Europe/Paris,granted
+bob@example.com,2026-12-01T10:30:00Z,Bob,America/New_York,granted
+cy@example.com,2026-12-02T12:00:00Z,Cy,Asia/Tokyo,withdrawn
+";
+
+const EVENTS: &str = r#"{"each_contact": {"after": "1d", "probability": 0.5}, "tag": "answered"}
+{"at": "2026-12-01T09:00:00Z", "contact": "ada@example.com", "fields": {"pet": "cat"}}
+"#;
+
+fn simulate(dir: &std::path::Path, seed: &str) -> Value {
+    let (ok, out, err) = cli(
+        dir,
+        &[
+            "simulate",
+            "--recipes",
+            dir.join("recipes").to_str().unwrap(),
+            "--contacts",
+            dir.join("contacts.csv").to_str().unwrap(),
+            "--events",
+            dir.join("events.jsonl").to_str().unwrap(),
+            "--seed",
+            seed,
+            "--duration",
+            "10d",
+            "--json",
+        ],
+        "",
+        false,
+    );
+    assert!(ok, "simulate failed: {err}\n{out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+#[test]
+fn a_journey_is_simulated_deterministically_and_nothing_is_sent() {
+    let dir = temp_dir("simulate");
+    std::fs::create_dir_all(dir.join("recipes")).unwrap();
+    std::fs::write(dir.join("recipes/greet.yaml"), JOURNEY).unwrap();
+    std::fs::write(dir.join("contacts.csv"), CONTACTS).unwrap();
+    std::fs::write(dir.join("events.jsonl"), EVENTS).unwrap();
+
+    let a = simulate(&dir, "7");
+    assert_eq!(a, simulate(&dir, "7"), "the same seed gives the same report");
+    assert_eq!(a["contacts"], 3);
+    assert_eq!(a["runs"]["greet"]["succeeded"], 3, "{a}");
+    assert_eq!(a["steps"]["greet"]["welcome"]["succeeded"], 3);
+    assert_eq!(a["steps"]["greet"]["$journey"]["succeeded"], 3);
+    let calls = a["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 6, "a welcome and a thanks or a reminder each: {calls:?}");
+    assert_eq!(a["call_counts"]["http.request"], 6);
+    // In time order, with the contact, the step and what would have been sent.
+    let first = &calls[0];
+    assert_eq!(first["at"], "2026-12-01T08:00:00.000Z");
+    assert_eq!(first["contact"], "ada@example.com");
+    assert_eq!(first["step"], "welcome");
+    assert_eq!(first["content"]["json"], serde_json::json!({"to": "ada@example.com", "name": "Ada"}));
+    let ats: Vec<&str> = calls.iter().map(|c| c["at"].as_str().unwrap()).collect();
+    assert!(ats.windows(2).all(|w| w[0] <= w[1]), "{ats:?}");
+    // Who answered (drawn from the seed) got thanks a day after signing up; the others a
+    // reminder at 09:00 their own time, the day after their three-day wait ended.
+    for c in calls.iter().filter(|c| c["step"] != "welcome") {
+        let who = c["contact"].as_str().unwrap();
+        let at = c["at"].as_str().unwrap();
+        match (who, c["step"].as_str().unwrap()) {
+            ("ada@example.com", "thanks") => assert_eq!(at, "2026-12-02T08:00:00.000Z"),
+            ("ada@example.com", "reminder") => assert_eq!(at, "2026-12-05T08:00:00.000Z", "09:00 in Paris"),
+            ("bob@example.com", "thanks") => assert_eq!(at, "2026-12-02T10:30:00.000Z"),
+            ("bob@example.com", "reminder") => assert_eq!(at, "2026-12-05T14:00:00.000Z", "09:00 in New York"),
+            ("cy@example.com", "thanks") => assert_eq!(at, "2026-12-03T12:00:00.000Z"),
+            ("cy@example.com", "reminder") => assert_eq!(at, "2026-12-06T00:00:00.000Z", "09:00 in Tokyo"),
+            other => panic!("unexpected call {other:?}"),
+        }
+    }
+    // Another seed draws other answers (over several seeds, at least one differs).
+    let differs = ["1", "2", "3", "4"].iter().any(|s| simulate(&dir, s)["calls"] != a["calls"]);
+    assert!(differs, "the seed drives who answers");
+}
+
+#[test]
+fn bad_inputs_are_named() {
+    let dir = temp_dir("simulate-bad");
+    std::fs::create_dir_all(dir.join("recipes")).unwrap();
+    std::fs::write(dir.join("recipes/greet.yaml"), JOURNEY).unwrap();
+    std::fs::write(dir.join("contacts.csv"), "name\nAda\n").unwrap();
+    let recipes = dir.join("recipes");
+    let contacts = dir.join("contacts.csv");
+    let (ok, _, err) =
+        cli(&dir, &["simulate", "--recipes", recipes.to_str().unwrap(), "--contacts", contacts.to_str().unwrap()], "", false);
+    assert!(!ok);
+    assert!(err.contains("needs an `email` column"), "{err}");
+    std::fs::write(dir.join("events.jsonl"), "{\"at\": \"2026-12-01T09:00:00Z\", \"webhook\": \"nope\"}\n").unwrap();
+    let events = dir.join("events.jsonl");
+    let (ok, _, err) = cli(&dir, &["simulate", "--recipes", recipes.to_str().unwrap(), "--events", events.to_str().unwrap()], "", false);
+    assert!(!ok);
+    assert!(err.contains("`nope`") && err.contains("webhook.catch"), "{err}");
+    std::fs::write(dir.join("recipes/broken.yaml"), "id: broken\ntrigger: {app: webhook, event: catch}\nsteps: []\n").unwrap();
+    let (ok, _, err) = cli(&dir, &["simulate", "--recipes", recipes.to_str().unwrap(), "--generate-contacts", "3"], "", false);
+    assert!(!ok);
+    assert!(err.contains("`steps` is empty") && err.contains("only valid recipes"), "{err}");
+}
