@@ -16,6 +16,7 @@ use enlace_runner::{ManualClock, Runner, RunnerConfig, SystemClock};
 use enlace_store::{RunFilter, RunStatus, Store, StoreConfig, Synchronous};
 use serde_json::{Value, json};
 
+mod approvals;
 mod connections;
 mod contacts;
 mod simulate;
@@ -117,6 +118,13 @@ enum Command {
     Contacts {
         #[command(subcommand)]
         command: contacts::ContactsCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Messages held for approval above a recipe's send limits: list, approve, reject.
+    Approvals {
+        #[command(subcommand)]
+        command: approvals::ApprovalsCommand,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -339,6 +347,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Secrets { command, store } => secrets(command, &store).await,
         Command::Trigger { command, store } => triggers::run(command, &store).await,
         Command::Contacts { command, store } => contacts::run(command, &store).await,
+        Command::Approvals { command, store } => approvals::run(command, &store).await,
     }
 }
 

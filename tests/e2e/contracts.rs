@@ -221,6 +221,7 @@ steps:
     app: twilio
     action: send_sms
     connection: twilio-main
+    transactional: true
     with:
       to: "{{trigger.body.phone}}"
       from: "+14155550100"
@@ -404,6 +405,7 @@ steps:
     app: sendgrid
     action: send_email
     connection: sendgrid-main
+    transactional: true
     with:
       from: "Acme News <news@example.com>"
       to:

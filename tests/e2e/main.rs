@@ -14,6 +14,7 @@ mod drive_recipe;
 mod gdpr;
 mod journeys;
 mod oauth;
+mod policy;
 mod polling;
 mod recipes;
 mod runner;

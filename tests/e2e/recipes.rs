@@ -145,3 +145,32 @@ fn an_app_with_credentials_needs_a_connection() {
     let http = "id: y\ntrigger: {app: webhook, event: catch}\nsteps:\n  - id: get\n    app: http\n    action: request\n    with: {url: \"https://example.com\"}\n";
     assert_eq!(check(http), "ok: y");
 }
+
+#[test]
+fn send_options_and_limits() {
+    let mail = "  - id: mail\n    app: smtp\n    action: send_email\n    connection: m\n";
+    let with = "    with: {from: a@example.com, to: b@example.com, subject: Hi, text: Hello}\n";
+    let ok = format!(
+        "id: x\nlimits: {{sends_per_hour: 10, sends_per_day: 100}}\ntrigger: {{app: webhook, event: catch}}\nsteps:\n{mail}    purpose: newsletter\n    transactional: true\n{with}"
+    );
+    assert_eq!(check(&ok), "ok: x");
+    let r = enlace_recipe::load(&ok, Some("recipe.yaml"), &enlace_connectors::registry()).unwrap();
+    assert_eq!(r.limits.sends_per_hour, Some(10));
+    match &r.steps[0].kind {
+        enlace_recipe::model::StepKind::Action(a) => assert_eq!((a.send.purpose.as_str(), a.send.transactional), ("newsletter", true)),
+        _ => panic!("an action"),
+    }
+    let bad = format!(
+        "id: x\nlimits: {{sends_per_hour: 0, per_week: 3}}\ntrigger: {{app: webhook, event: catch}}\nsteps:\n{mail}    purpose: News Letter\n    transactional: yes\n{with}  - id: post\n    app: http\n    action: request\n    purpose: marketing\n    with: {{url: 'https://x.example'}}\n"
+    );
+    let out = check(&bad);
+    for expected in [
+        "limits.per_week: unknown key",
+        "limits.sends_per_hour: must be a whole number of messages, 1 or more",
+        "steps[0].purpose: `News Letter` is not a consent purpose",
+        "steps[0].transactional: must be true",
+        "steps[1].purpose: `purpose` is for steps that send a message to a person",
+    ] {
+        assert!(out.contains(expected), "missing `{expected}` in:\n{out}");
+    }
+}

@@ -176,6 +176,9 @@ steps:
     action: send_sms
     connection: twilio-main
     retry: {attempts: 1}
+    # Sent to numbers that are no contacts: transactional, so no recorded consent is needed;
+    # a STOP still blocks it (a suppression blocks every message on the channel).
+    transactional: true
     with:
       to: "{{trigger.body.to}}"
       from: "+14155550100"
@@ -282,16 +285,16 @@ async fn stop_from_a_known_contact_withdraws_sms_consent_and_blocks_send_sms() {
     let run = env.store.run_detail(&runs[0].id).await.unwrap().unwrap();
     assert_eq!(run.event.payload["opt_out"], json!({"keyword": "STOP", "status": "withdrawn", "contacts": [id]}));
 
-    // A later promotion to that number fails for good, and Twilio is never called.
+    // A later message to that number is blocked by the send policy, and Twilio is never called.
     let r = env.http.post(format!("{}/hooks/promo", env.base)).json(&json!({"to": "+14155552671"})).send().await.unwrap();
     assert_eq!(r.status(), 202);
     let run_id = r.json::<Value>().await.unwrap()["run_id"].as_str().unwrap().to_string();
-    let failed = status(&env.store, &run_id, RunStatus::Failed).await;
-    let error = failed.error.unwrap();
-    assert_eq!(error["class"], "permanent", "{error}");
-    let message = error["message"].as_str().unwrap();
-    assert!(message.contains("+14155552671 withdrew consent to SMS") && message.contains("`marketing`"), "{message}");
-    assert!(message.contains(&format!("on the contact `{id}`")) || message.contains("suppression list"), "{message}");
+    status(&env.store, &run_id, RunStatus::Succeeded).await;
+    let step = env.store.run_detail(&run_id).await.unwrap().unwrap().steps.remove(0);
+    let policy = &step.output.as_ref().unwrap()["policy"];
+    assert_eq!(policy["decision"], "blocked", "{policy}");
+    let reason = policy["reason"].as_str().unwrap();
+    assert!(reason.contains("+14155552671 is suppressed on sms") && reason.contains("replied `stop`"), "{reason}");
     assert!(env.twilio_calls.lock().unwrap().is_empty(), "Twilio was not called");
 
     // The local Twilio does count: a number that never opted out gets its SMS.
@@ -320,9 +323,10 @@ async fn stop_from_an_unknown_number_suppresses_it() {
 
     let r = env.http.post(format!("{}/hooks/promo", env.base)).json(&json!({"to": "+1 202 555 0143"})).send().await.unwrap();
     let run_id = r.json::<Value>().await.unwrap()["run_id"].as_str().unwrap().to_string();
-    let error = status(&env.store, &run_id, RunStatus::Failed).await.error.unwrap();
-    assert_eq!(error["class"], "permanent");
-    assert!(error["message"].as_str().unwrap().contains("suppression list"), "{error}");
+    status(&env.store, &run_id, RunStatus::Succeeded).await;
+    let step = env.store.run_detail(&run_id).await.unwrap().unwrap().steps.remove(0);
+    let reason = step.output.as_ref().unwrap()["policy"]["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("+12025550143 is suppressed on sms") && reason.contains("replied `UNSUBSCRIBE`"), "{reason}");
     assert!(env.twilio_calls.lock().unwrap().is_empty(), "Twilio was not called");
 
     // A contact created later with the number starts with SMS consent withdrawn.

@@ -179,6 +179,12 @@ impl Action for SendEmail {
     // SendGrid takes no idempotency key for mail/send: a request sent twice sends two emails.
     const IDEMPOTENCY: Idempotency = Idempotency::None;
 
+    /// Every recipient is a person the send policy decides about.
+    fn reaches() -> Option<enlace_core::policy::Reach> {
+        use enlace_core::policy::{Reach, RecipientKind};
+        Some(Reach::new("email", RecipientKind::Email, &["to", "cc", "bcc"]))
+    }
+
     fn sample() -> Output {
         Output { message_id: Some("14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0".into()) }
     }

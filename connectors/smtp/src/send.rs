@@ -183,6 +183,12 @@ impl Action for SendEmail {
     const IDEMPOTENCY: Idempotency = Idempotency::None;
     const HTTP_ONLY: bool = false;
 
+    /// Every recipient is a person the send policy decides about.
+    fn reaches() -> Option<enlace_core::policy::Reach> {
+        use enlace_core::policy::{Reach, RecipientKind};
+        Some(Reach::new("email", RecipientKind::Email, &["to", "cc", "bcc"]))
+    }
+
     fn sample() -> Output {
         Output {
             message_id: "<enlace.7f3a9c2e81d4b6a05e1f9d3c2b7a6e40@example.com>".into(),

@@ -105,6 +105,12 @@ impl Action for SendSms {
     // Twilio takes no idempotency key for messages: a request sent twice sends two messages.
     const IDEMPOTENCY: Idempotency = Idempotency::None;
 
+    /// Every recipient is a person the send policy decides about.
+    fn reaches() -> Option<enlace_core::policy::Reach> {
+        use enlace_core::policy::{Reach, RecipientKind};
+        Some(Reach::new("sms", RecipientKind::Phone, &["to"]))
+    }
+
     fn sample() -> Output {
         Output {
             sid: "SM1f0e8ae6ade43cb3c0ce4525424e404f".into(),

@@ -72,6 +72,12 @@ pub trait Action: Send + Sync + 'static {
     /// A representative output, valid against the output schema.
     fn sample() -> Self::Output;
 
+    /// For actions that send a message to a person: the channel and the input fields
+    /// holding the recipients (see [`crate::policy::Reach`]). The send policy applies to them.
+    fn reaches() -> Option<crate::policy::Reach> {
+        None
+    }
+
     /// For [`Idempotency::PerCall`] actions: whether this input is safe to repeat.
     fn idempotent_for(_input: &Self::Input) -> bool {
         matches!(Self::IDEMPOTENCY, Idempotency::Key | Idempotency::Natural)
@@ -107,6 +113,7 @@ impl<A: Action> Erased<A> {
             idempotency: A::IDEMPOTENCY,
             http_only: A::HTTP_ONLY,
             audience: A::AUDIENCE.map(Into::into),
+            reaches: A::reaches(),
         };
         Erased { action, spec }
     }

@@ -8,8 +8,9 @@
 //! ([`secret`]), durations as recipes write them ([`duration`]) and the registry of
 //! connectors the runner looks names up in ([`registry`]), the inbound triggers vendors call
 //! ([`inbound`]), and the embedded contact store's
-//! vocabulary and the trait the runner implements for it ([`contacts`]), and how actions declare
-//! that they add people to or remove them from ad audiences ([`audience`]).
+//! vocabulary and the trait the runner implements for it ([`contacts`]), how actions declare
+//! that they add people to or remove them from ad audiences ([`audience`]), and the send
+//! policy: what reaches a person and the pure decision about each message ([`policy`]).
 //!
 //! Architecture invariant: this crate performs no IO and starts no task. It names the
 //! [`http::HttpTransport`] trait but does not implement it; `enlace-kit` does.
@@ -24,6 +25,7 @@ pub mod http;
 pub mod inbound;
 pub mod manifest;
 pub mod oauth;
+pub mod policy;
 pub mod registry;
 pub mod secret;
 pub mod trigger;

@@ -81,6 +81,11 @@ pub struct ActionSpec {
     /// What the action does to ad audiences, if anything (see [`crate::audience`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<crate::audience::AudienceSpec>,
+    /// The action sends a message to a person (email, SMS, a direct message, an ad
+    /// audience): its channel and where the recipients are in its input. The runner applies
+    /// the send policy before every call of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaches: Option<crate::policy::Reach>,
 }
 
 fn yes() -> bool {

@@ -19,6 +19,9 @@ pub struct Recipe {
     pub trigger: Trigger,
     pub steps: Vec<Step>,
     pub vars: Map<String, Value>,
+    /// Blast-radius limits (`limits: {sends_per_hour, sends_per_day}`): sends above them
+    /// are held for approval.
+    pub limits: enlace_core::policy::SendLimits,
     /// Names of the secrets the recipe's templates read (`{{secrets.NAME}}`).
     pub secrets: BTreeSet<String>,
     /// The recipe as written, normalised to JSON: what the store keeps as a version.
@@ -308,6 +311,24 @@ pub struct ActionStep {
     pub with: Mapping,
     pub retry: RetryPolicy,
     pub on_error: OnError,
+    /// The message's purpose and kind, for actions that reach a person (the send policy).
+    pub send: SendOptions,
+}
+
+/// What a step that sends a message to a person says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendOptions {
+    /// The consent purpose the message needs (`marketing` unless the step says `purpose:`).
+    pub purpose: String,
+    /// A transactional message (`transactional: true`) skips the frequency cap and quiet
+    /// hours, never a withdrawal of consent or a suppression.
+    pub transactional: bool,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        SendOptions { purpose: enlace_core::policy::DEFAULT_PURPOSE.to_string(), transactional: false }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -7,6 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use enlace_core::duration::parse_duration;
+use enlace_core::policy::SendLimits;
 use enlace_core::{AuthKind, Registry, TriggerKind};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -104,7 +105,7 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// The largest `max_body` a recipe may set: 16 MiB.
 pub const MAX_MAX_BODY: usize = 16 << 20;
 
-const TOP_KEYS: &[&str] = &["id", "name", "description", "enabled", "trigger", "steps", "vars", "contact", "reentry", "exit"];
+const TOP_KEYS: &[&str] = &["id", "name", "description", "enabled", "trigger", "steps", "vars", "contact", "reentry", "exit", "limits"];
 const CONTACT_SCOPE_HINT: &str = "add `contact: \"{{trigger.body.email}}\"` (an email or a contact id) at the top of the recipe, or start it with a `contacts.*` trigger";
 const TRIGGER_KEYS: &[&str] = &["app", "event", "connection", "with", "every", "hold_above"];
 const WEBHOOK_KEYS: &[&str] = &["path", "secret", "signature_header", "dedupe_key", "respond", "max_body", "rate_limit"];
@@ -366,8 +367,13 @@ impl<'a> Validator<'a> {
             }
         }
 
+        let limits = match top.get("limits") {
+            None | Some(Value::Null) => Default::default(),
+            Some(l) => self.limits(l),
+        };
         let (id, trigger, steps) = (id?, trigger?, steps?);
         Some(Recipe {
+            limits,
             id,
             name,
             description,
@@ -1293,7 +1299,12 @@ impl<'a> Validator<'a> {
     }
 
     fn action_step(&mut self, m: &Map<String, Value>, path: &str, scope: &Scope<'_>) -> Option<StepKind> {
-        self.known_keys(m, path, &["id", "name", "app", "action", "connection", "with", "retry", "on_error"], "an action step");
+        self.known_keys(
+            m,
+            path,
+            &["id", "name", "app", "action", "connection", "with", "retry", "on_error", "purpose", "transactional"],
+            "an action step",
+        );
         let app = self.string(m, "app", path, true)?.to_string();
         let action = self.string(m, "action", path, true)?.to_string();
         let connection = self.string(m, "connection", path, false).map(str::to_string);
@@ -1339,7 +1350,58 @@ impl<'a> Validator<'a> {
                 OnError::Fail
             }
         };
-        Some(StepKind::Action(ActionStep { app, action, connection, with, retry, on_error }))
+        let send = self.send_options(m, path, &app, &action, spec.reaches.is_some());
+        Some(StepKind::Action(ActionStep { app, action, connection, with, retry, on_error, send }))
+    }
+
+    /// `purpose` and `transactional`: only on actions that reach a person (the send policy
+    /// reads them).
+    fn send_options(&mut self, m: &Map<String, Value>, path: &str, app: &str, action: &str, reaches: bool) -> SendOptions {
+        let mut o = SendOptions::default();
+        for key in ["purpose", "transactional"] {
+            if m.get(key).is_some_and(|v| !v.is_null()) && !reaches {
+                self.err(
+                    &join_key(path, key),
+                    format!("`{key}` is for steps that send a message to a person (`smtp.send_email`, `sendgrid.send_email`, `twilio.send_sms`, ...); `{app}.{action}` sends none"),
+                );
+                return o;
+            }
+        }
+        if let Some(p) = self.string(m, "purpose", path, false) {
+            match enlace_core::contacts::check_purpose(p) {
+                Ok(()) => o.purpose = p.to_string(),
+                Err(e) => self.err(&join_key(path, "purpose"), e),
+            }
+        }
+        match m.get("transactional") {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(b)) => o.transactional = *b,
+            Some(other) => self.err(
+                &join_key(path, "transactional"),
+                format!("must be true (a receipt, a password reset: exempt from the frequency cap and quiet hours, never from a withdrawal of consent) or false, found {}", type_name(other)),
+            ),
+        }
+        o
+    }
+
+    /// `limits: {sends_per_hour, sends_per_day}`: above them, sends wait for approval.
+    fn limits(&mut self, v: &Value) -> SendLimits {
+        let mut l = SendLimits::default();
+        let Some(m) = self.object(v, "limits", "`limits`") else { return l };
+        self.known_keys(m, "limits", &["sends_per_hour", "sends_per_day"], "`limits`");
+        for (key, slot) in [("sends_per_hour", &mut l.sends_per_hour), ("sends_per_day", &mut l.sends_per_day)] {
+            match m.get(key) {
+                None | Some(Value::Null) => {}
+                Some(Value::Number(n)) if n.as_u64().is_some_and(|n| (1..=u32::MAX as u64).contains(&n)) => {
+                    *slot = n.as_u64().map(|n| n as u32)
+                }
+                Some(other) => self.err(
+                    &join_key("limits", key),
+                    format!("must be a whole number of messages, 1 or more (sends above it wait for approval), found {other}"),
+                ),
+            }
+        }
+        l
     }
 
     fn retry(&mut self, v: &Value, path: &str) -> RetryPolicy {

@@ -764,6 +764,12 @@ impl Exec {
         };
         let idempotent = action.idempotent_for(&input);
         let attempts_before = prev.as_ref().map_or(0, |p| p.attempts);
+        // The send ledger says an earlier attempt sent this message: it is not sent again.
+        if prev.is_some()
+            && let Some(output) = crate::policy::recorded(&inner, &self.run, &key, action.spec()).await
+        {
+            return self.policy_stop(step, &key, &input, crate::policy::Gate::AlreadySent { output }, attempts_before, started);
+        }
         if let Some(p) = &prev
             && p.status == StepStatus::Running
             && !idempotent
@@ -832,6 +838,13 @@ impl Exec {
             }
             tokio::time::sleep(wait).await;
         }
+        // The send policy, for a message to a person: decided and reserved in the store.
+        let message_key = match crate::policy::gate(&inner, &self.run, &key, action.spec(), a, &input, prev.as_ref()).await {
+            Ok(None) => None,
+            Ok(Some(crate::policy::Gate::Go { message_key })) => Some(message_key),
+            Ok(Some(gate)) => return self.policy_stop(step, &key, &input, gate, attempts_before, started),
+            Err(e) => return self.fail_action(step, a, &key, e, None, attempts_before.max(1), started, idempotent),
+        };
         let attempt = attempts_before + 1;
         let masked = self.masker.mask(&input);
         let idempotency_key = format!("{}:{}", self.run.id, key);
@@ -916,6 +929,10 @@ impl Exec {
             result
         };
         let elapsed = t0.elapsed();
+        if let Some(k) = &message_key {
+            let out = result.as_ref().ok().map(|o| self.masker.mask(o));
+            crate::policy::settle(&inner, k, &result, out).await;
+        }
         inner
             .metrics
             .step_seconds
@@ -954,6 +971,33 @@ impl Exec {
                 self.hold(step, &key, &id, e, masked, attempt, started)
             }
             Err(e) => self.fail_action(step, a, &key, e, Some(masked), attempt, started, idempotent),
+        }
+    }
+
+    /// The send policy's answer other than "go", in the journal in plain words: sent
+    /// before (its output), blocked (the run goes on, the output says why), deferred (the
+    /// run waits until then and decides again) or held for approval.
+    fn policy_stop(&mut self, step: &Step, key: &str, input: &Value, gate: crate::policy::Gate, attempts: i64, started: i64) -> Flow {
+        use crate::policy::Gate;
+        let masked = self.masker.mask(input);
+        let (status, output, stop) = match gate {
+            Gate::Go { .. } => return Ok(()),
+            Gate::AlreadySent { output } | Gate::Blocked { output } => (StepStatus::Succeeded, output, None),
+            Gate::Deferred { until, output } => {
+                (StepStatus::Waiting, output, Some(Stop::Park { status: RunStatus::Waiting, due_at: until }))
+            }
+            Gate::Held { output } => {
+                (StepStatus::Waiting, output, Some(Stop::Hold { connection: enlace_store::approval_hold(&self.run.recipe_id) }))
+            }
+        };
+        let entry = Entry { status, input: Some(masked), output: Some(output.clone()), error: None, attempts, started_at: started };
+        self.record(key, step, entry);
+        match stop {
+            Some(s) => Err(s),
+            None => {
+                self.set_output(&step.id, output);
+                Ok(())
+            }
         }
     }
 

@@ -26,6 +26,7 @@ pub mod links;
 pub mod mask;
 pub mod metrics;
 pub mod oauth;
+mod policy;
 pub mod poll;
 pub mod simulate;
 
@@ -386,6 +387,8 @@ impl Runner {
     pub async fn kill(&self, id: &str) -> Result<(RecipeRow, u64), RunnerError> {
         let row = self.set_enabled(id, false).await?;
         let n = self.inner.store.cancel_recipe_runs(id, "cancelled by the kill switch: the recipe was stopped", self.now_ms()).await?;
+        // Its messages held for approval go with their runs.
+        self.inner.store.cancel_held_sends(id, self.now_ms()).await?;
         tracing::warn!(recipe = %id, cancelled = n, "kill switch: the recipe is disabled and its pending runs are cancelled");
         Ok((row, n))
     }

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub retries: Family<Labels, Counter>,
     /// OAuth2 token refreshes, by outcome (`ok` or the error class).
     pub oauth_refreshes: Family<Labels, Counter>,
+    /// Send policy decisions about messages to people, by decision.
+    pub send_decisions: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -46,11 +48,30 @@ impl Default for Metrics {
         registry.register("step_duration_seconds", "Latency of action calls, by app and action", step_seconds.clone());
         registry.register("step_retries", "Retries scheduled for action steps, by error class", retries.clone());
         registry.register("oauth_refreshes", "OAuth2 token refreshes, by outcome (ok, or the error class)", oauth_refreshes.clone());
-        Metrics { registry: Mutex::new(registry), events_accepted, events_duplicate, runs, step_seconds, retries, oauth_refreshes }
+        let send_decisions = Family::<Labels, Counter>::default();
+        registry.register(
+            "send_decisions",
+            "Send policy decisions about messages to people (sent, deferred, blocked, held)",
+            send_decisions.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            events_accepted,
+            events_duplicate,
+            runs,
+            step_seconds,
+            retries,
+            oauth_refreshes,
+            send_decisions,
+        }
     }
 }
 
 impl Metrics {
+    pub(crate) fn policy_decisions(&self, decision: &str) {
+        self.send_decisions.get_or_create(&vec![("decision", decision.to_string())]).inc();
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -24,6 +24,7 @@ pub mod gdpr;
 mod journeys;
 mod pg;
 mod polling;
+mod sends;
 mod sqlite;
 pub mod testing;
 mod types;
@@ -44,6 +45,7 @@ pub use enlace_core::contacts::{
 };
 pub use journeys::{Entered, EntryRule, JourneyEntry, may_enter};
 pub use polling::*;
+pub use sends::{Decide, LedgerRow, LedgerWrite, RecipientFacts, SendFacts, SendRequest, approval_hold, status as send_status};
 pub use types::*;
 
 /// What went wrong in the store. Callers map these to API errors; none of them is "the

@@ -174,6 +174,7 @@ both!(
     contacts_phone_decisions_reach_contacts_and_the_suppression_list,
     gdpr_export_has_everything_and_erase_leaves_no_trace,
     gdpr_audience_removals_queue_claim_retry_and_lease,
+    send_ledger_reservations_pass_a_cap_once_and_keep_their_key,
 );
 
 async fn backend_facts(kind: Kind) {
@@ -1748,4 +1749,88 @@ async fn gdpr_audience_removals_queue_claim_retry_and_lease(kind: Kind) {
     s.apply_contact(consent_op(&cy.id, "ads", ConsentStatus::Withdrawn, 6), write(None, vec![], 6)).await.unwrap();
     assert_eq!(s.audience_removals(None, 10).await.unwrap().len(), 2);
     db.finish().await;
+}
+
+/// Twenty runs decide at once about one contact whose cap is 3: exactly three pass (the
+/// reservation counts in its own transaction); a message's rows are found again by its key
+/// (a retry, a replay), settled once; the policy's settings are kept and checked.
+async fn send_ledger_reservations_pass_a_cap_once_and_keep_their_key(kind: Kind) {
+    use enlace_core::contacts::{ContactOp, WriteContext};
+    use enlace_core::policy::{PolicySettings, RecipientKind};
+    let db = Db::new(kind).await;
+    let store = db.store();
+    let w = ContactWrite { ctx: WriteContext::default(), subs: vec![], now: 1_000 };
+    let op = ContactOp::Upsert { email: "ana@example.com".into(), fields: Default::default() };
+    let contact = store.apply_contact(op, w).await.unwrap().outcome.contact;
+    let request = |i: usize| SendRequest {
+        message_key: format!("run-{i}:mail"),
+        recipe_id: format!("recipe-{}", i % 2),
+        run_id: format!("run-{i}"),
+        step_key: "mail".into(),
+        channel: "email".into(),
+        purpose: "marketing".into(),
+        transactional: false,
+        kind: RecipientKind::Email,
+        recipients: vec!["Ana@Example.com".into()],
+        window_ms: 30 * 86_400_000,
+        now: 10_000 + i as i64,
+    };
+    let decide = || -> Decide {
+        Box::new(|f: &SendFacts| {
+            let status = if f.recipients[0].sent.len() < 3 { send_status::RESERVED } else { send_status::DEFERRED };
+            Some(LedgerWrite {
+                status,
+                reason: None,
+                until: None,
+                timeline: (status == send_status::DEFERRED).then_some("message_deferred"),
+            })
+        })
+    };
+    let mut set = JoinSet::new();
+    for i in 0..20 {
+        let (s, r, d) = (store.clone(), request(i), decide());
+        set.spawn(async move { s.reserve_send(r, d).await.unwrap().1.unwrap().status });
+    }
+    let mut passed = 0;
+    while let Some(status) = set.join_next().await {
+        passed += usize::from(status.unwrap() == send_status::RESERVED);
+    }
+    assert_eq!(passed, 3, "exactly three pass a cap of three");
+
+    // The same message again (a retry): its row is there, under its contact.
+    let (facts, _) = store.reserve_send(request(0), Box::new(|_| None)).await.unwrap();
+    assert_eq!(facts.previous.len(), 1);
+    assert_eq!(facts.previous[0].recipient, "ana@example.com");
+    assert_eq!(facts.previous[0].contact_id.as_deref(), Some(contact.id.as_str()));
+    assert!(facts.recipe_last_day <= 3 && (2..=3).contains(&facts.recipients[0].sent.len()), "{facts:?}");
+    let reserved: Vec<String> = {
+        let mut v = vec![];
+        for i in 0..20 {
+            let rows = store.message_rows(&format!("run-{i}:mail")).await.unwrap();
+            if rows[0].status == send_status::RESERVED {
+                v.push(rows[0].message_key.clone());
+            }
+        }
+        v
+    };
+    store.settle_send(&reserved[0], true, Some(json!({"message_id": "m-1"})), 20_000).await.unwrap();
+    store.settle_send(&reserved[1], false, None, 20_000).await.unwrap();
+    let rows = store.message_rows(&reserved[0]).await.unwrap();
+    assert_eq!((rows[0].status.as_str(), rows[0].output.clone()), ("sent", Some(json!({"message_id": "m-1"}))));
+    let rows = store.message_rows(&reserved[1]).await.unwrap();
+    assert_eq!((rows[0].status.as_str(), rows[0].sent_at), ("released", None), "a released slot counts no more");
+    let detail = store.contact_detail(ContactKey::Id(contact.id.clone())).await.unwrap().unwrap();
+    let kinds: Vec<&str> = detail.timeline.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "message_sent").count(), 1);
+    assert_eq!(kinds.iter().filter(|k| **k == "message_deferred").count(), 17);
+
+    // Settings: defaults until saved; a bad one is refused and changes nothing.
+    assert_eq!(store.policy_settings().await.unwrap(), PolicySettings::default());
+    let mut p = PolicySettings { default_timezone: "Europe/Paris".into(), ..PolicySettings::default() };
+    store.set_policy_settings(&p, 1).await.unwrap();
+    assert_eq!(store.policy_settings().await.unwrap().default_timezone, "Europe/Paris");
+    p.default_timezone = "Paris".into();
+    let e = store.set_policy_settings(&p, 2).await.unwrap_err().to_string();
+    assert!(e.contains("default_timezone: `Paris` is not an IANA time zone"), "{e}");
+    assert_eq!(store.policy_settings().await.unwrap().default_timezone, "Europe/Paris");
 }

@@ -8,6 +8,7 @@ pub mod connections;
 pub mod connectors;
 pub mod contacts;
 pub mod gdpr;
+pub mod policy;
 pub mod recipes;
 pub mod runs;
 pub mod triggers;
@@ -71,6 +72,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(gdpr::export))
         .routes(routes!(gdpr::erasures))
         .routes(routes!(gdpr::removals))
+        .routes(routes!(policy::get, policy::put))
+        .routes(routes!(policy::list))
+        .routes(routes!(policy::decide))
         .routes(routes!(admin::list_secrets))
         .routes(routes!(admin::put_secret, admin::delete_secret))
         .routes(routes!(admin::list_tokens, admin::create_token))

@@ -1,0 +1,212 @@
+//! The send ledger on PostgreSQL: [`SendTx`] over the contact store's connection wrapper. A
+//! reservation is one transaction that first takes a transaction-scoped advisory lock per
+//! key (the recipe, then each recipient's contact or address, in order): two runs deciding
+//! about the same person wait for each other, so both cannot pass a full cap.
+
+use enlace_core::policy::PastSend;
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use super::contacts::Tx;
+use super::{Pg, pg_err};
+use crate::sends::{Decide, LedgerRow, LedgerWrite, SendFacts, SendRequest, SendTx, reserve, settle, status};
+use crate::sqlite::{json_text, parse_json};
+use crate::{Millis, Result};
+
+const COLS: &str = "id, message_key, recipient, contact_id, recipe_id, run_id, step_key, channel, purpose, transactional, status, reason, until, sent_at, decided_at, output";
+
+fn row_of(r: &PgRow) -> LedgerRow {
+    LedgerRow {
+        id: r.get("id"),
+        message_key: r.get("message_key"),
+        recipient: r.get("recipient"),
+        contact_id: r.get("contact_id"),
+        recipe_id: r.get("recipe_id"),
+        run_id: r.get("run_id"),
+        step_key: r.get("step_key"),
+        channel: r.get("channel"),
+        purpose: r.get("purpose"),
+        transactional: r.get("transactional"),
+        status: r.get("status"),
+        reason: r.get("reason"),
+        until: r.get("until"),
+        sent_at: r.get("sent_at"),
+        decided_at: r.get("decided_at"),
+        output: parse_json(r.get("output")),
+    }
+}
+
+impl SendTx for Tx<'_> {
+    async fn lock_keys(&mut self, keys: &[String]) -> Result<()> {
+        for k in keys {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+                .bind(format!("enlace-send:{k}"))
+                .execute(&mut *self.0)
+                .await
+                .map_err(pg_err)?;
+        }
+        Ok(())
+    }
+
+    async fn message_rows(&mut self, message_key: &str) -> Result<Vec<LedgerRow>> {
+        let sql = format!("SELECT {COLS} FROM send_ledger WHERE message_key = $1 ORDER BY recipient");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(message_key).fetch_all(&mut *self.0).await.map_err(pg_err)?;
+        Ok(rows.iter().map(row_of).collect())
+    }
+
+    async fn past_sends(&mut self, contact_id: Option<&str>, address: &str, since: Millis, except: &str) -> Result<Vec<PastSend>> {
+        let (sql, key) = match contact_id {
+            Some(id) => (
+                "SELECT channel, sent_at FROM send_ledger WHERE contact_id = $1 AND sent_at > $2 AND NOT transactional AND message_key <> $3",
+                id,
+            ),
+            None => (
+                "SELECT channel, sent_at FROM send_ledger WHERE recipient = $1 AND sent_at > $2 AND NOT transactional AND message_key <> $3",
+                address,
+            ),
+        };
+        let rows = sqlx::query(sql).bind(key).bind(since).bind(except).fetch_all(&mut *self.0).await.map_err(pg_err)?;
+        Ok(rows.iter().map(|r| PastSend { channel: r.get("channel"), at: r.get("sent_at") }).collect())
+    }
+
+    async fn recipe_sends(&mut self, recipe_id: &str, since: Millis) -> Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM send_ledger WHERE recipe_id = $1 AND sent_at > $2")
+            .bind(recipe_id)
+            .bind(since)
+            .fetch_one(&mut *self.0)
+            .await
+            .map_err(pg_err)
+    }
+
+    async fn put_row(&mut self, r: &LedgerRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO send_ledger (id, message_key, recipient, contact_id, recipe_id, run_id, step_key, channel, purpose, transactional, status, reason, until, sent_at, decided_at, output)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+             ON CONFLICT (message_key, recipient) DO UPDATE SET contact_id = excluded.contact_id, run_id = excluded.run_id,
+               status = excluded.status, reason = excluded.reason, until = excluded.until, sent_at = excluded.sent_at,
+               decided_at = excluded.decided_at, output = excluded.output",
+        )
+        .bind(&r.id)
+        .bind(&r.message_key)
+        .bind(&r.recipient)
+        .bind(&r.contact_id)
+        .bind(&r.recipe_id)
+        .bind(&r.run_id)
+        .bind(&r.step_key)
+        .bind(&r.channel)
+        .bind(&r.purpose)
+        .bind(r.transactional)
+        .bind(&r.status)
+        .bind(&r.reason)
+        .bind(r.until)
+        .bind(r.sent_at)
+        .bind(r.decided_at)
+        .bind(r.output.as_ref().map(json_text))
+        .execute(&mut *self.0)
+        .await
+        .map_err(pg_err)?;
+        Ok(())
+    }
+}
+
+impl Pg {
+    pub(crate) async fn reserve_send(&self, r: SendRequest, decide: Decide) -> Result<(SendFacts, Option<LedgerWrite>)> {
+        let mut tx = self.pool.begin().await.map_err(pg_err)?;
+        let out = reserve(&mut Tx(&mut tx), r, decide).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(out)
+    }
+
+    pub(crate) async fn settle_send(&self, message_key: &str, sent: bool, output: Option<Value>, now: Millis) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(pg_err)?;
+        settle(&mut Tx(&mut tx), message_key, sent, output, now).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(())
+    }
+
+    pub(crate) async fn message_rows(&self, message_key: &str) -> Result<Vec<LedgerRow>> {
+        let mut c = self.pool.acquire().await.map_err(pg_err)?;
+        Tx(&mut c).message_rows(message_key).await
+    }
+
+    pub(crate) async fn held_sends(&self, recipe_id: Option<&str>) -> Result<Vec<LedgerRow>> {
+        let sql = format!(
+            "SELECT {} FROM send_ledger l JOIN runs r ON r.id = l.run_id WHERE l.status = 'held' AND r.status = 'waiting' AND ($1::text IS NULL OR l.recipe_id = $1) ORDER BY l.decided_at, l.id LIMIT 1000",
+            COLS.split(", ").map(|c| format!("l.{c}")).collect::<Vec<_>>().join(", ")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(recipe_id).fetch_all(&self.pool).await.map_err(pg_err)?;
+        Ok(rows.iter().map(row_of).collect())
+    }
+
+    pub(crate) async fn decide_held_sends(
+        &self,
+        recipe_id: &str,
+        keys: Option<Vec<String>>,
+        approve: bool,
+        now: Millis,
+    ) -> Result<Vec<LedgerRow>> {
+        let mut tx = self.pool.begin().await.map_err(pg_err)?;
+        let sql = format!("SELECT {COLS} FROM send_ledger WHERE recipe_id = $1 AND status = 'held' ORDER BY id FOR UPDATE");
+        let rows: Vec<LedgerRow> = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(recipe_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(row_of)
+            .filter(|r| keys.as_ref().is_none_or(|k| k.contains(&r.message_key)))
+            .collect();
+        let to = if approve { status::APPROVED } else { status::REJECTED };
+        let mut out = vec![];
+        for mut r in rows {
+            sqlx::query("UPDATE send_ledger SET status = $1, decided_at = $2 WHERE id = $3")
+                .bind(to)
+                .bind(now)
+                .bind(&r.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_err)?;
+            r.status = to.to_string();
+            r.decided_at = now;
+            out.push(r);
+        }
+        // Every held run of the recipe runs again (those still held hold again), with the wake-up.
+        sqlx::query(
+            "WITH notes AS (UPDATE runs SET status = 'queued', due_at = $1, held_connection = NULL, updated_at = $1
+               WHERE held_connection = $2 AND status = 'waiting' RETURNING due_at)
+             SELECT (SELECT count(*) FROM (SELECT pg_notify('enlace_runs', MIN(due_at)::text) FROM notes HAVING count(*) > 0) n)",
+        )
+        .bind(now)
+        .bind(crate::sends::approval_hold(recipe_id))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(out)
+    }
+
+    pub(crate) async fn cancel_held_sends(&self, recipe_id: &str, now: Millis) -> Result<u64> {
+        Ok(sqlx::query("UPDATE send_ledger SET status = 'cancelled', decided_at = $1 WHERE recipe_id = $2 AND status = 'held'")
+            .bind(now)
+            .bind(recipe_id)
+            .execute(&self.pool)
+            .await
+            .map_err(pg_err)?
+            .rows_affected())
+    }
+
+    pub(crate) async fn policy_text(&self) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT settings FROM send_policy WHERE id = 1").fetch_optional(&self.pool).await.map_err(pg_err)
+    }
+
+    pub(crate) async fn set_policy_text(&self, text: String, now: Millis) -> Result<()> {
+        sqlx::query("INSERT INTO send_policy (id, settings, updated_at) VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at")
+            .bind(&text)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(pg_err)?;
+        Ok(())
+    }
+}
