@@ -17,4 +17,5 @@ mod runner;
 mod scale;
 mod server;
 mod smtp;
+mod timeline;
 mod twilio;

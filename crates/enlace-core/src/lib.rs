@@ -23,6 +23,7 @@ pub mod inbound;
 pub mod manifest;
 pub mod oauth;
 pub mod registry;
+pub mod scoring;
 pub mod secret;
 pub mod trigger;
 

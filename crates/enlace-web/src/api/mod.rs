@@ -9,6 +9,7 @@ pub mod connectors;
 pub mod contacts;
 pub mod recipes;
 pub mod runs;
+pub mod timeline;
 pub mod triggers;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -67,6 +68,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(connections::set_credentials))
         .routes(routes!(contacts::list, contacts::upsert))
         .routes(routes!(contacts::get, contacts::delete))
+        .routes(routes!(timeline::record))
+        .routes(routes!(timeline::timeline))
+        .routes(routes!(timeline::get_scoring, timeline::put_scoring))
         .routes(routes!(admin::list_secrets))
         .routes(routes!(admin::put_secret, admin::delete_secret))
         .routes(routes!(admin::list_tokens, admin::create_token))
