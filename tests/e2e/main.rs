@@ -18,4 +18,5 @@ mod scale;
 mod server;
 mod smtp;
 mod timeline;
+mod track;
 mod twilio;

@@ -38,6 +38,29 @@ pub fn read_unsubscribe_token(store: &Store, token: &str) -> Option<Unsubscribe>
     Some(Unsubscribe { email: email.to_string(), purpose: purpose.to_string() })
 }
 
+/// The signing context of contact tokens (web tracking).
+const CONTACT: &str = "contact";
+
+/// A contact token: `base64url(contact id) "." base64url(signature)`. It names a contact
+/// to `POST /track` (a website's page views) without an API token; tracked email links carry
+/// it to the site. It holds no email or other personal data, only the contact's random id.
+pub fn contact_token(store: &Store, contact_id: &str) -> String {
+    let sig = store.sign_link(CONTACT, contact_id.as_bytes());
+    format!("{}.{}", URL_SAFE_NO_PAD.encode(contact_id.as_bytes()), URL_SAFE_NO_PAD.encode(sig))
+}
+
+/// The contact id a token names; `None` when it is malformed or not signed by this
+/// installation.
+pub fn read_contact_token(store: &Store, token: &str) -> Option<String> {
+    let (data, sig) = token.split_once('.')?;
+    let data = URL_SAFE_NO_PAD.decode(data).ok()?;
+    let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
+    if !store.verify_link(CONTACT, &data, &sig) {
+        return None;
+    }
+    String::from_utf8(data).ok().filter(|id| !id.is_empty())
+}
+
 /// The runner's [`enlace_core::Links`]: the store's key and the public address.
 pub(crate) struct SignedLinks {
     pub store: Store,
@@ -71,5 +94,17 @@ mod tests {
         // Another installation's key does not read it.
         let other = Store::temporary().await.unwrap();
         assert_eq!(read_unsubscribe_token(&other, &t), None);
+    }
+
+    #[tokio::test]
+    async fn contact_tokens_read_back_and_refuse_tampering() {
+        let store = Store::temporary().await.unwrap();
+        let t = contact_token(&store, "0193a1f2-7c4e-7d2a-9b1e-5f3c2a1b0c9d");
+        assert_eq!(read_contact_token(&store, &t).as_deref(), Some("0193a1f2-7c4e-7d2a-9b1e-5f3c2a1b0c9d"));
+        let (_, sig) = t.split_once('.').unwrap();
+        assert_eq!(read_contact_token(&store, &format!("{}.{sig}", URL_SAFE_NO_PAD.encode("another-id"))), None);
+        // An unsubscribe token is not a contact token (another signing context).
+        assert_eq!(read_contact_token(&store, &unsubscribe_token(&store, "a@b.c", "m")), None);
+        assert_eq!(read_contact_token(&Store::temporary().await.unwrap(), &t), None);
     }
 }
