@@ -152,3 +152,48 @@ async fn track_checks_origin_token_page_and_size_and_stores_a_view_once() {
     assert_eq!(views(&s, &id).await.len(), 1, "nothing refused was stored");
     assert!(s.store.contact(ContactKey::Id(id)).await.unwrap().is_some());
 }
+
+/// Email opens and clicks: the pixel records `email_opened`; a click records `email_clicked`
+/// and leads to the signed address only, with the contact's token for `/track.js`.
+async fn opens_and_clicks_are_recorded_and_clicks_lead_only_where_signed() {
+    let enlace = Arc::new(Mutex::new(String::new()));
+    let site = site(enlace).await;
+    let s = server_for(site).await;
+    let id = contact(&s, "bo@example.com").await;
+    let store = &s.store;
+    let open = enlace_runner::links::open_token(store, "Bo@Example.com", "run-1:send");
+    let r = s.http.get(s.url(&format!("/o/{open}"))).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["content-type"].to_str().unwrap()), (200, "image/gif"));
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let dest = format!("http://{site}/products/dog-food?src=mail#top");
+    let click = enlace_runner::links::click_token(store, "bo@example.com", "run-1:send", &dest);
+    let r = no_redirect.get(s.url(&format!("/c/{click}"))).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let token = enlace_runner::links::contact_token(store, &id);
+    assert_eq!(r.headers()["location"].to_str().unwrap(), format!("http://{site}/products/dog-food?src=mail&enl={token}#top"));
+    // A token signed for another address: refused, no redirect anywhere.
+    let (_, sig) = click.split_once('.').unwrap();
+    use base64::Engine as _;
+    let forged =
+        format!("{}.{sig}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("bo@example.com\nrun-1:send\nhttps://evil.example/"));
+    let r = no_redirect.get(s.url(&format!("/c/{forged}"))).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+    // An address that is not a contact: the redirect, nothing recorded, no token.
+    let stranger = enlace_runner::links::click_token(store, "nobody@example.com", "m", &dest);
+    let r = no_redirect.get(s.url(&format!("/c/{stranger}"))).send().await.unwrap();
+    assert_eq!(r.headers()["location"].to_str().unwrap(), dest);
+
+    let tl = s
+        .store
+        .timeline_page(&id, &TimelineQuery { kinds: vec!["email_opened".into(), "email_clicked".into()], ..Default::default() })
+        .await
+        .unwrap();
+    let got: Vec<(&str, Value)> = tl.iter().map(|e| (e.kind.as_str(), e.data.clone())).collect();
+    assert_eq!(
+        got,
+        [("email_clicked", json!({"message_id": "run-1:send", "url": dest})), ("email_opened", json!({"message_id": "run-1:send"}))]
+    );
+}
+
+on_both_backends!(opens_and_clicks_are_recorded_and_clicks_lead_only_where_signed);

@@ -326,6 +326,18 @@ pub trait Links: Send + Sync {
     /// The one-click unsubscribe address (RFC 8058) for `email` from `purpose` on the email
     /// channel; the error says why there is none (no public address configured).
     fn unsubscribe_url(&self, email: &str, purpose: &str) -> Result<String, String>;
+    /// The open pixel's address for a message (`message`: which send it was) to `email`:
+    /// loading it records `email_opened` on that contact's timeline.
+    fn open_url(&self, email: &str, message: &str) -> Result<String, String> {
+        let _ = (email, message);
+        Err("this runner signs no tracking links".into())
+    }
+    /// A click-tracking address that records `email_clicked` and redirects to `url` (only
+    /// to it: the address is signed).
+    fn click_url(&self, email: &str, message: &str, url: &str) -> Result<String, String> {
+        let _ = (email, message, url);
+        Err("this runner signs no tracking links".into())
+    }
 }
 
 /// Lowercases and trims an email and checks that it looks like one (`local@domain`, no

@@ -6,6 +6,7 @@
 //! leaves through [`error::ApiError`], one table of codes.
 
 pub mod api;
+pub mod email_tracking;
 pub mod error;
 pub mod hooks;
 pub mod oauth;
@@ -111,6 +112,7 @@ pub fn app(runner: Runner, config: WebConfig) -> Router {
         .merge(oauth::routes())
         .merge(unsubscribe::routes())
         .merge(track::routes())
+        .merge(email_tracking::routes())
         .merge(api_router)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), request_layer))
