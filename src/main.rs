@@ -464,7 +464,14 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     println!("Enlace listening on http://{addr}");
     let app = enlace_web::app(
         runner.clone(),
-        enlace_web::WebConfig { public_url: args.node.public_url.clone(), ..enlace_web::WebConfig::default() },
+        enlace_web::WebConfig {
+            public_url: args.node.public_url.clone(),
+            // The sites whose pages may send page views to POST /track (comma-separated origins).
+            track_origins: std::env::var("ENLACE_TRACK_ORIGINS")
+                .map(|v| v.split(',').map(|o| o.trim().trim_end_matches('/').to_string()).filter(|o| !o.is_empty()).collect())
+                .unwrap_or_default(),
+            ..enlace_web::WebConfig::default()
+        },
     );
     enlace_web::serve(listener, app, shutdown_signal()).await?;
     tracing::info!("stopped taking requests; draining runs in flight");

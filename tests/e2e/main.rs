@@ -22,4 +22,6 @@ mod scale;
 mod server;
 mod simulate;
 mod smtp;
+mod timeline;
+mod track;
 mod twilio;

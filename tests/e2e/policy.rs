@@ -55,7 +55,7 @@ steps:
 
 async fn contact(store: &Store, clock: &ManualClock, email: &str, fields: Value) -> String {
     let fields: Map<String, Value> = fields.as_object().cloned().unwrap_or_default();
-    let w = ContactWrite { ctx: WriteContext::default(), subs: vec![], now: clock.now_ms() };
+    let w = ContactWrite { ctx: WriteContext::default(), subs: vec![], events: vec![], now: clock.now_ms() };
     store.apply_contact(ContactOp::Upsert { email: email.into(), fields }, w).await.unwrap().outcome.contact.id
 }
 
@@ -72,7 +72,10 @@ async fn consent(store: &Store, clock: &ManualClock, email: &str, channel: &str,
         key: ContactKey::Email(email.into()),
         consent: NewConsent { purpose: "marketing".into(), channel: channel.into(), status, evidence },
     };
-    store.apply_contact(op, ContactWrite { ctx: WriteContext::default(), subs: vec![], now: clock.now_ms() }).await.unwrap();
+    store
+        .apply_contact(op, ContactWrite { ctx: WriteContext::default(), subs: vec![], events: vec![], now: clock.now_ms() })
+        .await
+        .unwrap();
 }
 
 /// The step's output and its policy decision.
@@ -191,7 +194,12 @@ async fn a_stop_by_sms_blocks_the_next_sms_from_every_recipe() {
         },
     };
     clock.advance(Duration::from_secs(60));
-    let w = ContactWrite { ctx: WriteContext { op_key: Some("SM0123".into()), run_id: None }, subs: vec![], now: clock.now_ms() };
+    let w = ContactWrite {
+        ctx: WriteContext { op_key: Some("SM0123".into()), run_id: None },
+        subs: vec![],
+        events: vec![],
+        now: clock.now_ms(),
+    };
     store.apply_phone_consent("+14155552671", stop, w).await.unwrap();
 
     for id in ["promo", "reminder", "alert"] {

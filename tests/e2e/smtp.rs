@@ -660,3 +660,79 @@ steps:
     let detail: Value = s.api(Method::GET, &format!("/api/v1/runs/{run_id}")).send().await.unwrap().json().await.unwrap();
     assert_eq!(detail["error"]["path"], "to", "{detail}");
 }
+
+#[tokio::test]
+async fn a_tracked_email_records_its_open_and_click_on_the_contact() {
+    let smtp = SmtpServer::start().await;
+    let s = TestServer::start().await;
+    assert_eq!(create_connection(&s, "news", smtp.credentials(PASSWORD)).await.status(), 201);
+    let c: Value =
+        s.api(Method::POST, "/api/v1/contacts").json(&json!({"email": "ada@example.org"})).send().await.unwrap().json().await.unwrap();
+    let id = c["contact"]["id"].as_str().unwrap().to_string();
+    // A marketing email needs the contact's consent (the send policy).
+    let consent = enlace_core::contacts::NewConsent {
+        purpose: "marketing".into(),
+        channel: "email".into(),
+        status: enlace_store::ConsentStatus::Granted,
+        evidence: enlace_core::contacts::Evidence {
+            source: "signup form".into(),
+            ip: None,
+            text: None,
+            recorded_at: 0,
+            run_id: None,
+            details: Default::default(),
+        },
+    };
+    let op = enlace_core::contacts::ContactOp::RecordConsent { key: enlace_store::ContactKey::Id(id.clone()), consent };
+    s.runner.contacts().apply(Default::default(), op).await.unwrap();
+    let yaml = r#"
+id: promo
+trigger: {app: webhook, event: catch, with: {path: promo}}
+steps:
+  - id: mail
+    app: smtp
+    action: send_email
+    connection: news
+    with:
+      from: "Example News <news@example.com>"
+      to: "{{trigger.body.email}}"
+      subject: "Spring offers"
+      html: "<html><body><p><a href=\"https://shop.example.com/toys?c=spring&amp;x=1\">New toys</a></p></body></html>"
+      track: true
+"#;
+    install_recipe(&s, yaml.to_string()).await;
+    let run_id = fire(&s, "promo", json!({"email": "ada@example.org"})).await;
+    status(&s.store, &run_id, RunStatus::Succeeded).await;
+    let mail = read_mail(&smtp.messages()[0]);
+    let html = mail["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["base64"].as_str())
+        .map(|b| String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b).unwrap()).unwrap())
+        .find(|t| t.contains("New toys"))
+        .unwrap_or_else(|| mail.to_string());
+    let attr = |name: &str| {
+        let start = html.find(&format!("{name}=\"")).unwrap_or_else(|| panic!("no {name} in {html}")) + name.len() + 2;
+        html[start..start + html[start..].find('"').unwrap()].replace("&amp;", "&")
+    };
+    let (click, pixel) = (attr("href"), attr("src"));
+    assert!(click.starts_with(&s.url("/c/")) && pixel.starts_with(&s.url("/o/")), "{html}");
+    assert!(!html.contains("https://shop.example.com/toys"), "the address itself is only inside the signed link: {html}");
+    assert_eq!(s.http.get(&pixel).send().await.unwrap().status(), 200);
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_redirect.get(&click).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(r.headers()["location"].to_str().unwrap().starts_with("https://shop.example.com/toys?c=spring&x=1&enl="), "{:?}", r.headers());
+    let tl: Value = s
+        .api(Method::GET, &format!("/api/v1/contacts/{id}/timeline?kind=email_opened,email_clicked"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = tl["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["email_clicked", "email_opened"], "{tl}");
+    assert_eq!(tl["events"][0]["data"]["url"], "https://shop.example.com/toys?c=spring&x=1");
+}

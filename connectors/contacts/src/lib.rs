@@ -1,8 +1,9 @@
 //! The `contacts` app: Enlace's embedded CRM, which works with no outside app.
 //!
 //! Actions upsert contacts by email, tag them, set fields, record consent per purpose and
-//! channel with its evidence, add notes and find contacts. Triggers start recipes when a
-//! contact is created or updated, or gets a tag. The store is Enlace's own database: the
+//! channel with its evidence, add notes, record activity on the timeline and find contacts.
+//! Triggers start recipes when a contact is created or updated, gets a tag, or has an entry
+//! of some kind written to its timeline. The store is Enlace's own database: the
 //! actions reach it through the [`ContactsBackend`] the runner lends each call in
 //! `ActionContext::extensions` (they make no HTTP request, so `HTTP_ONLY` is false and a
 //! dry run does not call them), and the runner starts the triggered recipes in the same
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use enlace_core::contacts::{
     Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, ContactOutcome, ContactTrigger, ContactsBackend, ContactsError,
-    Evidence, NewConsent, Note, TimelineEvent, WriteContext, check_channel, check_purpose, normalize_email, normalize_tag,
+    Evidence, NewConsent, Note, TimelineEvent, WriteContext, check_channel, check_kind, check_purpose, normalize_email, normalize_tag,
 };
 use enlace_core::manifest::schema_of;
 use enlace_core::{Action, ActionContext, Connector, ConnectorError, Idempotency, TriggerKind, TriggerSpec};
@@ -30,12 +31,15 @@ pub fn connector() -> Connector {
         "Contacts",
         "Enlace's built-in contact store: contacts by email with fields and tags, consent per purpose and channel with its evidence, notes, and a timeline of every change.",
     )
+    // 2: contacts carry their lead score; the timeline's activities (`record_event`, `contacts.event`).
+    .version("2")
     .action(UpsertContact)
     .action(SetFields)
     .action(AddTag)
     .action(RemoveTag)
     .action(RecordConsent)
     .action(AddNote)
+    .action(RecordEvent)
     .action(FindContact);
     for t in ContactTrigger::ALL {
         b = b.builtin_trigger(trigger_spec(t));
@@ -116,6 +120,7 @@ fn sample_contact() -> Contact {
         created_at: 1_764_115_200_000,
         updated_at: 1_764_118_800_000,
         version: 3,
+        score: 12.5,
     }
 }
 
@@ -484,6 +489,86 @@ impl Action for AddNote {
     }
 }
 
+// ---- record_event ----
+
+/// The `with` map of `contacts.record_event`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventInput {
+    /// The contact's email (compared case-insensitively). Give this or `contact_id`.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The contact's id. Give this or `email`.
+    #[serde(default)]
+    pub contact_id: Option<String>,
+    /// What happened, a slug: `email_sent`, `email_opened`, `email_clicked`, `email_replied`,
+    /// `sms_sent`, `sms_delivered`, `sms_stop`, `page_viewed`, `form_submitted`,
+    /// `cart_abandoned`, `purchase`, `consent_given`, `consent_withdrawn`, or a kind of your
+    /// own (lowercase letters, digits and `_`).
+    pub kind: String,
+    /// The details, a JSON object (`page_viewed`: `{url, title, duration_ms, referrer}`;
+    /// `purchase`: `{order_id, items, total, currency}`), up to 16 KiB.
+    #[serde(default)]
+    pub data: Map<String, Value>,
+    /// When it happened, in RFC 3339 (`2026-11-25T14:03:00Z`). Defaults to now.
+    #[serde(default)]
+    pub at: Option<String>,
+}
+
+/// The timeline entry as stored.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct EventOutput {
+    /// False when this step had already recorded it (a retry).
+    pub recorded: bool,
+    pub event: TimelineEvent,
+    /// The contact, with its score after this entry.
+    pub contact: Contact,
+}
+
+/// `contacts.record_event`.
+pub struct RecordEvent;
+
+impl Action for RecordEvent {
+    type Input = EventInput;
+    type Output = EventOutput;
+    const ID: &'static str = "record_event";
+    const NAME: &'static str = "Record an activity on the timeline";
+    const DESCRIPTION: &'static str = "Writes an entry (a page view, a purchase, a form submitted...) on a contact's timeline, scores it, and starts the `contacts.event` recipes of its kind.";
+    // Stored once per step (the idempotency key): a retried step records nothing twice.
+    const IDEMPOTENCY: Idempotency = Idempotency::Key;
+    const HTTP_ONLY: bool = false;
+
+    fn sample() -> EventOutput {
+        EventOutput {
+            recorded: true,
+            event: TimelineEvent {
+                id: "0193a1f2-9b20-7c4d-9e5f-2b3c4d5e6f72".into(),
+                kind: "purchase".into(),
+                data: json!({"order_id": "A-1001", "total": 42.5, "currency": "EUR", "items": [{"sku": "DOG-FOOD-2KG", "qty": 1, "price": 42.5}]}),
+                run_id: Some("0193a1f2-7000-7000-8000-000000000001".into()),
+                at: 1_764_118_800_000,
+            },
+            contact: sample_contact(),
+        }
+    }
+
+    async fn call(&self, ctx: &ActionContext, input: EventInput) -> Result<EventOutput, ConnectorError> {
+        let (key, field) = Target { email: input.email, contact_id: input.contact_id }.key()?;
+        check_kind(&input.kind).map_err(|m| ConnectorError::bad_input("kind", m))?;
+        let at =
+            match &input.at {
+                Some(t) => Some(chrono::DateTime::parse_from_rfc3339(t.trim()).map(|t| t.timestamp_millis()).map_err(|_| {
+                    ConnectorError::bad_input("at", format!("`{t}` is not an RFC 3339 time (like `2026-11-25T14:03:00Z`)"))
+                })?),
+                None => None,
+            };
+        let op = ContactOp::RecordEvent { key, kind: input.kind, data: Value::Object(input.data), at };
+        let out = apply(ctx, op, field).await?;
+        let event = out.event.ok_or_else(|| ConnectorError::permanent("the contact store recorded no event"))?;
+        Ok(EventOutput { recorded: out.changed, event, contact: out.contact })
+    }
+}
+
 // ---- find_contact ----
 
 /// What `contacts.find_contact` found.
@@ -561,11 +646,36 @@ pub struct TagConfig {
     pub tag: Option<String>,
 }
 
+/// The `with` of `contacts.event`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct EventConfig {
+    /// Start only for timeline entries of this kind (`page_viewed`, `purchase`,
+    /// `score_threshold`). Without it, every entry starts the recipe.
+    #[serde(default)]
+    pub kind: Option<String>,
+}
+
+/// A timeline entry as `contacts.event` gives it.
+#[derive(Debug, Serialize, JsonSchema)]
+#[allow(dead_code)]
+struct EventOfTrigger {
+    /// The timeline entry's id.
+    id: String,
+    /// The kind (`page_viewed`).
+    kind: String,
+    /// The entry's details.
+    data: Value,
+    /// When it happened (Unix milliseconds).
+    at: i64,
+}
+
 /// What a contact trigger's run sees as `trigger`.
 #[derive(Debug, Serialize, JsonSchema)]
 #[allow(dead_code)]
 struct TriggerEvent {
-    /// The trigger: `contact_created`, `contact_updated` or `tag_added`.
+    /// The trigger: `contact_created`, `contact_updated`, `tag_added` or `event`.
     trigger: String,
     /// The contact after the change.
     contact: Contact,
@@ -575,6 +685,9 @@ struct TriggerEvent {
     /// `contact_updated`: the names of the fields that changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     changed: Option<Vec<String>>,
+    /// `event`: the timeline entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<EventOfTrigger>,
     /// The run that made the change, if a recipe did.
     #[serde(skip_serializing_if = "Option::is_none")]
     run_id: Option<String>,
@@ -597,12 +710,21 @@ fn trigger_spec(t: ContactTrigger) -> TriggerSpec {
             "Starts the recipe when a tag is added to a contact (once per addition: a retried step does not start it again), optionally only for one tag. `trigger.tag` is the tag.",
             schema_of::<TagConfig>(),
         ),
+        ContactTrigger::Event => (
+            "When an activity is recorded",
+            "Starts the recipe when an entry is written to a contact's timeline (an activity recorded with `contacts.record_event`, `POST /track`, an email opened or clicked, a scoring threshold crossed, or any change), optionally only for one kind; once per entry. `trigger.event` is `{kind, data, at}`.",
+            schema_of::<EventConfig>(),
+        ),
     };
     let contact = sample_contact();
     let sample = match t {
         ContactTrigger::ContactCreated => json!({"trigger": t.id(), "contact": contact}),
         ContactTrigger::ContactUpdated => json!({"trigger": t.id(), "contact": contact, "changed": ["interests"]}),
         ContactTrigger::TagAdded => json!({"trigger": t.id(), "contact": contact, "tag": "vip"}),
+        ContactTrigger::Event => {
+            json!({"trigger": t.id(), "contact": contact, "event": {"id": "0193a1f2-9b20-7c4d-9e5f-2b3c4d5e6f73", "kind": "page_viewed",
+            "data": {"url": "https://shop.example.com/pricing", "title": "Pricing", "duration_ms": 48000, "referrer": ""}, "at": 1_764_118_800_000i64}})
+        }
     };
     TriggerSpec {
         id: t.id().into(),

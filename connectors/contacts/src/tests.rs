@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use enlace_core::contacts::{
     Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, ContactOutcome, ContactsBackend, ContactsError, Note,
-    WriteContext,
+    TimelineEvent, WriteContext,
 };
 use enlace_core::http::{HttpRequest, HttpResponse, HttpTransport, TransportError};
 use enlace_core::{ActionContext, BoxFuture, ConnectorError, Credentials, ErrorClass, Extensions, Idempotency, TriggerKind};
@@ -52,6 +52,7 @@ fn outcome(op: &ContactOp) -> Result<ContactOutcome, ContactsError> {
     let mut contact = sample_contact();
     let mut consent = None;
     let mut note = None;
+    let mut event = None;
     match op {
         ContactOp::Upsert { email, fields } => {
             contact.email = email.trim().to_lowercase();
@@ -68,9 +69,18 @@ fn outcome(op: &ContactOp) -> Result<ContactOutcome, ContactsError> {
             })
         }
         ContactOp::AddNote { body, author, .. } => note = Some(Note { id: "n1".into(), body: body.clone(), author: author.clone(), at: 5 }),
+        ContactOp::RecordEvent { kind, data, at, .. } => {
+            event = Some(TimelineEvent {
+                id: "e1".into(),
+                kind: kind.clone(),
+                data: data.clone(),
+                run_id: Some("run_1".into()),
+                at: at.unwrap_or(5),
+            })
+        }
         _ => {}
     }
-    Ok(ContactOutcome { contact, created: matches!(op, ContactOp::Upsert { .. }), changed: true, consent, note })
+    Ok(ContactOutcome { contact, created: matches!(op, ContactOp::Upsert { .. }), changed: true, consent, note, event })
 }
 
 fn store(answer: Answer) -> Arc<Recorder> {
@@ -108,7 +118,10 @@ fn the_manifest_declares_every_action_and_trigger_documented() {
     assert_eq!(m.id, "contacts");
     assert_eq!(m.auth, enlace_core::AuthKind::None);
     let ids: Vec<&str> = m.actions.iter().map(|a| a.id.as_str()).collect();
-    assert_eq!(ids, ["upsert_contact", "set_fields", "add_tag", "remove_tag", "record_consent", "add_note", "find_contact"]);
+    assert_eq!(
+        ids,
+        ["upsert_contact", "set_fields", "add_tag", "remove_tag", "record_consent", "add_note", "record_event", "find_contact"]
+    );
     for a in &m.actions {
         assert!(!a.http_only, "{}: contact actions use the store, not HTTP, and a dry run must not call them", a.id);
         assert!(
@@ -127,8 +140,14 @@ fn the_manifest_declares_every_action_and_trigger_documented() {
     let triggers: Vec<(&str, TriggerKind)> = m.triggers.iter().map(|t| (t.id.as_str(), t.kind)).collect();
     assert_eq!(
         triggers,
-        [("contact_created", TriggerKind::Contact), ("contact_updated", TriggerKind::Contact), ("tag_added", TriggerKind::Contact)]
+        [
+            ("contact_created", TriggerKind::Contact),
+            ("contact_updated", TriggerKind::Contact),
+            ("tag_added", TriggerKind::Contact),
+            ("event", TriggerKind::Contact)
+        ]
     );
+    assert!(m.trigger("event").unwrap().config_schema["properties"]["kind"]["description"].is_string());
     assert!(m.trigger("tag_added").unwrap().config_schema["properties"]["tag"]["description"].is_string());
 }
 
@@ -256,4 +275,28 @@ fn samples_match_what_the_actions_return() {
     assert_eq!(keys(&c.manifest.action("find_contact").unwrap().sample), ["found", "contact", "consents", "notes", "timeline"]);
     let contact: Contact = serde_json::from_value(c.manifest.action("add_tag").unwrap().sample["contact"].clone()).unwrap();
     assert_eq!(contact.email, "ada@example.com");
+}
+
+#[tokio::test]
+async fn record_event_sends_the_step_key_and_checks_kind_and_time() {
+    let s = store(Box::new(outcome));
+    let c = ctx(Some(s.clone()));
+    let with = json!({"email": "Ada@Example.com", "kind": "purchase", "data": {"order_id": "A-1"}, "at": "2026-11-25T14:03:00Z"});
+    let out = call("record_event", &c, with).await.unwrap();
+    assert_eq!((out["recorded"].clone(), out["event"]["kind"].clone()), (json!(true), json!("purchase")));
+    let (w, op) = s.seen.lock().unwrap().pop().unwrap();
+    assert_eq!(w.op_key.as_deref(), Some("run_1:tag"), "stored once per step");
+    match op {
+        ContactOp::RecordEvent { key, kind, data, at } => {
+            assert_eq!(key, ContactKey::Email("ada@example.com".into()));
+            assert_eq!((kind.as_str(), data, at), ("purchase", json!({"order_id": "A-1"}), Some(1_795_615_380_000)));
+        }
+        other => panic!("{other:?}"),
+    }
+    let (path, msg) = bad_input(call("record_event", &c, json!({"email": "a@b.c", "kind": "Bought!"})).await);
+    assert_eq!(path, "kind");
+    assert!(msg.contains("event kind"), "{msg}");
+    let (path, _) = bad_input(call("record_event", &c, json!({"email": "a@b.c", "kind": "x", "at": "today"})).await);
+    assert_eq!(path, "at");
+    assert!(s.seen.lock().unwrap().is_empty(), "nothing reached the store");
 }

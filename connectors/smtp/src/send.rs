@@ -105,6 +105,84 @@ pub struct Input {
     /// (`ENLACE_PUBLIC_URL`).
     #[serde(default)]
     pub unsubscribe: Option<String>,
+    /// Track opens and clicks: every `http(s)` link of `html` becomes a link to this
+    /// installation that records `email_clicked` on the recipient's contact and then leads
+    /// to the original address (only to it), and a 1x1 image that records `email_opened` is
+    /// added. Needs `html`, exactly one recipient in `to` and Enlace's public address.
+    #[serde(default)]
+    pub track: bool,
+}
+
+/// Rewrites every `href="http..."` / `href='http...'` of `html` with `link` (the unsubscribe
+/// link left as it is) and adds `pixel` (an image address) before `</body>`, or at the end.
+pub fn track_html(
+    html: &str,
+    skip: Option<&str>,
+    mut link: impl FnMut(&str) -> Result<String, String>,
+    pixel: &str,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(html.len() + 256);
+    let mut rest = html;
+    loop {
+        let lower = rest.to_ascii_lowercase();
+        let Some(at) = lower.find("href=") else { break };
+        let quote_at = at + 5;
+        let quote = rest[quote_at..].chars().next();
+        let Some(q @ ('"' | '\'')) = quote else {
+            out.push_str(&rest[..quote_at]);
+            rest = &rest[quote_at..];
+            continue;
+        };
+        let start = quote_at + 1;
+        let Some(len) = rest[start..].find(q) else { break };
+        let raw = &rest[start..start + len];
+        let url = raw.replace("&amp;", "&");
+        out.push_str(&rest[..start]);
+        let lower_url = url.to_ascii_lowercase();
+        if (lower_url.starts_with("http://") || lower_url.starts_with("https://")) && Some(url.as_str()) != skip {
+            out.push_str(&link(&url)?.replace('&', "&amp;"));
+        } else {
+            out.push_str(raw);
+        }
+        rest = &rest[start + len..];
+    }
+    out.push_str(rest);
+    let img = format!("<img src=\"{}\" width=\"1\" height=\"1\" alt=\"\" style=\"display:block;border:0\">", pixel.replace('&', "&amp;"));
+    match out.to_ascii_lowercase().rfind("</body>") {
+        Some(i) => out.insert_str(i, &img),
+        None => out.push_str(&img),
+    }
+    Ok(out)
+}
+
+/// Adds open and click tracking to `input` when it asks for it.
+fn with_tracking(ctx: &ActionContext, mut input: Input, unsubscribe_url: Option<String>) -> Result<Input, ConnectorError> {
+    if !input.track {
+        return Ok(input);
+    }
+    let Some(html) = input.html.take() else {
+        return Err(ConnectorError::bad_input("track", "tracking needs an `html` body (opens and clicks are seen in HTML only)"));
+    };
+    let to: Vec<String> = match &input.to {
+        Addresses::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        Addresses::Many(v) => v.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+    };
+    let [recipient] = to.as_slice() else {
+        return Err(ConnectorError::bad_input(
+            "to",
+            "a tracked email goes to exactly one recipient in `to` (its links are personal); send one email per person",
+        ));
+    };
+    let email = recipient.parse::<lettre::message::Mailbox>().map(|m| m.email.to_string()).unwrap_or_else(|_| recipient.clone());
+    let Some(links) = ctx.extensions.links.as_ref() else {
+        return Err(ConnectorError::permanent("this runner signs no links, so opens and clicks cannot be tracked"));
+    };
+    let message = ctx.idempotency_key.clone();
+    let pixel = links.open_url(&email, &message).map_err(|e| ConnectorError::bad_input("track", e))?;
+    let html = track_html(&html, unsubscribe_url.as_deref(), |u| links.click_url(&email, &message, u), &pixel)
+        .map_err(|e| ConnectorError::bad_input("track", e))?;
+    input.html = Some(html);
+    Ok(input)
 }
 
 /// The placeholder `text` and `html` may carry for the unsubscribe link.
@@ -200,6 +278,8 @@ impl Action for SendEmail {
     async fn call(&self, ctx: &ActionContext, input: Input) -> Result<Output, ConnectorError> {
         let creds = smtp_credentials(&ctx.credentials)?;
         let input = with_unsubscribe(ctx, input)?;
+        let unsubscribe_url = input.headers.get("List-Unsubscribe").map(|v| v.trim_matches(['<', '>']).to_string());
+        let input = with_tracking(ctx, input, unsubscribe_url)?;
         // Everything about the input is checked before any connection is made.
         let built = message::build(&input, &ctx.idempotency_key)?;
         let mut session = Session::open(creds, ctx.http.allows_private_networks(), deadline_for(ctx.timeout)).await?;
@@ -217,5 +297,38 @@ impl Action for SendEmail {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod track_tests {
+    use super::track_html;
+
+    #[test]
+    fn links_are_rewritten_and_the_pixel_added() {
+        let html = "<html><body><a href=\"https://shop.example.com/a?x=1&amp;y=2\">A</a> <A HREF='http://b.example/'>B</A> \
+                    <a href=\"mailto:x@y.z\">m</a> <a href=\"https://e.example/u/1\">unsub</a></body></html>";
+        let out =
+            track_html(html, Some("https://e.example/u/1"), |u| Ok(format!("https://e.example/c/{}&z", u.len())), "https://e.example/o/t")
+                .unwrap();
+        assert_eq!(
+            out,
+            "<html><body><a href=\"https://e.example/c/34&amp;z\">A</a> <A HREF='https://e.example/c/17&amp;z'>B</A> \
+             <a href=\"mailto:x@y.z\">m</a> <a href=\"https://e.example/u/1\">unsub</a>\
+             <img src=\"https://e.example/o/t\" width=\"1\" height=\"1\" alt=\"\" style=\"display:block;border:0\"></body></html>"
+        );
+        // The decoded address is what gets signed (`&amp;` is HTML for `&`).
+        let mut seen = vec![];
+        track_html(
+            "<a href=\"https://a.example/?p=1&amp;q=2\">x</a>",
+            None,
+            |u| {
+                seen.push(u.to_string());
+                Ok(u.to_string())
+            },
+            "p",
+        )
+        .unwrap();
+        assert_eq!(seen, ["https://a.example/?p=1&q=2"]);
     }
 }

@@ -45,6 +45,10 @@ pub struct Contact {
     pub updated_at: i64,
     /// 1 at creation, +1 with every change.
     pub version: i64,
+    /// The lead score (see [`crate::scoring`]), decayed to the moment it was read; 0 when
+    /// no scoring rule ever matched the contact's activity.
+    #[serde(default)]
+    pub score: f64,
 }
 
 /// Whether consent is given.
@@ -124,9 +128,10 @@ pub struct Note {
 }
 
 /// One entry of a contact's timeline: every change to a contact writes one, in the same
-/// transaction as the change. `kind` is `created`, `fields_updated`, `tag_added`,
-/// `tag_removed`, `consent_recorded` or `note_added` today; the marketing flows add their
-/// own (`email_sent`, `page_viewed`, ...).
+/// transaction as the change. The store's own kinds are `created`, `fields_updated`,
+/// `tag_added`, `tag_removed`, `consent_recorded`, `note_added` and `score_threshold`; activity
+/// recorded with [`ContactOp::RecordEvent`] brings its own kind (the standard ones are
+/// [`STANDARD_KINDS`]: `email_opened`, `page_viewed`, `purchase`, ...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TimelineEvent {
     /// The entry's id.
@@ -191,6 +196,18 @@ pub enum ContactOp {
         body: String,
         author: Option<String>,
     },
+    /// Records an activity on the contact's timeline (`page_viewed`, `purchase`, ...):
+    /// stored once per [`WriteContext::op_key`], scored, and starting the `contacts.event`
+    /// recipes of its kind.
+    RecordEvent {
+        key: ContactKey,
+        /// A slug (see [`check_kind`]).
+        kind: String,
+        /// A JSON object (see [`STANDARD_KINDS`] for the standard kinds' shapes).
+        data: Value,
+        /// When it happened (Unix milliseconds); now when `None`.
+        at: Option<i64>,
+    },
 }
 
 /// Who asks for a change: it makes a retried call idempotent and the timeline traceable.
@@ -217,6 +234,8 @@ pub struct ContactOutcome {
     pub consent: Option<Consent>,
     /// The note added (`AddNote`).
     pub note: Option<Note>,
+    /// The timeline entry recorded (`RecordEvent`; for a retried call, the one stored first).
+    pub event: Option<TimelineEvent>,
 }
 
 /// Why a contact operation failed.
@@ -313,6 +332,18 @@ pub trait Links: Send + Sync {
     /// The one-click unsubscribe address (RFC 8058) for `email` from `purpose` on the email
     /// channel; the error says why there is none (no public address configured).
     fn unsubscribe_url(&self, email: &str, purpose: &str) -> Result<String, String>;
+    /// The open pixel's address for a message (`message`: which send it was) to `email`:
+    /// loading it records `email_opened` on that contact's timeline.
+    fn open_url(&self, email: &str, message: &str) -> Result<String, String> {
+        let _ = (email, message);
+        Err("this runner signs no tracking links".into())
+    }
+    /// A click-tracking address that records `email_clicked` and redirects to `url` (only
+    /// to it: the address is signed).
+    fn click_url(&self, email: &str, message: &str, url: &str) -> Result<String, String> {
+        let _ = (email, message, url);
+        Err("this runner signs no tracking links".into())
+    }
 }
 
 /// Lowercases and trims an email and checks that it looks like one (`local@domain`, no
@@ -374,6 +405,42 @@ pub fn normalize_tag(tag: &str) -> Result<String, String> {
     Ok(t.to_string())
 }
 
+/// The standard activity kinds of the timeline, each with the shape of its `data` (every
+/// field optional; more may be added). Any other slug is accepted too.
+pub const STANDARD_KINDS: &[(&str, &str)] = &[
+    ("email_sent", "{message_id, subject, recipe, to}"),
+    ("email_opened", "{message_id, recipe, user_agent}"),
+    ("email_clicked", "{message_id, recipe, url}"),
+    ("email_replied", "{message_id, subject}"),
+    ("sms_sent", "{message_sid, to, body}"),
+    ("sms_delivered", "{message_sid, to}"),
+    ("sms_stop", "{message_sid, from, body}"),
+    ("page_viewed", "{url, title, duration_ms, referrer}"),
+    ("form_submitted", "{form, url, fields}"),
+    ("cart_abandoned", "{cart_id, url, items: [{sku, name, qty, price}], total, currency}"),
+    ("purchase", "{order_id, items: [{sku, name, qty, price}], total, currency}"),
+    ("consent_given", "{purpose, channel, source}"),
+    ("consent_withdrawn", "{purpose, channel, source}"),
+];
+
+/// The longest timeline entry's `data`, as JSON text.
+pub const MAX_EVENT_DATA_BYTES: usize = 16 * 1024;
+
+/// Checks a timeline kind: a slug of 1 to 64 lowercase letters, digits and `_`, starting
+/// with a letter (`page_viewed`).
+pub fn check_kind(kind: &str) -> Result<(), String> {
+    let ok = kind.len() <= 64
+        && kind.starts_with(|c: char| c.is_ascii_lowercase())
+        && kind.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{kind}` is not an event kind: use 1 to 64 lowercase letters, digits and `_`, starting with a letter (for example `page_viewed`)"
+        ))
+    }
+}
+
 /// The contact store's triggers (`contacts.<id>`), carried out by the runner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -384,10 +451,13 @@ pub enum ContactTrigger {
     ContactUpdated,
     /// A tag was added to a contact (the recipe may name the tag).
     TagAdded,
+    /// A timeline entry was written (the recipe may name its kind).
+    Event,
 }
 
 impl ContactTrigger {
-    pub const ALL: [ContactTrigger; 3] = [ContactTrigger::ContactCreated, ContactTrigger::ContactUpdated, ContactTrigger::TagAdded];
+    pub const ALL: [ContactTrigger; 4] =
+        [ContactTrigger::ContactCreated, ContactTrigger::ContactUpdated, ContactTrigger::TagAdded, ContactTrigger::Event];
 
     /// The trigger's id in the `contacts` app.
     pub fn id(self) -> &'static str {
@@ -395,6 +465,7 @@ impl ContactTrigger {
             ContactTrigger::ContactCreated => "contact_created",
             ContactTrigger::ContactUpdated => "contact_updated",
             ContactTrigger::TagAdded => "tag_added",
+            ContactTrigger::Event => "event",
         }
     }
 
@@ -421,5 +492,10 @@ mod tests {
         assert!(normalize_tag("  ").is_err());
         assert_eq!(ContactTrigger::from_id("tag_added"), Some(ContactTrigger::TagAdded));
         assert_eq!(ContactTrigger::from_id("x"), None);
+        assert_eq!(ContactTrigger::from_id("event"), Some(ContactTrigger::Event));
+        assert!(check_kind("page_viewed").is_ok() && check_kind("a1").is_ok());
+        for bad in ["", "Page", "1x", "page-viewed", "page viewed", &"x".repeat(65)] {
+            assert!(check_kind(bad).unwrap_err().contains("event kind"), "{bad}");
+        }
     }
 }

@@ -27,6 +27,7 @@ pub mod manifest;
 pub mod oauth;
 pub mod policy;
 pub mod registry;
+pub mod scoring;
 pub mod secret;
 pub mod trigger;
 

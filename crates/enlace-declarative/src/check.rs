@@ -589,8 +589,18 @@ fn action(c: &mut Checker, v: &Value, path: &str) -> Option<(ActionSpec, Request
     let out = output(c, o.get("output"), &join_key(path, "output"));
     let errors = o.get("errors").map(|e| error_rules(c, e, &join_key(path, "errors"))).unwrap_or_default();
     let (at, output_schema, sample) = out?;
-    let spec =
-        ActionSpec { id: id?, name: name?, description: description?, input_schema, output_schema, sample, idempotency, http_only: true, audience: None, reaches: None };
+    let spec = ActionSpec {
+        id: id?,
+        name: name?,
+        description: description?,
+        input_schema,
+        output_schema,
+        sample,
+        idempotency,
+        http_only: true,
+        audience: None,
+        reaches: None,
+    };
     Some((spec, req?, at, errors))
 }
 

@@ -184,10 +184,12 @@ pub enum TriggerConfig {
         name: String,
     },
     /// A change in the contact store (`contacts.contact_created`, `contact_updated`,
-    /// `tag_added`); `tag` narrows `tag_added` to one tag.
+    /// `tag_added`, `event`); `tag` narrows `tag_added` to one tag, `kind` narrows `event` to
+    /// one timeline kind.
     Contact {
         trigger: enlace_core::contacts::ContactTrigger,
         tag: Option<String>,
+        kind: Option<String>,
     },
     /// A connector's polling trigger: its `with`, checked against the trigger's schema, and
     /// how the runner polls it (the trigger's own `every` and `hold_above`).

@@ -601,7 +601,17 @@ impl<'a> Validator<'a> {
                     }
                     _ => None,
                 };
-                TriggerConfig::Contact { trigger, tag }
+                let kind = match with.get("kind").and_then(Value::as_str) {
+                    Some(k) if trigger == enlace_core::contacts::ContactTrigger::Event => match enlace_core::contacts::check_kind(k) {
+                        Ok(()) => Some(k.to_string()),
+                        Err(e) => {
+                            self.err("trigger.with.kind", e);
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                TriggerConfig::Contact { trigger, tag, kind }
             }
             TriggerKind::Polling => {
                 let schema = spec.config_schema.clone();

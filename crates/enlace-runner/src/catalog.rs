@@ -129,15 +129,35 @@ impl Catalog {
             .iter()
             .filter_map(|id| r.current.get(id))
             .filter_map(|c| match &c.recipe.trigger.config {
-                TriggerConfig::Contact { trigger, tag } => Some(enlace_store::ContactSub {
+                TriggerConfig::Contact { trigger, tag, kind } => Some(enlace_store::ContactSub {
                     recipe_id: c.row.id.clone(),
                     recipe_version: c.row.version,
                     trigger: *trigger,
                     tag: tag.clone(),
+                    kind: kind.clone(),
                 }),
                 _ => None,
             })
             .collect()
+    }
+
+    /// The enabled `enlace.event` recipes, as the store takes them (scoring thresholds start
+    /// them in a contact change's transaction).
+    pub fn event_subs(&self) -> Vec<enlace_store::EventSub> {
+        let r = self.read();
+        let mut subs: Vec<enlace_store::EventSub> = r
+            .events
+            .iter()
+            .flat_map(|(name, ids)| {
+                ids.iter().filter_map(|id| r.current.get(id)).map(|c| enlace_store::EventSub {
+                    recipe_id: c.row.id.clone(),
+                    recipe_version: c.row.version,
+                    name: name.clone(),
+                })
+            })
+            .collect();
+        subs.sort_by(|a, b| a.recipe_id.cmp(&b.recipe_id));
+        subs
     }
 
     /// A given version of a recipe, compiled (runs keep the version they started with).

@@ -29,9 +29,14 @@ impl Contacts {
         Contacts { inner }
     }
 
+    fn write(&self, ctx: WriteContext) -> ContactWrite {
+        let catalog = &self.inner.catalog;
+        ContactWrite { ctx, subs: catalog.contact_subs(), now: self.inner.clock.now_ms(), events: catalog.event_subs() }
+    }
+
     /// Applies a change and starts the recipes it triggers; returns the change and the runs.
     pub async fn apply(&self, ctx: WriteContext, op: ContactOp) -> Result<ContactApplied, RunnerError> {
-        let w = ContactWrite { ctx, subs: self.inner.catalog.contact_subs(), now: self.inner.clock.now_ms() };
+        let w = self.write(ctx);
         let applied = self.inner.store.apply_contact(op, w).await?;
         if !applied.started.is_empty() {
             let labels = vec![("source", "contacts".to_string())];
@@ -47,7 +52,7 @@ impl Contacts {
     /// Records a decision a phone number sent itself (an SMS reply STOP or START) on its
     /// contacts and in the suppression list, starting the recipes it triggers.
     pub async fn apply_phone(&self, ctx: WriteContext, phone: &str, consent: NewConsent) -> Result<PhoneConsentOutcome, RunnerError> {
-        let w = ContactWrite { ctx, subs: self.inner.catalog.contact_subs(), now: self.inner.clock.now_ms() };
+        let w = self.write(ctx);
         let (outcome, started) = self.inner.store.apply_phone_consent(phone, consent, w).await?;
         if !started.is_empty() {
             let labels = vec![("source", "contacts".to_string())];

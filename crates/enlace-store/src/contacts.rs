@@ -13,9 +13,11 @@
 //! implements (`sqlite/contacts.rs`, `pg/contacts.rs`).
 
 use enlace_core::contacts::{
-    Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, ContactOutcome, ContactTrigger, Evidence, NewConsent, Note,
-    PhoneConsentOutcome, PhoneDecision, TimelineEvent, WriteContext, check_channel, check_purpose, normalize_email, normalize_tag,
+    Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, ContactOutcome, ContactTrigger, Evidence, MAX_EVENT_DATA_BYTES,
+    NewConsent, Note, PhoneConsentOutcome, PhoneDecision, TimelineEvent, WriteContext, check_channel, check_kind, check_purpose,
+    normalize_email, normalize_tag,
 };
+use enlace_core::scoring::{Scoring, ScoringRules};
 use serde_json::{Map, Value, json};
 
 use crate::{Accepted, Backend, Millis, NewEvent, Result, Store, StoreError, new_id};
@@ -35,6 +37,41 @@ pub struct ContactSub {
     pub trigger: ContactTrigger,
     /// For `tag_added`: only this tag.
     pub tag: Option<String>,
+    /// For `event`: only timeline entries of this kind.
+    pub kind: Option<String>,
+}
+
+/// A recipe whose trigger is `enlace.event` with this name: a scoring threshold crossed in a
+/// contact change starts it in the same transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventSub {
+    pub recipe_id: String,
+    pub recipe_version: i64,
+    pub name: String,
+}
+
+/// The timeline kind of a scoring threshold crossed upward (never scored itself).
+pub const SCORE_THRESHOLD: &str = "score_threshold";
+
+/// Which timeline entries of a contact to read, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct TimelineQuery {
+    /// Only these kinds (all when empty).
+    pub kinds: Vec<String>,
+    /// Only entries at or after this time (Unix ms).
+    pub since: Option<Millis>,
+    /// Only entries before this time (Unix ms).
+    pub until: Option<Millis>,
+    /// Keyset pagination: entries older than this `(at, id)` (the last entry of the previous page).
+    pub before: Option<(Millis, String)>,
+    /// At most this many (1 to 500; 50 when 0).
+    pub limit: i64,
+}
+
+impl TimelineQuery {
+    pub(crate) fn limit(&self) -> i64 {
+        if self.limit <= 0 { 50 } else { self.limit.min(500) }
+    }
 }
 
 /// Everything a contact change needs besides the change itself.
@@ -44,6 +81,8 @@ pub struct ContactWrite {
     /// The recipes that may start on this change; those it matches start in its transaction.
     pub subs: Vec<ContactSub>,
     pub now: Millis,
+    /// The `enlace.event` recipes, for the events of scoring thresholds the change crosses.
+    pub events: Vec<EventSub>,
 }
 
 /// What a change did, and the runs it started.
@@ -93,14 +132,22 @@ pub(crate) trait ContactTx: Send + crate::gdpr::GdprTx {
     fn insert_consent(&mut self, contact_id: &str, c: &Consent, op_key: Option<&str>) -> impl Future<Output = Result<()>> + Send;
     fn note_by_op(&mut self, contact_id: &str, op_key: &str) -> impl Future<Output = Result<Option<Note>>> + Send;
     fn insert_note(&mut self, contact_id: &str, n: &Note, op_key: Option<&str>) -> impl Future<Output = Result<()>> + Send;
-    fn insert_timeline(&mut self, contact_id: &str, e: &TimelineEvent) -> impl Future<Output = Result<()>> + Send;
+    /// Writes a timeline row (only [`record_timeline`] calls it).
+    fn insert_timeline(&mut self, contact_id: &str, e: &TimelineEvent, op_key: Option<&str>) -> impl Future<Output = Result<()>> + Send;
+    /// The timeline row the call `op_key` recorded.
+    fn timeline_by_op(&mut self, contact_id: &str, op_key: &str) -> impl Future<Output = Result<Option<TimelineEvent>>> + Send;
+    /// The installation's scoring rules, when set.
+    fn scoring(&mut self) -> impl Future<Output = Result<Option<ScoringRules>>> + Send;
+    /// A contact's score row.
+    fn score(&mut self, contact_id: &str) -> impl Future<Output = Result<Option<ScoreRow>>> + Send;
+    fn put_score(&mut self, contact_id: &str, s: &ScoreRow, now: Millis) -> impl Future<Output = Result<()>> + Send;
     /// Stores a trigger event and its queued run unless its dedupe key was seen; `None` then.
     fn insert_run(&mut self, e: &NewEvent) -> impl Future<Output = Result<Option<Accepted>>> + Send;
     /// The latest decision per purpose and channel.
     fn current_consents(&mut self, contact_id: &str) -> impl Future<Output = Result<Vec<Consent>>> + Send;
     fn notes(&mut self, contact_id: &str) -> impl Future<Output = Result<Vec<Note>>> + Send;
     /// Newest first.
-    fn timeline(&mut self, contact_id: &str, limit: i64) -> impl Future<Output = Result<Vec<TimelineEvent>>> + Send;
+    fn timeline(&mut self, contact_id: &str, q: &TimelineQuery) -> impl Future<Output = Result<Vec<TimelineEvent>>> + Send;
     /// The ids of the contacts whose `phone` column is this E.164 number, in id order; their
     /// rows locked when `lock`.
     fn contacts_by_phone(&mut self, phone: &str, lock: bool) -> impl Future<Output = Result<Vec<String>>> + Send;
@@ -148,6 +195,27 @@ pub(crate) trait ContactTx: Send + crate::gdpr::GdprTx {
         since: Millis,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<TimelineEvent>>> + Send;
+}
+
+/// A contact's score: `points` as of `as_of`, and the thresholds it is at or above.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ScoreRow {
+    pub points: f64,
+    pub as_of: Millis,
+    pub half_life: Option<i64>,
+    pub above: Vec<String>,
+}
+
+/// The score a contact row shows: its points decayed to the moment of reading.
+pub(crate) fn score_now(points: Option<f64>, as_of: Option<i64>, half_life: Option<i64>) -> f64 {
+    match (points, as_of) {
+        (Some(p), Some(at)) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(at);
+            // Never grown back for an as_of in the future (an entry dated ahead).
+            enlace_core::scoring::decay(p, (now - at).max(0), half_life)
+        }
+        _ => 0.0,
+    }
 }
 
 /// A row of the suppression list: a decision a phone number sent itself.
@@ -251,18 +319,26 @@ struct Fire {
     extra: Map<String, Value>,
 }
 
+/// A timeline row to write.
+struct Pending {
+    kind: String,
+    data: Value,
+    at: Millis,
+    op_key: Option<String>,
+}
+
 struct Change<'a> {
     w: &'a ContactWrite,
     contact: Contact,
     created: bool,
     changed: bool,
-    timeline: Vec<(String, Value)>,
+    timeline: Vec<Pending>,
     fire: Vec<Fire>,
 }
 
 impl Change<'_> {
     fn log(&mut self, kind: &str, data: Value) {
-        self.timeline.push((kind.to_string(), data));
+        self.timeline.push(Pending { kind: kind.to_string(), data, at: self.w.now, op_key: None });
     }
 
     fn touch(&mut self) {
@@ -277,6 +353,8 @@ pub(crate) async fn apply<T: ContactTx>(t: &mut T, op: ContactOp, w: &ContactWri
     let now = w.now;
     let mut consent = None;
     let mut note = None;
+    let mut event = None;
+    let mut activity = false;
     let mut ch = match op {
         ContactOp::Upsert { email, fields } => {
             let norm = normalize_email(&email).map_err(invalid)?;
@@ -294,6 +372,7 @@ pub(crate) async fn apply<T: ContactTx>(t: &mut T, op: ContactOp, w: &ContactWri
                         created_at: now,
                         updated_at: now,
                         version: 1,
+                        score: 0.0,
                     };
                     merge_fields(&mut fresh.fields, &fields);
                     check_size(&fresh)?;
@@ -303,7 +382,7 @@ pub(crate) async fn apply<T: ContactTx>(t: &mut T, op: ContactOp, w: &ContactWri
                         ch.log("created", data);
                         ch.fire.push(Fire { trigger: ContactTrigger::ContactCreated, tag: None, extra: Map::new() });
                         carry_suppressions(t, &mut ch, None).await?;
-                        return finish(t, ch, None, None).await;
+                        return finish(t, ch, None, None, None, false).await;
                     }
                     // Another transaction created it meanwhile: update that one.
                     t.contact(&ContactKey::Email(norm.clone()), true).await?
@@ -411,12 +490,39 @@ pub(crate) async fn apply<T: ContactTx>(t: &mut T, op: ContactOp, w: &ContactWri
             }
             ch
         }
+        ContactOp::RecordEvent { key, kind, data, at } => {
+            check_kind(&kind).map_err(invalid)?;
+            let data = match data {
+                Value::Null => Value::Object(Map::new()),
+                d @ Value::Object(_) => d,
+                _ => return Err(invalid("the event's `data` must be a JSON object (`{\"url\": ...}`)")),
+            };
+            let n = data.to_string().len();
+            if n > MAX_EVENT_DATA_BYTES {
+                return Err(invalid(format!("the event's data takes {n} bytes, more than the {MAX_EVENT_DATA_BYTES} allowed")));
+            }
+            let contact = find(t, key).await?;
+            let mut ch = Change { w, contact, created: false, changed: false, timeline: vec![], fire: vec![] };
+            let seen = match &w.ctx.op_key {
+                Some(k) => t.timeline_by_op(&ch.contact.id, k).await?,
+                None => None,
+            };
+            match seen {
+                Some(e) => event = Some(e),
+                None => {
+                    // An activity is not a change of the contact's record: its version stays.
+                    activity = true;
+                    ch.timeline.push(Pending { kind, data, at: at.unwrap_or(now), op_key: w.ctx.op_key.clone() });
+                }
+            }
+            ch
+        }
     };
     if ch.changed && !ch.created {
         t.update_contact(&ch.contact).await?;
     }
-    ch.changed |= ch.created;
-    finish(t, ch, consent, note).await
+    ch.changed |= ch.created || activity;
+    finish(t, ch, consent, note, event, activity).await
 }
 
 /// A contact that gets a phone number (created with one, or its `phone` changed) takes on
@@ -536,24 +642,60 @@ fn set_fields(ch: &mut Change<'_>, patch: &Map<String, Value>) -> Result<()> {
 }
 
 /// Writes the timeline rows and starts the subscribed recipes.
-async fn finish<T: ContactTx>(t: &mut T, ch: Change<'_>, consent: Option<Consent>, note: Option<Note>) -> Result<ContactApplied> {
+async fn finish<T: ContactTx>(
+    t: &mut T,
+    mut ch: Change<'_>,
+    consent: Option<Consent>,
+    note: Option<Note>,
+    mut event: Option<TimelineEvent>,
+    recording: bool,
+) -> Result<ContactApplied> {
     let w = ch.w;
-    let mut first_timeline_id = None;
+    let pending = std::mem::take(&mut ch.timeline);
+    let mut rows = Vec::with_capacity(pending.len());
+    let mut started = vec![];
+    let mut scoring = None;
+    for p in pending {
+        rows.extend(record_timeline(t, &mut ch, p, &mut scoring, &mut started).await?);
+    }
+    // The contact's journeys waiting for these kinds look at their timeline now.
     let mut woken = 0;
-    for (i, (kind, data)) in ch.timeline.iter().enumerate() {
-        let e = TimelineEvent { id: new_id(), kind: kind.clone(), data: data.clone(), run_id: w.ctx.run_id.clone(), at: w.now };
-        t.insert_timeline(&ch.contact.id, &e).await?;
-        first_timeline_id.get_or_insert(e.id);
-        // The contact's journeys waiting for this kind look at their timeline now.
-        if !ch.timeline[..i].iter().any(|(k, _)| k == kind) {
-            woken += t.wake_runs(&ch.contact.id, kind, w.now).await?;
+    for (i, e) in rows.iter().enumerate() {
+        if !rows[..i].iter().any(|r| r.kind == e.kind) {
+            woken += t.wake_runs(&ch.contact.id, &e.kind, w.now).await?;
         }
     }
-    let mut started = vec![];
-    for f in &ch.fire {
-        // The same for every attempt of one call: a retried step starts nothing twice.
-        let origin = w.ctx.op_key.clone().or_else(|| first_timeline_id.clone()).unwrap_or_else(new_id);
-        for s in w.subs.iter().filter(|s| s.trigger == f.trigger && (s.tag.is_none() || s.tag == f.tag)) {
+    if recording {
+        event = rows.first().cloned();
+    }
+    // The same for every attempt of one call: a retried step starts nothing twice.
+    let origin = w.ctx.op_key.clone().or_else(|| rows.first().map(|e| e.id.clone())).unwrap_or_else(new_id);
+    let mut fire = std::mem::take(&mut ch.fire);
+    let mut seen_kinds: Vec<&str> = vec![];
+    for e in &rows {
+        let n = seen_kinds.iter().filter(|k| **k == e.kind).count();
+        seen_kinds.push(&e.kind);
+        let mut extra = Map::new();
+        extra.insert("event".into(), json!({"id": e.id, "kind": e.kind, "data": e.data, "at": e.at}));
+        // Dedupe key: the kind and its rank in this change (row ids differ between attempts).
+        fire.push(Fire { trigger: ContactTrigger::Event, tag: Some(format!("{}:{n}", e.kind)), extra });
+    }
+    for f in &fire {
+        let (narrow, dedupe) = match f.trigger {
+            ContactTrigger::Event => {
+                let key = f.tag.clone().unwrap_or_default();
+                (key.rsplit_once(':').map(|(k, _)| k.to_string()), format!("contacts:{origin}:event:{key}"))
+            }
+            _ => (f.tag.clone(), format!("contacts:{origin}:{}", f.trigger.id())),
+        };
+        for s in w.subs.iter().filter(|s| s.trigger == f.trigger) {
+            let wanted = match f.trigger {
+                ContactTrigger::Event => s.kind.is_none() || s.kind == narrow,
+                _ => s.tag.is_none() || s.tag == narrow,
+            };
+            if !wanted {
+                continue;
+            }
             let mut payload = Map::new();
             payload.insert("trigger".into(), json!(f.trigger.id()));
             payload.insert("contact".into(), serde_json::to_value(&ch.contact).unwrap_or(Value::Null));
@@ -565,7 +707,7 @@ async fn finish<T: ContactTx>(t: &mut T, ch: Change<'_>, consent: Option<Consent
                 recipe_id: s.recipe_id.clone(),
                 recipe_version: s.recipe_version,
                 source: "contacts".into(),
-                dedupe_key: Some(format!("contacts:{origin}:{}", f.trigger.id())),
+                dedupe_key: Some(dedupe.clone()),
                 payload: Value::Object(payload).to_string(),
                 owner: None,
                 lease_ms: 0,
@@ -577,10 +719,93 @@ async fn finish<T: ContactTx>(t: &mut T, ch: Change<'_>, consent: Option<Consent
         }
     }
     Ok(ContactApplied {
-        outcome: ContactOutcome { contact: ch.contact, created: ch.created, changed: ch.changed, consent, note },
+        outcome: ContactOutcome { contact: ch.contact, created: ch.created, changed: ch.changed, consent, note, event },
         started,
         woken,
     })
+}
+
+/// Writes one timeline row: THE function every change goes through to the timeline (a
+/// hook for anything that must follow a contact's activity). It scores the row (the score
+/// kept in the same transaction) and writes a [`SCORE_THRESHOLD`] row for every threshold
+/// the score crosses upward, starting that threshold's `enlace.event` recipes. Returns the
+/// rows written (the row, then its thresholds'). `scoring` caches the rules for the change.
+async fn record_timeline<T: ContactTx>(
+    t: &mut T,
+    ch: &mut Change<'_>,
+    p: Pending,
+    scoring: &mut Option<Option<Scoring>>,
+    started: &mut Vec<Accepted>,
+) -> Result<Vec<TimelineEvent>> {
+    let w = ch.w;
+    let e = TimelineEvent { id: new_id(), kind: p.kind, data: p.data, run_id: w.ctx.run_id.clone(), at: p.at };
+    t.insert_timeline(&ch.contact.id, &e, p.op_key.as_deref()).await?;
+    let mut rows = vec![];
+    if e.kind != SCORE_THRESHOLD {
+        if scoring.is_none() {
+            // Rules that no longer pass the checks (a newer version wrote them) score nothing.
+            *scoring = Some(t.scoring().await?.and_then(|r| r.check().ok()));
+        }
+        if let Some(Some(rules)) = scoring.as_ref() {
+            for (name, event_name, score) in score_entry(t, ch, rules, &e).await? {
+                let data = json!({"threshold": name, "event": event_name, "score": score, "because": {"id": e.id, "kind": e.kind}});
+                let row = TimelineEvent { id: new_id(), kind: SCORE_THRESHOLD.into(), data, run_id: w.ctx.run_id.clone(), at: w.now };
+                t.insert_timeline(&ch.contact.id, &row, None).await?;
+                let payload = json!({"contact": ch.contact, "score": score, "threshold": name, "event": event_name, "at": w.now});
+                for s in w.events.iter().filter(|s| s.name == event_name) {
+                    let ev = NewEvent {
+                        recipe_id: s.recipe_id.clone(),
+                        recipe_version: s.recipe_version,
+                        source: "scoring".into(),
+                        dedupe_key: Some(format!("score:{}", row.id)),
+                        payload: payload.to_string(),
+                        owner: None,
+                        lease_ms: 0,
+                        now: w.now,
+                    };
+                    if let Some(a) = t.insert_run(&ev).await? {
+                        started.push(a);
+                    }
+                }
+                rows.push(row);
+            }
+        }
+    }
+    rows.insert(0, e);
+    Ok(rows)
+}
+
+/// Adds a timeline entry's points to the contact's score; the thresholds crossed upward
+/// (name, event, score). A threshold the score had fallen below (by decay or negative
+/// points) before this entry is armed again.
+async fn score_entry<T: ContactTx>(
+    t: &mut T,
+    ch: &mut Change<'_>,
+    rules: &Scoring,
+    e: &TimelineEvent,
+) -> Result<Vec<(String, String, f64)>> {
+    let points = rules.points(&e.kind, &e.data);
+    if points == 0.0 {
+        return Ok(vec![]);
+    }
+    let now = ch.w.now;
+    let h = rules.half_life_ms;
+    let row = t.score(&ch.contact.id).await?.unwrap_or(ScoreRow { points: 0.0, as_of: e.at, half_life: h, above: vec![] });
+    let before = enlace_core::scoring::decay(row.points, now - row.as_of, h);
+    let mut above: Vec<String> =
+        row.above.into_iter().filter(|n| rules.thresholds.iter().any(|th| th.name == *n && before >= th.score)).collect();
+    let (p, as_of) = enlace_core::scoring::add(row.points, row.as_of, points, e.at, h);
+    let after = enlace_core::scoring::decay(p, now - as_of, h);
+    let mut crossed = vec![];
+    for th in &rules.thresholds {
+        if after >= th.score && !above.contains(&th.name) {
+            above.push(th.name.clone());
+            crossed.push((th.name.clone(), th.event.clone(), after));
+        }
+    }
+    t.put_score(&ch.contact.id, &ScoreRow { points: p, as_of, half_life: h, above }, now).await?;
+    ch.contact.score = after;
+    Ok(crossed)
 }
 
 /// A contact with its consents, notes and latest timeline.
@@ -589,7 +814,11 @@ pub(crate) async fn detail<T: ContactTx>(t: &mut T, key: ContactKey, timeline_li
     let Some(contact) = t.contact(&key, false).await? else { return Ok(None) };
     let consents = t.current_consents(&contact.id).await?;
     let notes = t.notes(&contact.id).await?;
-    let timeline = t.timeline(&contact.id, timeline_limit).await?;
+    let timeline = if timeline_limit > 0 {
+        t.timeline(&contact.id, &TimelineQuery { limit: timeline_limit, ..Default::default() }).await?
+    } else {
+        vec![]
+    };
     Ok(Some(ContactDetail { contact, consents, notes, timeline }))
 }
 
@@ -676,6 +905,54 @@ impl Store {
             Some(d) => Ok(Some(d)),
             // A STOP whose contact was erased still stands (GDPR keeps it hashed).
             None => self.erased_phone_decision(phone, purpose, channel).await,
+        }
+    }
+
+    /// A contact's timeline, newest first: the entries of these kinds (all when empty) at or
+    /// after `since`, at most `limit` (1 to 500). For templates and journeys: a contact's
+    /// recent activity.
+    pub async fn contact_timeline(
+        &self,
+        contact_id: &str,
+        kinds: &[String],
+        since: Option<Millis>,
+        limit: i64,
+    ) -> Result<Vec<TimelineEvent>> {
+        self.timeline_page(contact_id, &TimelineQuery { kinds: kinds.to_vec(), since, limit, ..Default::default() }).await
+    }
+
+    /// A page of a contact's timeline, newest first (see [`TimelineQuery`]). An unknown
+    /// contact has an empty timeline.
+    pub async fn timeline_page(&self, contact_id: &str, q: &TimelineQuery) -> Result<Vec<TimelineEvent>> {
+        for k in &q.kinds {
+            check_kind(k).map_err(invalid)?;
+        }
+        match &self.backend {
+            Backend::Sqlite(b) => b.timeline_page(contact_id, q).await,
+            Backend::Postgres(b) => b.timeline_page(contact_id, q).await,
+        }
+    }
+
+    /// The installation's lead scoring rules (empty when never set).
+    pub async fn scoring_rules(&self) -> Result<ScoringRules> {
+        match &self.backend {
+            Backend::Sqlite(b) => b.scoring_rules().await,
+            Backend::Postgres(b) => b.scoring_rules().await,
+        }
+        .map(Option::unwrap_or_default)
+    }
+
+    /// Replaces the lead scoring rules, checked first (`Invalid` lists every problem with
+    /// its path). Scores already kept stay; new entries are scored by the new rules.
+    pub async fn set_scoring_rules(&self, rules: &ScoringRules, now: Millis) -> Result<()> {
+        if let Err(problems) = rules.check() {
+            let text: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect();
+            return Err(invalid(text.join("; ")));
+        }
+        let text = serde_json::to_string(rules).map_err(|e| StoreError::Database(e.to_string()))?;
+        match &self.backend {
+            Backend::Sqlite(b) => b.set_scoring_rules(text, now).await,
+            Backend::Postgres(b) => b.set_scoring_rules(text, now).await,
         }
     }
 

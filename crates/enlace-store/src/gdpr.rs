@@ -784,7 +784,18 @@ pub(crate) async fn records<T: ContactTx + GdprTx>(t: &mut T, key: ContactKey) -
     let key = normal_key(key)?;
     let Some(contact) = t.contact(&key, false).await? else { return Ok(None) };
     let phone = phone_of(&contact.fields);
-    let mut timeline = t.timeline(&contact.id, i64::MAX).await?;
+    // The whole timeline, a page at a time (newest first), then oldest first.
+    let mut timeline = vec![];
+    let mut q = crate::contacts::TimelineQuery { limit: 500, ..Default::default() };
+    loop {
+        let page = t.timeline(&contact.id, &q).await?;
+        let full = page.len() as i64 == q.limit();
+        q.before = page.last().map(|e| (e.at, e.id.clone()));
+        timeline.extend(page);
+        if !full {
+            break;
+        }
+    }
     timeline.reverse();
     let mut notes = t.notes(&contact.id).await?;
     notes.reverse();
@@ -1105,6 +1116,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             version: 1,
+            score: 0.0,
         }
     }
 

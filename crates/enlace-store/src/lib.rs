@@ -36,7 +36,8 @@ use std::sync::Arc;
 use enlace_core::Credentials;
 
 pub use contacts::{
-    ContactApplied, ContactFilter, ContactSub, ContactWrite, DETAIL_TIMELINE, MAX_FIELDS_BYTES, MAX_NOTE_CHARS, normalize_phone,
+    ContactApplied, ContactFilter, ContactSub, ContactWrite, DETAIL_TIMELINE, EventSub, MAX_FIELDS_BYTES, MAX_NOTE_CHARS, SCORE_THRESHOLD,
+    TimelineQuery, normalize_phone,
 };
 pub use crypto::SecretBox;
 pub use enlace_core::contacts::{

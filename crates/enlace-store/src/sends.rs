@@ -272,7 +272,7 @@ pub(crate) async fn reserve<T: SendTx>(t: &mut T, r: SendRequest, decide: Decide
             };
             t.put_row(&row).await?;
             if let (Some(kind), Some(c)) = (w.timeline, &f.contact) {
-                t.insert_timeline(&c.id, &timeline(kind, &row, r.now)).await?;
+                t.insert_timeline(&c.id, &timeline(kind, &row, r.now), None).await?;
             }
         }
     }
@@ -315,7 +315,7 @@ pub(crate) async fn settle<T: SendTx>(t: &mut T, message_key: &str, sent: bool, 
         }
         t.put_row(&row).await?;
         if sent && let Some(c) = row.contact_id.clone() {
-            t.insert_timeline(&c, &timeline("message_sent", &row, now)).await?;
+            t.insert_timeline(&c, &timeline("message_sent", &row, now), None).await?;
         }
     }
     Ok(())

@@ -175,6 +175,8 @@ both!(
     gdpr_export_has_everything_and_erase_leaves_no_trace,
     gdpr_audience_removals_queue_claim_retry_and_lease,
     send_ledger_reservations_pass_a_cap_once_and_keep_their_key,
+    timeline_events_are_recorded_once_queried_and_start_their_kind,
+    timeline_scores_decay_and_thresholds_fire_once_per_crossing,
 );
 
 async fn backend_facts(kind: Kind) {
@@ -895,7 +897,12 @@ async fn sqlite_store_from_before_the_key_check_is_checked_against_its_secrets()
 // ---- contacts ----
 
 fn write(op_key: Option<&str>, subs: Vec<ContactSub>, now: Millis) -> ContactWrite {
-    ContactWrite { ctx: WriteContext { op_key: op_key.map(String::from), run_id: op_key.map(|k| format!("run-of-{k}")) }, subs, now }
+    ContactWrite {
+        ctx: WriteContext { op_key: op_key.map(String::from), run_id: op_key.map(|k| format!("run-of-{k}")) },
+        subs,
+        now,
+        events: vec![],
+    }
 }
 
 fn fields(v: Value) -> serde_json::Map<String, Value> {
@@ -906,7 +913,7 @@ async fn contacts_upsert_race_makes_one_contact(kind: Kind) {
     let db = Db::new(kind).await;
     // Several nodes on PostgreSQL (each its own pool), the one writer on SQLite.
     let stores = db.stores(3).await;
-    let sub = ContactSub { recipe_id: "welcome".into(), recipe_version: 1, trigger: ContactTrigger::ContactCreated, tag: None };
+    let sub = ContactSub { recipe_id: "welcome".into(), recipe_version: 1, trigger: ContactTrigger::ContactCreated, tag: None, kind: None };
     let mut set = JoinSet::new();
     for i in 0..20 {
         let s = stores[i % stores.len()].clone();
@@ -949,10 +956,16 @@ async fn contacts_changes_write_the_timeline_and_start_subscribed_runs_once(kind
     let db = Db::new(kind).await;
     let s = db.store();
     let subs = vec![
-        ContactSub { recipe_id: "on-vip".into(), recipe_version: 2, trigger: ContactTrigger::TagAdded, tag: Some("vip".into()) },
-        ContactSub { recipe_id: "on-any-tag".into(), recipe_version: 1, trigger: ContactTrigger::TagAdded, tag: None },
-        ContactSub { recipe_id: "on-update".into(), recipe_version: 1, trigger: ContactTrigger::ContactUpdated, tag: None },
-        ContactSub { recipe_id: "on-create".into(), recipe_version: 1, trigger: ContactTrigger::ContactCreated, tag: None },
+        ContactSub {
+            recipe_id: "on-vip".into(),
+            recipe_version: 2,
+            trigger: ContactTrigger::TagAdded,
+            tag: Some("vip".into()),
+            kind: None,
+        },
+        ContactSub { recipe_id: "on-any-tag".into(), recipe_version: 1, trigger: ContactTrigger::TagAdded, tag: None, kind: None },
+        ContactSub { recipe_id: "on-update".into(), recipe_version: 1, trigger: ContactTrigger::ContactUpdated, tag: None, kind: None },
+        ContactSub { recipe_id: "on-create".into(), recipe_version: 1, trigger: ContactTrigger::ContactCreated, tag: None, kind: None },
     ];
     let up = |f: Value| ContactOp::Upsert { email: "Ada@Example.com".into(), fields: fields(f) };
     let a = s.apply_contact(up(json!({"name": "Ada"})), write(Some("r1:up"), subs.clone(), 10)).await.unwrap();
@@ -1759,7 +1772,7 @@ async fn send_ledger_reservations_pass_a_cap_once_and_keep_their_key(kind: Kind)
     use enlace_core::policy::{PolicySettings, RecipientKind};
     let db = Db::new(kind).await;
     let store = db.store();
-    let w = ContactWrite { ctx: WriteContext::default(), subs: vec![], now: 1_000 };
+    let w = ContactWrite { ctx: WriteContext::default(), subs: vec![], events: vec![], now: 1_000 };
     let op = ContactOp::Upsert { email: "ana@example.com".into(), fields: Default::default() };
     let contact = store.apply_contact(op, w).await.unwrap().outcome.contact;
     let request = |i: usize| SendRequest {
@@ -1833,4 +1846,163 @@ async fn send_ledger_reservations_pass_a_cap_once_and_keep_their_key(kind: Kind)
     let e = store.set_policy_settings(&p, 2).await.unwrap_err().to_string();
     assert!(e.contains("default_timezone: `Paris` is not an IANA time zone"), "{e}");
     assert_eq!(store.policy_settings().await.unwrap().default_timezone, "Europe/Paris");
+}
+
+// ---- the timeline as an activity log, lead scoring ----
+
+fn wall_ms() -> Millis {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as Millis
+}
+
+fn record(contact_id: &str, kind: &str, data: Value, at: Option<Millis>) -> ContactOp {
+    ContactOp::RecordEvent { key: ContactKey::Id(contact_id.into()), kind: kind.into(), data, at }
+}
+
+async fn timeline_events_are_recorded_once_queried_and_start_their_kind(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    let sub = |id: &str, kind: Option<&str>| ContactSub {
+        recipe_id: id.into(),
+        recipe_version: 1,
+        trigger: ContactTrigger::Event,
+        tag: None,
+        kind: kind.map(String::from),
+    };
+    let subs = vec![sub("on-purchase", Some("purchase")), sub("on-any", None)];
+    let now = 1_000_000;
+    let up = ContactOp::Upsert { email: "ana@example.com".into(), fields: Default::default() };
+    let c = s.apply_contact(up, write(None, subs.clone(), now)).await.unwrap();
+    assert_eq!(c.started.len(), 1, "`created` is a timeline entry too: the recipe without a kind starts");
+    let id = c.outcome.contact.id.clone();
+    let buy = record(&id, "purchase", json!({"order_id": "A-1", "total": 42.5}), Some(now + 10));
+    let a = s.apply_contact(buy.clone(), write(Some("r1:buy"), subs.clone(), now + 20)).await.unwrap();
+    assert!(a.outcome.changed);
+    assert_eq!(a.outcome.contact.version, 1, "an activity does not change the contact's record");
+    let e = a.outcome.event.clone().unwrap();
+    assert_eq!((e.kind.as_str(), e.at, e.run_id.as_deref()), ("purchase", now + 10, Some("run-of-r1:buy")));
+    assert_eq!(a.started.len(), 2, "the kind's recipe and the one for every kind");
+    let run = s.run_detail(&a.started[0].run_id).await.unwrap().unwrap();
+    assert_eq!(run.event.payload["trigger"], "event");
+    assert_eq!(run.event.payload["event"]["kind"], "purchase");
+    assert_eq!(run.event.payload["event"]["data"]["order_id"], "A-1");
+    assert_eq!(run.event.payload["event"]["at"], now + 10);
+    assert_eq!(run.event.payload["contact"]["email"], "ana@example.com");
+    // The same call again (a retry): the first entry back, nothing stored, nothing started.
+    let again = s.apply_contact(buy, write(Some("r1:buy"), subs.clone(), now + 30)).await.unwrap();
+    assert!(!again.outcome.changed && again.started.is_empty());
+    assert_eq!(again.outcome.event.unwrap().id, e.id);
+    // Another kind: only the recipe without a kind.
+    for (i, k) in ["page_viewed", "email_opened", "page_viewed"].iter().enumerate() {
+        let op = record(&id, k, json!({"n": i}), None);
+        let r = s.apply_contact(op, write(None, subs.clone(), now + 100 + i as Millis)).await.unwrap();
+        assert_eq!(r.started.len(), 1);
+    }
+    // Bad input: nothing written.
+    for (op, want) in [
+        (record(&id, "Page Viewed", json!({}), None), "event kind"),
+        (record(&id, "x", json!([1]), None), "JSON object"),
+        (record(&id, "x", json!({"b": "x".repeat(20_000)}), None), "bytes"),
+    ] {
+        let e = s.apply_contact(op, write(None, vec![], now)).await;
+        assert!(matches!(e, Err(StoreError::Invalid(ref m)) if m.contains(want)), "{e:?}");
+    }
+    let e = s.apply_contact(record("nope", "x", json!({}), None), write(None, vec![], now)).await;
+    assert!(matches!(e, Err(StoreError::NotFound(_))), "{e:?}");
+    // Queries: newest first, by kind, by time, paged.
+    let all = s.timeline_page(&id, &TimelineQuery::default()).await.unwrap();
+    let kinds: Vec<&str> = all.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["page_viewed", "email_opened", "page_viewed", "purchase", "created"]);
+    let views = s.contact_timeline(&id, &["page_viewed".into(), "purchase".into()], None, 10).await.unwrap();
+    assert_eq!(views.iter().map(|e| e.data["n"].as_i64().unwrap_or(-1)).collect::<Vec<_>>(), [2, 0, -1]);
+    let recent = s.contact_timeline(&id, &[], Some(now + 101), 10).await.unwrap();
+    assert_eq!(recent.len(), 2);
+    let q = TimelineQuery { until: Some(now + 101), limit: 2, ..Default::default() };
+    let p1 = s.timeline_page(&id, &q).await.unwrap();
+    assert_eq!(p1.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["page_viewed", "purchase"]);
+    let last = p1.last().unwrap();
+    let p2 = s.timeline_page(&id, &TimelineQuery { before: Some((last.at, last.id.clone())), ..q.clone() }).await.unwrap();
+    assert_eq!(p2.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["created"]);
+    assert!(matches!(s.contact_timeline(&id, &["Bad Kind".into()], None, 1).await, Err(StoreError::Invalid(_))));
+    // Erasure takes the timeline with it.
+    assert!(s.erase_contact(&id).await.unwrap());
+    assert!(s.timeline_page(&id, &TimelineQuery::default()).await.unwrap().is_empty());
+    db.finish().await;
+}
+
+async fn timeline_scores_decay_and_thresholds_fire_once_per_crossing(kind: Kind) {
+    const DAY: Millis = 86_400_000;
+    let db = Db::new(kind).await;
+    let s = db.store();
+    // No rules yet: nothing is scored.
+    assert_eq!(s.scoring_rules().await.unwrap(), enlace_core::scoring::ScoringRules::default());
+    let bad: enlace_core::scoring::ScoringRules = serde_json::from_value(json!({"rules": [{"kind": "Bad", "points": 1}]})).unwrap();
+    assert!(matches!(s.set_scoring_rules(&bad, 0).await, Err(StoreError::Invalid(ref m)) if m.contains("rules[0].kind")));
+    let rules: enlace_core::scoring::ScoringRules = serde_json::from_value(json!({
+        "half_life": "7d",
+        "rules": [
+            {"kind": "page_viewed", "points": 10, "match": {"url": "https://shop.example.com/pricing*"}},
+            {"kind": "form_submitted", "points": 30},
+            {"kind": "sms_stop", "points": -100}
+        ],
+        "thresholds": [{"name": "qualified", "score": 50, "event": "lead.qualified"}]
+    }))
+    .unwrap();
+    s.set_scoring_rules(&rules, 1).await.unwrap();
+    assert_eq!(s.scoring_rules().await.unwrap().thresholds.len(), 1);
+    let events = vec![EventSub { recipe_id: "hand-to-sales".into(), recipe_version: 3, name: "lead.qualified".into() }];
+    let subs = vec![ContactSub {
+        recipe_id: "on-threshold".into(),
+        recipe_version: 1,
+        trigger: ContactTrigger::Event,
+        tag: None,
+        kind: Some(SCORE_THRESHOLD.into()),
+    }];
+    let w = |key: &str, now: Millis| ContactWrite { events: events.clone(), ..write(Some(key), subs.clone(), now) };
+    let now = wall_ms();
+    let up = ContactOp::Upsert { email: "lead@example.com".into(), fields: Default::default() };
+    let id = s.apply_contact(up, w("up", now)).await.unwrap().outcome.contact.id;
+    // Two weeks ago a form (30 points): a quarter is left now.
+    let r = s.apply_contact(record(&id, "form_submitted", json!({}), Some(now - 14 * DAY)), w("k1", now)).await.unwrap();
+    assert!((r.outcome.contact.score - 7.5).abs() < 1e-6, "{}", r.outcome.contact.score);
+    assert!(r.started.is_empty());
+    // A page outside the rule's prefix scores nothing.
+    let blog = record(&id, "page_viewed", json!({"url": "https://shop.example.com/blog"}), None);
+    let r = s.apply_contact(blog, w("k2", now)).await.unwrap();
+    assert!((r.outcome.contact.score - 7.5).abs() < 1e-6);
+    // Pricing views: 17.5, 27.5, 37.5, 47.5, then 57.5 crosses 50 once.
+    let mut fired = vec![];
+    for i in 0..6 {
+        let op = record(&id, "page_viewed", json!({"url": "https://shop.example.com/pricing/pro"}), None);
+        let r = s.apply_contact(op, w(&format!("p{i}"), now)).await.unwrap();
+        fired.push(r.started.len());
+    }
+    assert_eq!(fired, [0, 0, 0, 0, 2, 0], "the threshold's event recipe and its contacts.event recipe, once");
+    let c = s.contact(ContactKey::Id(id.clone())).await.unwrap().unwrap();
+    assert!((c.score - 67.5).abs() < 0.01, "read back, decayed to now: {}", c.score);
+    let th = s.contact_timeline(&id, &[SCORE_THRESHOLD.into()], None, 10).await.unwrap();
+    assert_eq!(th.len(), 1);
+    assert_eq!(th[0].data["threshold"], "qualified");
+    assert_eq!(th[0].data["event"], "lead.qualified");
+    let runs = s.list_runs(&RunFilter { recipe_id: Some("hand-to-sales".into()), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    let d = s.run_detail(&runs[0].id).await.unwrap().unwrap();
+    assert_eq!((d.run.recipe_version, d.event.source.as_str()), (3, "scoring"));
+    assert_eq!(d.event.payload["threshold"], "qualified");
+    assert_eq!(d.event.payload["contact"]["email"], "lead@example.com");
+    assert!(d.event.payload["score"].as_f64().unwrap() >= 50.0);
+    // A STOP drops it below; the next views cross again, and fire again.
+    s.apply_contact(record(&id, "sms_stop", json!({}), None), w("stop", now)).await.unwrap();
+    let mut fired = vec![];
+    for i in 0..10 {
+        let op = record(&id, "page_viewed", json!({"url": "https://shop.example.com/pricing"}), None);
+        fired.push(s.apply_contact(op, w(&format!("q{i}"), now)).await.unwrap().started.len());
+    }
+    assert_eq!(fired.iter().sum::<usize>(), 2, "{fired:?}");
+    // Later, by decay alone, the score falls below: the next crossing fires again.
+    let later = now + 30 * DAY;
+    let r = s.apply_contact(record(&id, "form_submitted", json!({}), Some(later)), w("late1", later)).await.unwrap();
+    assert!(r.started.is_empty(), "{} is below 50", r.outcome.contact.score);
+    let r = s.apply_contact(record(&id, "form_submitted", json!({}), Some(later)), w("late2", later)).await.unwrap();
+    assert_eq!(r.started.len(), 2, "crossed again after falling below: {}", r.outcome.contact.score);
+    db.finish().await;
 }

@@ -6,9 +6,11 @@
 //! leaves through [`error::ApiError`], one table of codes.
 
 pub mod api;
+pub mod email_tracking;
 pub mod error;
 pub mod hooks;
 pub mod oauth;
+pub mod track;
 pub mod unsubscribe;
 
 use std::collections::HashMap;
@@ -39,11 +41,14 @@ pub struct WebConfig {
     /// and vendors that sign the address they call (Twilio) are checked against
     /// `<public_url>/hooks/...`. When unset, the address each request came to is used.
     pub public_url: Option<String>,
+    /// The websites whose pages may send page views to `POST /track`
+    /// (`ENLACE_TRACK_ORIGINS`, like `https://shop.example.com`); none: `/track` refuses all.
+    pub track_origins: Vec<String>,
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
-        WebConfig { hooks: true, public_url: None }
+        WebConfig { hooks: true, public_url: None, track_origins: vec![] }
     }
 }
 
@@ -55,6 +60,8 @@ pub(crate) struct Shared {
     pub secret_cache: Mutex<HashMap<String, (String, Instant)>>,
     pub http_requests: Family<Vec<(&'static str, String)>, Counter>,
     pub openapi: String,
+    /// The rate limit of `POST /track`.
+    pub track_limit: Arc<DefaultDirectRateLimiter>,
 }
 
 /// What every handler can reach.
@@ -92,6 +99,7 @@ pub fn app(runner: Runner, config: WebConfig) -> Router {
             secret_cache: Mutex::new(HashMap::new()),
             http_requests,
             openapi,
+            track_limit: track::limiter(),
         }),
     };
     let api_router = api_router.route_layer(middleware::from_fn_with_state(state.clone(), api::auth::require_token));
@@ -103,6 +111,8 @@ pub fn app(runner: Runner, config: WebConfig) -> Router {
         .merge(hooks::routes())
         .merge(oauth::routes())
         .merge(unsubscribe::routes())
+        .merge(track::routes())
+        .merge(email_tracking::routes())
         .merge(api_router)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), request_layer))

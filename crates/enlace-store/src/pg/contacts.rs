@@ -8,13 +8,14 @@ use enlace_core::contacts::{
     Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, Evidence, NewConsent, Note, PhoneConsentOutcome, PhoneDecision,
     TimelineEvent,
 };
+use enlace_core::scoring::ScoringRules;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 use super::{Pg, pg_err};
 use crate::contacts::{
-    ContactApplied, ContactFilter, ContactTx, ContactWrite, Suppression, apply, apply_phone, detail, fields_of, phone_decision, phone_of,
-    tags_of,
+    ContactApplied, ContactFilter, ContactTx, ContactWrite, ScoreRow, Suppression, TimelineQuery, apply, apply_phone, detail, fields_of,
+    phone_decision, phone_of, score_now, tags_of,
 };
 use crate::journeys::{Entered, JourneyEntry, enter};
 use crate::sqlite::{json_text, parse_json};
@@ -23,8 +24,9 @@ use crate::{Accepted, Millis, NewEvent, Result, new_id};
 macro_rules! contact_select {
     () => {
         "SELECT c.id, c.email, c.email_original, c.fields, c.created_at, c.updated_at, c.version,
+           sc.points AS score_points, sc.as_of AS score_as_of, sc.half_life AS score_half_life,
            (SELECT COALESCE(json_agg(t.tag), '[]'::json)::text FROM contact_tags t WHERE t.contact_id = c.id) AS tags
-         FROM contacts c "
+         FROM contacts c LEFT JOIN contact_scores sc ON sc.contact_id = c.id "
     };
 }
 
@@ -38,6 +40,7 @@ fn contact_row(r: &PgRow) -> Contact {
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
         version: r.get("version"),
+        score: score_now(r.get("score_points"), r.get("score_as_of"), r.get("score_half_life")),
     }
 }
 
@@ -75,6 +78,16 @@ fn consent_row(r: &PgRow) -> Consent {
 
 fn note_row(r: &PgRow) -> Note {
     Note { id: r.get("id"), body: r.get("body"), author: r.get("author"), at: r.get("at") }
+}
+
+fn timeline_row(r: &PgRow) -> TimelineEvent {
+    TimelineEvent {
+        id: r.get("id"),
+        kind: r.get("kind"),
+        data: parse_json(r.get("data")).unwrap_or_default(),
+        run_id: r.get("run_id"),
+        at: r.get("at"),
+    }
 }
 
 pub(crate) struct Tx<'c>(pub(crate) &'c mut PgConnection);
@@ -194,17 +207,66 @@ impl ContactTx for Tx<'_> {
         Ok(())
     }
 
-    async fn insert_timeline(&mut self, contact_id: &str, e: &TimelineEvent) -> Result<()> {
-        sqlx::query("INSERT INTO contact_events (id, contact_id, kind, data, run_id, at) VALUES ($1, $2, $3, $4, $5, $6)")
+    async fn insert_timeline(&mut self, contact_id: &str, e: &TimelineEvent, op_key: Option<&str>) -> Result<()> {
+        sqlx::query("INSERT INTO contact_events (id, contact_id, kind, data, run_id, at, op_key) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&e.id)
             .bind(contact_id)
             .bind(&e.kind)
             .bind(json_text(&e.data))
             .bind(&e.run_id)
             .bind(e.at)
+            .bind(op_key)
             .execute(&mut *self.0)
             .await
             .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn timeline_by_op(&mut self, contact_id: &str, op_key: &str) -> Result<Option<TimelineEvent>> {
+        let r = sqlx::query("SELECT id, kind, data, run_id, at FROM contact_events WHERE contact_id = $1 AND op_key = $2")
+            .bind(contact_id)
+            .bind(op_key)
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(pg_err)?;
+        Ok(r.map(|r| timeline_row(&r)))
+    }
+
+    async fn scoring(&mut self) -> Result<Option<ScoringRules>> {
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT rules FROM scoring_rules WHERE id = 1").fetch_optional(&mut *self.0).await.map_err(pg_err)?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    async fn score(&mut self, contact_id: &str) -> Result<Option<ScoreRow>> {
+        let r = sqlx::query("SELECT points, as_of, half_life, above FROM contact_scores WHERE contact_id = $1")
+            .bind(contact_id)
+            .fetch_optional(&mut *self.0)
+            .await
+            .map_err(pg_err)?;
+        Ok(r.map(|r| ScoreRow {
+            points: r.get("points"),
+            as_of: r.get("as_of"),
+            half_life: r.get("half_life"),
+            above: serde_json::from_str(&r.get::<String, _>("above")).unwrap_or_default(),
+        }))
+    }
+
+    async fn put_score(&mut self, contact_id: &str, s: &ScoreRow, now: Millis) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO contact_scores (contact_id, points, as_of, half_life, above, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (contact_id) DO UPDATE SET points = excluded.points, as_of = excluded.as_of, half_life = excluded.half_life,
+               above = excluded.above, updated_at = excluded.updated_at",
+        )
+        .bind(contact_id)
+        .bind(s.points)
+        .bind(s.as_of)
+        .bind(s.half_life)
+        .bind(serde_json::to_string(&s.above).unwrap_or_else(|_| "[]".into()))
+        .bind(now)
+        .execute(&mut *self.0)
+        .await
+        .map_err(pg_err)?;
         Ok(())
     }
 
@@ -266,13 +328,23 @@ impl ContactTx for Tx<'_> {
         Ok(rows.iter().map(note_row).collect())
     }
 
-    async fn timeline(&mut self, contact_id: &str, limit: i64) -> Result<Vec<TimelineEvent>> {
-        let rows =
-            sqlx::query("SELECT id, kind, data, run_id, at FROM contact_events WHERE contact_id = $1 ORDER BY at DESC, id DESC LIMIT $2")
-                .bind(contact_id)
-                .bind(limit)
-                .fetch_all(&mut *self.0)
-                .await?;
+    async fn timeline(&mut self, contact_id: &str, q: &TimelineQuery) -> Result<Vec<TimelineEvent>> {
+        let mut b = QueryBuilder::<Postgres>::new("SELECT id, kind, data, run_id, at FROM contact_events WHERE contact_id = ");
+        b.push_bind(contact_id.to_string());
+        if !q.kinds.is_empty() {
+            b.push(" AND kind = ANY(").push_bind(q.kinds.clone()).push(")");
+        }
+        if let Some(since) = q.since {
+            b.push(" AND at >= ").push_bind(since);
+        }
+        if let Some(until) = q.until {
+            b.push(" AND at < ").push_bind(until);
+        }
+        if let Some((at, id)) = &q.before {
+            b.push(" AND (at, id) < (").push_bind(*at).push(", ").push_bind(id.clone()).push(")");
+        }
+        b.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(q.limit());
+        let rows = b.build().fetch_all(&mut *self.0).await.map_err(pg_err)?;
         Ok(rows.iter().map(timeline_row).collect())
     }
 
@@ -434,16 +506,6 @@ impl ContactTx for Tx<'_> {
     }
 }
 
-fn timeline_row(r: &PgRow) -> TimelineEvent {
-    TimelineEvent {
-        id: r.get("id"),
-        kind: r.get("kind"),
-        data: parse_json(r.get("data")).unwrap_or_default(),
-        run_id: r.get("run_id"),
-        at: r.get("at"),
-    }
-}
-
 impl Pg {
     pub(crate) async fn enter_journey(&self, j: JourneyEntry) -> Result<Entered> {
         let mut tx = self.pool.begin().await?;
@@ -501,5 +563,28 @@ impl Pg {
         q.push(" ORDER BY c.id LIMIT ").push_bind(f.limit());
         let rows = q.build().fetch_all(&self.pool).await.map_err(pg_err)?;
         Ok(rows.iter().map(contact_row).collect())
+    }
+
+    pub(crate) async fn timeline_page(&self, contact_id: &str, q: &TimelineQuery) -> Result<Vec<TimelineEvent>> {
+        let mut c = self.pool.acquire().await?;
+        Tx(&mut c).timeline(contact_id, q).await
+    }
+
+    pub(crate) async fn scoring_rules(&self) -> Result<Option<ScoringRules>> {
+        let mut c = self.pool.acquire().await?;
+        Tx(&mut c).scoring().await
+    }
+
+    pub(crate) async fn set_scoring_rules(&self, rules: String, now: Millis) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO scoring_rules (id, rules, updated_at) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET rules = excluded.rules, updated_at = excluded.updated_at",
+        )
+        .bind(rules)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        Ok(())
     }
 }

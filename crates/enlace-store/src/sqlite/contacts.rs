@@ -5,13 +5,14 @@ use enlace_core::contacts::{
     Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, Evidence, NewConsent, Note, PhoneConsentOutcome, PhoneDecision,
     TimelineEvent,
 };
+use enlace_core::scoring::ScoringRules;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::{Sqlite, json_text, parse_json};
 use crate::contacts::{
-    ContactApplied, ContactFilter, ContactTx, ContactWrite, Suppression, apply, apply_phone, detail, fields_of, phone_decision, phone_of,
-    tags_of,
+    ContactApplied, ContactFilter, ContactTx, ContactWrite, ScoreRow, Suppression, TimelineQuery, apply, apply_phone, detail, fields_of,
+    phone_decision, phone_of, score_now, tags_of,
 };
 use crate::journeys::{Entered, JourneyEntry, enter};
 use crate::{Accepted, Millis, NewEvent, Result, new_id};
@@ -19,8 +20,9 @@ use crate::{Accepted, Millis, NewEvent, Result, new_id};
 macro_rules! contact_select {
     () => {
         "SELECT c.id, c.email, c.email_original, c.fields, c.created_at, c.updated_at, c.version,
+           sc.points AS score_points, sc.as_of AS score_as_of, sc.half_life AS score_half_life,
            (SELECT json_group_array(t.tag) FROM contact_tags t WHERE t.contact_id = c.id) AS tags
-         FROM contacts c "
+         FROM contacts c LEFT JOIN contact_scores sc ON sc.contact_id = c.id "
     };
 }
 
@@ -34,6 +36,7 @@ fn contact_row(r: &SqliteRow) -> Contact {
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
         version: r.get("version"),
+        score: score_now(r.get("score_points"), r.get("score_as_of"), r.get("score_half_life")),
     }
 }
 
@@ -71,6 +74,16 @@ fn consent_row(r: &SqliteRow) -> Consent {
 
 fn note_row(r: &SqliteRow) -> Note {
     Note { id: r.get("id"), body: r.get("body"), author: r.get("author"), at: r.get("at") }
+}
+
+fn timeline_row(r: &SqliteRow) -> TimelineEvent {
+    TimelineEvent {
+        id: r.get("id"),
+        kind: r.get("kind"),
+        data: parse_json(r.get("data")).unwrap_or_default(),
+        run_id: r.get("run_id"),
+        at: r.get("at"),
+    }
 }
 
 pub(crate) struct Tx<'c>(pub(crate) &'c mut SqliteConnection);
@@ -181,16 +194,61 @@ impl ContactTx for Tx<'_> {
         Ok(())
     }
 
-    async fn insert_timeline(&mut self, contact_id: &str, e: &TimelineEvent) -> Result<()> {
-        sqlx::query("INSERT INTO contact_events (id, contact_id, kind, data, run_id, at) VALUES (?, ?, ?, ?, ?, ?)")
+    async fn insert_timeline(&mut self, contact_id: &str, e: &TimelineEvent, op_key: Option<&str>) -> Result<()> {
+        sqlx::query("INSERT INTO contact_events (id, contact_id, kind, data, run_id, at, op_key) VALUES (?, ?, ?, ?, ?, ?, ?)")
             .bind(&e.id)
             .bind(contact_id)
             .bind(&e.kind)
             .bind(json_text(&e.data))
             .bind(&e.run_id)
             .bind(e.at)
+            .bind(op_key)
             .execute(&mut *self.0)
             .await?;
+        Ok(())
+    }
+
+    async fn timeline_by_op(&mut self, contact_id: &str, op_key: &str) -> Result<Option<TimelineEvent>> {
+        let r = sqlx::query("SELECT id, kind, data, run_id, at FROM contact_events WHERE contact_id = ? AND op_key = ?")
+            .bind(contact_id)
+            .bind(op_key)
+            .fetch_optional(&mut *self.0)
+            .await?;
+        Ok(r.map(|r| timeline_row(&r)))
+    }
+
+    async fn scoring(&mut self) -> Result<Option<ScoringRules>> {
+        let text: Option<String> = sqlx::query_scalar("SELECT rules FROM scoring_rules WHERE id = 1").fetch_optional(&mut *self.0).await?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    async fn score(&mut self, contact_id: &str) -> Result<Option<ScoreRow>> {
+        let r = sqlx::query("SELECT points, as_of, half_life, above FROM contact_scores WHERE contact_id = ?")
+            .bind(contact_id)
+            .fetch_optional(&mut *self.0)
+            .await?;
+        Ok(r.map(|r| ScoreRow {
+            points: r.get("points"),
+            as_of: r.get("as_of"),
+            half_life: r.get("half_life"),
+            above: serde_json::from_str(&r.get::<String, _>("above")).unwrap_or_default(),
+        }))
+    }
+
+    async fn put_score(&mut self, contact_id: &str, s: &ScoreRow, now: Millis) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO contact_scores (contact_id, points, as_of, half_life, above, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (contact_id) DO UPDATE SET points = excluded.points, as_of = excluded.as_of, half_life = excluded.half_life,
+               above = excluded.above, updated_at = excluded.updated_at",
+        )
+        .bind(contact_id)
+        .bind(s.points)
+        .bind(s.as_of)
+        .bind(s.half_life)
+        .bind(serde_json::to_string(&s.above).unwrap_or_else(|_| "[]".into()))
+        .bind(now)
+        .execute(&mut *self.0)
+        .await?;
         Ok(())
     }
 
@@ -247,13 +305,35 @@ impl ContactTx for Tx<'_> {
         Ok(rows.iter().map(note_row).collect())
     }
 
-    async fn timeline(&mut self, contact_id: &str, limit: i64) -> Result<Vec<TimelineEvent>> {
-        let rows =
-            sqlx::query("SELECT id, kind, data, run_id, at FROM contact_events WHERE contact_id = ? ORDER BY at DESC, id DESC LIMIT ?")
-                .bind(contact_id)
-                .bind(limit)
-                .fetch_all(&mut *self.0)
-                .await?;
+    async fn timeline(&mut self, contact_id: &str, q: &TimelineQuery) -> Result<Vec<TimelineEvent>> {
+        let mut sql = String::from("SELECT id, kind, data, run_id, at FROM contact_events WHERE contact_id = ?");
+        if !q.kinds.is_empty() {
+            sql.push_str(" AND kind IN (");
+            sql.push_str(&vec!["?"; q.kinds.len()].join(", "));
+            sql.push(')');
+        }
+        if q.since.is_some() {
+            sql.push_str(" AND at >= ?");
+        }
+        if q.until.is_some() {
+            sql.push_str(" AND at < ?");
+        }
+        if q.before.is_some() {
+            sql.push_str(" AND (at < ? OR (at = ? AND id < ?))");
+        }
+        sql.push_str(" ORDER BY at DESC, id DESC LIMIT ?");
+        // Assembled from fixed fragments only; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(contact_id);
+        for k in &q.kinds {
+            query = query.bind(k);
+        }
+        for t in [q.since, q.until].into_iter().flatten() {
+            query = query.bind(t);
+        }
+        if let Some((at, id)) = &q.before {
+            query = query.bind(*at).bind(*at).bind(id);
+        }
+        let rows = query.bind(q.limit()).fetch_all(&mut *self.0).await?;
         Ok(rows.iter().map(timeline_row).collect())
     }
 
@@ -395,16 +475,6 @@ impl ContactTx for Tx<'_> {
     }
 }
 
-fn timeline_row(r: &SqliteRow) -> TimelineEvent {
-    TimelineEvent {
-        id: r.get("id"),
-        kind: r.get("kind"),
-        data: parse_json(r.get("data")).unwrap_or_default(),
-        run_id: r.get("run_id"),
-        at: r.get("at"),
-    }
-}
-
 impl Sqlite {
     pub(crate) async fn enter_journey(&self, j: JourneyEntry) -> Result<Entered> {
         self.write(move |c| Box::pin(async move { enter(&mut Tx(c), &j).await })).await
@@ -458,5 +528,32 @@ impl Sqlite {
         }
         let rows = q.bind(f.limit()).fetch_all(&self.read).await?;
         Ok(rows.iter().map(contact_row).collect())
+    }
+
+    pub(crate) async fn timeline_page(&self, contact_id: &str, q: &TimelineQuery) -> Result<Vec<TimelineEvent>> {
+        let mut c = self.read.acquire().await?;
+        Tx(&mut c).timeline(contact_id, q).await
+    }
+
+    pub(crate) async fn scoring_rules(&self) -> Result<Option<ScoringRules>> {
+        let mut c = self.read.acquire().await?;
+        Tx(&mut c).scoring().await
+    }
+
+    pub(crate) async fn set_scoring_rules(&self, rules: String, now: Millis) -> Result<()> {
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO scoring_rules (id, rules, updated_at) VALUES (1, ?, ?)
+                     ON CONFLICT (id) DO UPDATE SET rules = excluded.rules, updated_at = excluded.updated_at",
+                )
+                .bind(rules)
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 }

@@ -29,11 +29,13 @@ pub struct ContactView {
     pub tags: Vec<String>,
     /// 1 at creation, +1 with every change.
     pub version: i64,
+    /// The lead score, decayed to now (`/api/v1/scoring` sets the rules).
+    pub score: f64,
     pub created_at: String,
     pub updated_at: String,
 }
 
-fn contact_view(c: Contact) -> ContactView {
+pub(crate) fn contact_view(c: Contact) -> ContactView {
     ContactView {
         id: c.id,
         email: c.email,
@@ -41,6 +43,7 @@ fn contact_view(c: Contact) -> ContactView {
         fields: c.fields,
         tags: c.tags,
         version: c.version,
+        score: (c.score * 1000.0).round() / 1000.0,
         created_at: ts(c.created_at),
         updated_at: ts(c.updated_at),
     }
@@ -85,7 +88,8 @@ fn note_view(n: Note) -> NoteView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TimelineView {
     pub id: String,
-    /// `created`, `fields_updated`, `tag_added`, `tag_removed`, `consent_recorded`, `note_added`.
+    /// `created`, `fields_updated`, `tag_added`, `tag_removed`, `consent_recorded`, `note_added`,
+    /// `score_threshold`, or a recorded activity's kind (`page_viewed`, `email_opened`, ...).
     pub kind: String,
     #[schema(value_type = Object)]
     pub data: Value,
@@ -93,7 +97,7 @@ pub struct TimelineView {
     pub at: String,
 }
 
-fn timeline_view(e: TimelineEvent) -> TimelineView {
+pub(crate) fn timeline_view(e: TimelineEvent) -> TimelineView {
     TimelineView { id: e.id, kind: e.kind, data: e.data, run_id: e.run_id, at: ts(e.at) }
 }
 

@@ -11,6 +11,7 @@ pub mod gdpr;
 pub mod policy;
 pub mod recipes;
 pub mod runs;
+pub mod timeline;
 pub mod triggers;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -75,6 +76,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(policy::get, policy::put))
         .routes(routes!(policy::list))
         .routes(routes!(policy::decide))
+        .routes(routes!(timeline::record))
+        .routes(routes!(timeline::timeline))
+        .routes(routes!(timeline::get_scoring, timeline::put_scoring))
         .routes(routes!(admin::list_secrets))
         .routes(routes!(admin::put_secret, admin::delete_secret))
         .routes(routes!(admin::list_tokens, admin::create_token))
