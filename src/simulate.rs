@@ -37,6 +37,12 @@ pub struct SimulateArgs {
     /// Runs executed at once.
     #[arg(long, default_value_t = 64)]
     parallel: usize,
+    /// The send policy to simulate with, as `PUT /api/v1/policy` takes it (JSON); the defaults otherwise.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// List at most this many messages and calls in the report (the earliest); counts are always complete.
+    #[arg(long, default_value_t = 10_000)]
+    list: usize,
     /// Write the whole report (JSON) to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -107,7 +113,14 @@ pub async fn run(a: SimulateArgs) -> Result<ExitCode> {
         input.contacts = generate_contacts(n, a.seed, start);
     }
     let duration = parse_duration(&a.duration).map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
-    let opts = SimOptions { start, until: start + duration.as_millis() as i64, seed: a.seed, parallel: a.parallel };
+    let policy = match &a.policy {
+        Some(p) => Some(
+            serde_json::from_str(&read(p)?).with_context(|| format!("{}: not a send policy (see `GET /api/v1/policy`)", p.display()))?,
+        ),
+        None => None,
+    };
+    let opts =
+        SimOptions { start, until: start + duration.as_millis() as i64, seed: a.seed, parallel: a.parallel, policy, list_limit: a.list };
     let t0 = std::time::Instant::now();
     let report = simulate(registry, &recipes, input, &opts).await?;
     let elapsed = t0.elapsed();
@@ -143,6 +156,18 @@ fn print_summary(r: &SimReport, elapsed: std::time::Duration) {
                 println!("  {step:<24} {}", s.join(", "));
             }
         }
+    }
+    println!("\nmessages to people: {}", r.decisions.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
+    for m in r.messages.iter().filter(|m| m.decision != "sent").take(10) {
+        println!(
+            "  {} {} {}/{}: {} ({})",
+            m.due,
+            m.contact.as_deref().unwrap_or("-"),
+            m.recipe,
+            m.step,
+            m.decision,
+            m.reason.as_deref().unwrap_or("")
+        );
     }
     println!("\nwould have called:");
     for (k, n) in &r.call_counts {

@@ -20,6 +20,7 @@ mod recipes;
 mod runner;
 mod scale;
 mod server;
+mod shipped;
 mod simulate;
 mod smtp;
 mod timeline;

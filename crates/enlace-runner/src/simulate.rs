@@ -68,6 +68,12 @@ pub enum SimAction {
         channel: String,
         status: ConsentStatus,
     },
+    /// An activity on the contact's timeline (`form_submitted`, `purchase`, `page_viewed`...).
+    Activity {
+        email: String,
+        kind: String,
+        data: Value,
+    },
 }
 
 /// An input event at a time.
@@ -92,6 +98,7 @@ pub enum PerContactAction {
     Tag(String),
     Fields(Map<String, Value>),
     Consent { purpose: String, channel: String, status: ConsentStatus },
+    Activity { kind: String, data: Value },
 }
 
 /// The inputs of one simulation.
@@ -111,6 +118,12 @@ pub struct SimOptions {
     pub seed: u64,
     /// Runs executed at once.
     pub parallel: usize,
+    /// The send policy to simulate with (the defaults when `None`): preview a flow under the
+    /// caps and quiet hours it will meet, or try others.
+    pub policy: Option<enlace_core::policy::PolicySettings>,
+    /// At most this many messages and calls are listed in the report (the earliest, in a
+    /// fixed order); the counts are always complete. Bounds the report's memory.
+    pub list_limit: usize,
 }
 
 /// One message (or other outside call) the recipes would have made.
@@ -128,6 +141,28 @@ pub struct SimCall {
     pub content: Value,
 }
 
+/// A message to a person (an action that reaches one: email, SMS...) and what the send
+/// policy decided about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimMessage {
+    /// When the step wanted to send it (RFC 3339, virtual time).
+    pub due: String,
+    /// When it left, if it did (later than `due` when the policy deferred it).
+    pub sent_at: Option<String>,
+    pub recipe: String,
+    pub step: String,
+    pub contact: Option<String>,
+    pub channel: String,
+    pub purpose: String,
+    /// The recipients, normalised.
+    pub to: Vec<String>,
+    /// `sent`, `blocked`, `deferred` (still waiting at the end), `held` (for approval)...
+    pub decision: String,
+    /// Why, in plain words, when not sent.
+    pub reason: Option<String>,
+    pub content: Value,
+}
+
 /// What a simulation found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SimReport {
@@ -141,7 +176,11 @@ pub struct SimReport {
     pub runs: BTreeMap<String, BTreeMap<String, u64>>,
     /// Per recipe and step (journal key), entries by status: how many got where.
     pub steps: BTreeMap<String, BTreeMap<String, BTreeMap<String, u64>>>,
-    /// Outside calls by `app.action`.
+    /// Messages to people by decision (`sent`, `blocked`, `deferred`, `held`).
+    pub decisions: BTreeMap<String, u64>,
+    /// Every message to a person, in the order they were due.
+    pub messages: Vec<SimMessage>,
+    /// Outside calls made (messages sent included) by `app.action`.
     pub call_counts: BTreeMap<String, u64>,
     /// Every outside call, in time order.
     pub calls: Vec<SimCall>,
@@ -196,17 +235,20 @@ pub async fn simulate(registry: Registry, recipes: &[Recipe], input: SimInput, o
             )));
         }
     }
-    let store = Store::temporary().await?;
+    let store = Store::temporary_with(enlace_store::Synchronous::Off).await?;
     let clock = ManualClock::new(opts.start);
     let config = RunnerConfig { dry_run: true, simulate: true, concurrency: opts.parallel.max(1), ..RunnerConfig::default() };
     let transport = Arc::new(enlace_kit::RecordingTransport::default());
-    let runner = Runner::new(store.clone(), registry, config, transport, Arc::new(clock.clone()) as Arc<dyn Clock>);
+    let runner = Runner::new(store.clone(), registry.clone(), config, transport, Arc::new(clock.clone()) as Arc<dyn Clock>);
     for r in recipes {
         let mut r = r.clone();
         r.enabled = true;
         runner.save_recipe(&r, "simulation").await?;
     }
     runner.load(false).await?;
+    if let Some(p) = &opts.policy {
+        store.set_policy_settings(p, opts.start).await.map_err(|e| SimError::Input(format!("the policy: {e}")))?;
+    }
 
     // Everything that happens, in time order (stable: contacts first, in the order given,
     // then events in the order given).
@@ -223,6 +265,7 @@ pub async fn simulate(registry: Registry, recipes: &[Recipe], input: SimInput, o
                     PerContactAction::Consent { purpose, channel, status } => {
                         SimAction::Consent { email, purpose: purpose.clone(), channel: channel.clone(), status: *status }
                     }
+                    PerContactAction::Activity { kind, data } => SimAction::Activity { email, kind: kind.clone(), data: data.clone() },
                 };
                 feeds.push((at + p.after.as_millis() as i64, usize::MAX / 2 + seq, Feed::Event(action)));
             }
@@ -273,7 +316,7 @@ pub async fn simulate(registry: Registry, recipes: &[Recipe], input: SimInput, o
         runner.drain_due_parallel(opts.parallel).await?;
     }
     let ended_at = clock.now_ms();
-    let mut report = report(&store, &action_steps(recipes), opts, ended_at).await?;
+    let mut report = report(&store, &registry, &action_steps(recipes), opts, ended_at).await?;
     report.contacts = input.contacts.len();
     store.close().await;
     Ok(report)
@@ -358,6 +401,10 @@ async fn apply_feed(runner: &Runner, f: &Feed, now: i64) -> Result<(), SimError>
                     .await
                     .map_err(input_err)?;
             }
+            SimAction::Activity { email, kind, data } => {
+                let op = ContactOp::RecordEvent { key: ContactKey::Email(email.clone()), kind: kind.clone(), data: data.clone(), at: None };
+                contacts.apply(ctx, op).await.map_err(input_err)?;
+            }
             SimAction::Consent { email, purpose, channel, status } => {
                 let consent = NewConsent {
                     purpose: purpose.clone(),
@@ -378,6 +425,7 @@ async fn apply_feed(runner: &Runner, f: &Feed, now: i64) -> Result<(), SimError>
 /// Reads the simulation's store into the report.
 async fn report(
     store: &Store,
+    registry: &Registry,
     actions: &BTreeMap<(String, String), (String, String)>,
     opts: &SimOptions,
     ended_at: i64,
@@ -394,25 +442,75 @@ async fn report(
         let page = store.list_runs(&RunFilter { before: before.clone(), limit: 500, ..Default::default() }).await?;
         let Some(last) = page.last() else { break };
         before = Some(last.id.clone());
+        keep_earliest(&mut r, opts.list_limit, false);
         for run in page {
             *r.runs.entry(run.recipe_id.clone()).or_default().entry(run.status.as_str().to_string()).or_default() += 1;
             let Some(d) = store.run_detail(&run.id).await? else { continue };
-            let contact = d
-                .steps
-                .iter()
-                .find(|s| s.key == "$journey")
-                .and_then(|s| s.output.as_ref())
-                .and_then(|o| o.get("email"))
-                .and_then(Value::as_str)
-                .map(str::to_string);
+            let entry = d.steps.iter().find(|s| s.key == "$journey").and_then(|s| s.output.as_ref());
+            let contact = entry.and_then(|o| o.get("email")).and_then(Value::as_str).map(str::to_string);
+            // Ids are made up by each simulation: the report names the contact by its email.
+            let contact_id = entry.and_then(|o| o.get("contact_id")).and_then(Value::as_str).map(str::to_string);
+            let stable = |v: Value| -> Value {
+                match (&contact_id, &contact) {
+                    (Some(id), Some(email)) => {
+                        let text = v.to_string().replace(id.as_str(), &format!("<contact {email}>"));
+                        serde_json::from_str(&text).unwrap_or(v)
+                    }
+                    _ => v,
+                }
+            };
             let steps = r.steps.entry(run.recipe_id.clone()).or_default();
             for s in &d.steps {
                 *steps.entry(s.key.clone()).or_default().entry(s.status.as_str().to_string()).or_default() += 1;
-                if s.kind != "action" || s.status != enlace_store::StepStatus::Succeeded {
+                if s.kind != "action" {
                     continue;
                 }
                 let Some((app, action)) = actions.get(&(run.recipe_id.clone(), s.step_id.clone())).cloned() else { continue };
                 if crate::exec::LOCAL_APPS.contains(&app.as_str()) {
+                    continue;
+                }
+                let reaches = registry.get(&app).and_then(|c| c.action(&action)).and_then(|a| a.spec().reaches.clone());
+                if let Some(reach) = reaches {
+                    let rows = store.message_rows(&format!("{}:{}", run.id, s.key)).await?;
+                    let policy = s.output.as_ref().and_then(|o| o.get("policy"));
+                    let decision = if s.status == enlace_store::StepStatus::Succeeded && policy.is_none() {
+                        "sent".to_string()
+                    } else {
+                        policy
+                            .and_then(|p| p.get("decision"))
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                            .or_else(|| rows.first().map(|r| r.status.clone()))
+                            .unwrap_or_else(|| s.status.as_str().to_string())
+                    };
+                    let reason = policy
+                        .and_then(|p| p.get("reason").or_else(|| p.get("summary")))
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .or_else(|| rows.iter().find_map(|r| r.reason.clone()));
+                    *r.decisions.entry(decision.clone()).or_default() += 1;
+                    r.messages.push(SimMessage {
+                        due: rfc3339(s.started_at),
+                        sent_at: (decision == "sent").then(|| rfc3339(s.finished_at.unwrap_or(s.started_at))),
+                        recipe: run.recipe_id.clone(),
+                        step: s.key.clone(),
+                        contact: contact.clone(),
+                        channel: reach.channel.clone(),
+                        purpose: rows.first().map(|r| r.purpose.clone()).unwrap_or_else(|| "marketing".into()),
+                        to: rows.iter().map(|r| r.recipient.clone()).collect(),
+                        decision: decision.clone(),
+                        reason: if decision == "sent" {
+                            None
+                        } else {
+                            reason.map(|r| stable(Value::String(r)).as_str().unwrap_or_default().to_string())
+                        },
+                        content: stable(s.input.clone().unwrap_or(Value::Null)),
+                    });
+                    if decision != "sent" {
+                        continue;
+                    }
+                }
+                if s.status != enlace_store::StepStatus::Succeeded {
                     continue;
                 }
                 *r.call_counts.entry(format!("{app}.{action}")).or_default() += 1;
@@ -423,7 +521,7 @@ async fn report(
                     contact: contact.clone(),
                     app,
                     action,
-                    content: s.input.clone().unwrap_or(Value::Null),
+                    content: stable(s.input.clone().unwrap_or(Value::Null)),
                 });
             }
         }
@@ -431,8 +529,22 @@ async fn report(
     for (_, st) in r.runs.iter_mut() {
         st.retain(|_, n| *n > 0);
     }
-    r.calls.sort_by(|a, b| (&a.at, &a.contact, &a.recipe, &a.step).cmp(&(&b.at, &b.contact, &b.recipe, &b.step)));
+    keep_earliest(&mut r, opts.list_limit, true);
     Ok(r)
+}
+
+/// Sorts the report's lists and keeps the `limit` earliest of each (with `slack`, only once
+/// a list holds twice that, so that collecting stays cheap).
+fn keep_earliest(r: &mut SimReport, limit: usize, exact: bool) {
+    let limit = limit.max(1);
+    if exact || r.calls.len() > 2 * limit {
+        r.calls.sort_by(|a, b| (&a.at, &a.contact, &a.recipe, &a.step).cmp(&(&b.at, &b.contact, &b.recipe, &b.step)));
+        r.calls.truncate(limit);
+    }
+    if exact || r.messages.len() > 2 * limit {
+        r.messages.sort_by(|a, b| (&a.due, &a.contact, &a.recipe, &a.step).cmp(&(&b.due, &b.contact, &b.recipe, &b.step)));
+        r.messages.truncate(limit);
+    }
 }
 
 /// `(recipe, step id) -> (app, action)` for every action step of the simulated recipes.
@@ -536,7 +648,7 @@ pub fn parse_contacts(text: &str) -> Result<Vec<SimContact>, SimError> {
 
 /// Reads events, one JSON object a line: `at` (RFC 3339) and one of `webhook` (a recipe id,
 /// with `body`), `emit` (an event name, with `data`), or `contact` (an email) with `tag`,
-/// `fields` or `consent: {purpose, channel, status}`. A line with `each_contact: {after,
+/// `fields`, `consent: {purpose, channel, status}` or `activity: KIND` (with `data`). A line with `each_contact: {after,
 /// probability?}` instead of `at` and `contact` happens for every imported contact, `after`
 /// its import, with that probability (default 1).
 pub fn parse_events(text: &str) -> Result<(Vec<SimEvent>, Vec<PerContact>), SimError> {
@@ -552,6 +664,9 @@ pub fn parse_events(text: &str) -> Result<(Vec<SimEvent>, Vec<PerContact>), SimE
             }
             if let Some(f) = v.get("fields").and_then(Value::as_object) {
                 return Ok(Some(SimAction::Fields { email, fields: f.clone() }));
+            }
+            if let Some(k) = v.get("activity").and_then(Value::as_str) {
+                return Ok(Some(SimAction::Activity { email, kind: k.to_string(), data: v.get("data").cloned().unwrap_or(json!({})) }));
             }
             if let Some(c) = v.get("consent") {
                 let get = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
@@ -571,7 +686,8 @@ pub fn parse_events(text: &str) -> Result<(Vec<SimEvent>, Vec<PerContact>), SimE
                 Some(SimAction::Tag { tag, .. }) => PerContactAction::Tag(tag),
                 Some(SimAction::Fields { fields, .. }) => PerContactAction::Fields(fields),
                 Some(SimAction::Consent { purpose, channel, status, .. }) => PerContactAction::Consent { purpose, channel, status },
-                _ => return Err(err("`each_contact` needs what happens: `tag`, `fields` or `consent`".into())),
+                Some(SimAction::Activity { kind, data, .. }) => PerContactAction::Activity { kind, data },
+                _ => return Err(err("`each_contact` needs what happens: `tag`, `fields`, `consent` or `activity`".into())),
             };
             per.push(PerContact { after, probability, action });
             continue;
@@ -585,7 +701,8 @@ pub fn parse_events(text: &str) -> Result<(Vec<SimEvent>, Vec<PerContact>), SimE
         } else if let Some(name) = v.get("emit").and_then(Value::as_str) {
             SimAction::Emit { name: name.to_string(), data: v.get("data").cloned().unwrap_or(json!({})) }
         } else if let Some(email) = v.get("contact").and_then(Value::as_str) {
-            contact_action(email.to_string())?.ok_or_else(|| err("a contact event needs `tag`, `fields` or `consent`".into()))?
+            contact_action(email.to_string())?
+                .ok_or_else(|| err("a contact event needs `tag`, `fields`, `consent` or `activity` (with `data`)".into()))?
         } else {
             return Err(err(
                 "say what happens: `webhook` (with `body`), `emit` (with `data`), or `contact` (with `tag`, `fields` or `consent`)".into(),

@@ -87,11 +87,13 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// How hard SQLite syncs: `Full` survives power loss (the default), `Normal` survives a
-/// crash of the process but may lose the last commits on power loss.
+/// crash of the process but may lose the last commits on power loss. `Off` never waits for
+/// the disk: only for throwaway stores (the simulator's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Synchronous {
     Full,
     Normal,
+    Off,
 }
 
 /// Where the store lives.
@@ -200,10 +202,16 @@ impl Store {
     /// A store in a fresh temporary directory (tests, `enlace run`). The directory is removed
     /// when the last clone of the store is dropped.
     pub async fn temporary() -> Result<Store> {
+        Self::temporary_with(Synchronous::Normal).await
+    }
+
+    /// [`Store::temporary`] with this durability (`Off` for a simulation: nothing in it
+    /// outlives the process).
+    pub async fn temporary_with(sync: Synchronous) -> Result<Store> {
         let dir = std::env::temp_dir().join(format!("enlace-tmp-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
         let secrets = SecretBox::from_key(&rand_key());
-        let mut db = sqlite::Sqlite::open(&dir.join("enlace.db"), secrets, Synchronous::Normal).await?;
+        let mut db = sqlite::Sqlite::open(&dir.join("enlace.db"), secrets, sync).await?;
         db.remove_on_drop(dir);
         Ok(Store { backend: Backend::Sqlite(Arc::new(db)) })
     }

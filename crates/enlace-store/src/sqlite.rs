@@ -128,6 +128,7 @@ impl Sqlite {
             .synchronous(match sync {
                 Synchronous::Full => SqliteSynchronous::Full,
                 Synchronous::Normal => SqliteSynchronous::Normal,
+                Synchronous::Off => SqliteSynchronous::Off,
             })
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)

@@ -1,0 +1,107 @@
+//! The journeys shipped under `recipes/`, simulated over a few contacts and their answers
+//! with the simulator (the real runner on a virtual clock, nothing sent): every message they
+//! would send, to whom, when, and what the send policy decided, as a snapshot. A change to a
+//! journey, to the runner or to the policy that changes what people receive shows here.
+
+use enlace_runner::simulate::{SimInput, SimOptions, SimReport, parse_contacts, parse_events, simulate};
+
+fn recipes(ids: &[&str]) -> Vec<enlace_recipe::Recipe> {
+    let registry = enlace_connectors::registry();
+    ids.iter()
+        .map(|id| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes").join(format!("{id}.yaml"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            enlace_recipe::load(&text, Some(&path.display().to_string()), &registry).unwrap_or_else(|d| panic!("{d}"))
+        })
+        .collect()
+}
+
+fn at(s: &str) -> i64 {
+    enlace_runner::exec_parse_time(s).unwrap()
+}
+
+/// The messages as lines a person can review: when due, when sent, to whom, which step, the
+/// decision and why.
+fn timeline(r: &SimReport) -> String {
+    let mut out = String::new();
+    for m in &r.messages {
+        let sent = m.sent_at.as_deref().map(|s| &s[..16]).unwrap_or("-");
+        let subject = m.content.get("subject").or_else(|| m.content.get("body")).and_then(|v| v.as_str()).unwrap_or("");
+        out.push_str(&format!(
+            "{} {:<16} {:<18} {:<5} {:<32} {:<8} {}{}\n",
+            &m.due[..16],
+            sent,
+            m.contact.as_deref().unwrap_or("-"),
+            m.channel,
+            format!("{}/{}", m.recipe, m.step),
+            m.decision,
+            subject,
+            m.reason.as_deref().map(|r| format!("  [{r}]")).unwrap_or_default()
+        ));
+    }
+    out.push_str(&format!("\nruns: {:?}\ndecisions: {:?}\n", r.runs, r.decisions));
+    out
+}
+
+#[tokio::test]
+async fn the_welcome_series() {
+    let events = r#"{"at": "2026-12-01T08:00:00Z", "webhook": "welcome-signup", "body": {"email": "ada@example.com", "name": "Ada", "email_consent": true, "timezone": "Europe/Paris"}}
+{"at": "2026-12-01T23:30:00Z", "webhook": "welcome-signup", "body": {"email": "bob@example.com", "name": "Bob", "email_consent": true, "timezone": "America/New_York"}}
+{"at": "2026-12-02T10:00:00Z", "webhook": "welcome-signup", "body": {"email": "cy@example.com", "name": "Cy", "email_consent": false}}
+{"at": "2026-12-02T09:00:00Z", "contact": "ada@example.com", "activity": "form_submitted", "data": {"form": "interests", "answers": {"pet": "dogs", "looking_for": "food", "phone": "+14155550123"}}}
+{"at": "2026-12-02T09:00:00Z", "contact": "ada@example.com", "consent": {"purpose": "marketing", "channel": "sms", "status": "granted"}}
+{"at": "2026-12-20T12:00:00Z", "contact": "ada@example.com", "activity": "form_submitted", "data": {"form": "survey", "ratings": {"webinar": 5, "videos": 4, "emails": 3}}}
+"#;
+    let (events, per_contact) = parse_events(events).unwrap();
+    let input = SimInput { contacts: vec![], events, per_contact };
+    let mut opts = SimOptions {
+        start: at("2026-12-01T00:00:00Z"),
+        until: at("2027-01-10T00:00:00Z"),
+        seed: 1,
+        parallel: 8,
+        policy: None,
+        list_limit: 10_000,
+    };
+    let journey = recipes(&["welcome-signup", "welcome-series"]);
+    // Under the default policy (3 marketing emails per 30 days), the preview shows the
+    // series' fourth email and later ones deferred, the webinar-day email after the webinar.
+    let r = simulate(enlace_connectors::registry(), &journey, input.clone(), &opts).await.unwrap();
+    assert!(r.decisions["deferred"] >= 1, "{:?}", r.decisions);
+    insta::assert_snapshot!("welcome_series_default_policy", timeline(&r));
+    // With the email cap the series needs (7 in 30 days), everything goes out on time; Cy
+    // never consented to email, so nothing reaches Cy.
+    let mut policy = enlace_core::policy::PolicySettings::default();
+    policy.channels.get_mut("email").unwrap().cap =
+        Some(enlace_core::policy::Cap { max: 7, per: std::time::Duration::from_secs(30 * 86_400) });
+    opts.policy = Some(policy);
+    let r = simulate(enlace_connectors::registry(), &journey, input, &opts).await.unwrap();
+    assert_eq!(r.runs["welcome-series"].get("succeeded"), Some(&3), "{:?}", r.runs);
+    assert!(r.messages.iter().filter(|m| m.contact.as_deref() == Some("cy@example.com")).all(|m| m.decision == "blocked"));
+    insta::assert_snapshot!("welcome_series", timeline(&r));
+}
+
+#[tokio::test]
+async fn the_abandoned_cart() {
+    let contacts = parse_contacts(
+        "email,first_name,timezone,consent.marketing.email\nada@example.com,Ada,Europe/Paris,granted\nbob@example.com,Bob,Europe/Paris,granted\ncy@example.com,Cy,Europe/Paris,granted\n",
+    )
+    .unwrap();
+    let events = r#"{"at": "2026-12-01T10:00:00Z", "contact": "ada@example.com", "activity": "cart_abandoned", "data": {"cart_id": "C1", "total": 42.5}}
+{"at": "2026-12-01T10:00:00Z", "contact": "bob@example.com", "activity": "cart_abandoned", "data": {"cart_id": "C2", "total": 19.9}}
+{"at": "2026-12-01T10:00:00Z", "contact": "cy@example.com", "activity": "cart_abandoned", "data": {"cart_id": "C3", "total": 64}}
+{"at": "2026-12-01T18:00:00Z", "contact": "ada@example.com", "activity": "purchase", "data": {"order_id": "A-1", "total": 42.5}}
+{"at": "2026-12-02T09:00:00Z", "contact": "bob@example.com", "activity": "form_submitted", "data": {"form": "cart", "reasons": ["too expensive"]}}
+"#;
+    let (events, per_contact) = parse_events(events).unwrap();
+    let input = SimInput { contacts, events, per_contact };
+    let opts = SimOptions {
+        start: at("2026-12-01T00:00:00Z"),
+        until: at("2026-12-20T00:00:00Z"),
+        seed: 1,
+        parallel: 8,
+        policy: None,
+        list_limit: 10_000,
+    };
+    let r = simulate(enlace_connectors::registry(), &recipes(&["abandoned-cart", "abandoned-cart-thanks"]), input, &opts).await.unwrap();
+    insta::assert_snapshot!("abandoned_cart", timeline(&r));
+}
