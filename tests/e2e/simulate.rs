@@ -136,3 +136,40 @@ fn bad_inputs_are_named() {
     assert!(!ok);
     assert!(err.contains("`steps` is empty") && err.contains("only valid recipes"), "{err}");
 }
+
+#[tokio::test]
+async fn the_api_simulates_stored_recipes_under_the_installations_policy() {
+    let s = TestServer::start().await;
+    let r = s.api(reqwest::Method::POST, "/api/v1/recipes").body(JOURNEY).header("content-type", "application/yaml").send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let body = serde_json::json!({"recipes": ["greet"], "contacts": CONTACTS, "events": EVENTS, "seed": 7, "duration": "10d"});
+    let r = s.api(reqwest::Method::POST, "/api/v1/simulate").json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let api: Value = r.json().await.unwrap();
+    assert_eq!(api["runs"]["greet"]["succeeded"], 3, "{api}");
+    assert_eq!(api["calls"].as_array().unwrap().len(), 6);
+    // The same as the command line's report for the same inputs and seed.
+    let dir = temp_dir("simulate-api");
+    std::fs::create_dir_all(dir.join("recipes")).unwrap();
+    std::fs::write(dir.join("recipes/greet.yaml"), JOURNEY).unwrap();
+    std::fs::write(dir.join("contacts.csv"), CONTACTS).unwrap();
+    std::fs::write(dir.join("events.jsonl"), EVENTS).unwrap();
+    assert_eq!(api["calls"], simulate(&dir, "7")["calls"]);
+    // Nothing of the simulation is in the installation's store.
+    let contacts: Value = s.api(reqwest::Method::GET, "/api/v1/contacts").send().await.unwrap().json().await.unwrap();
+    assert_eq!(contacts["contacts"].as_array().unwrap().len(), 0, "{contacts}");
+    // Mistakes are named.
+    let r = s.api(reqwest::Method::POST, "/api/v1/simulate").json(&serde_json::json!({"recipes": ["nope"]})).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("no recipe `nope`"));
+    let r = s
+        .api(reqwest::Method::POST, "/api/v1/simulate")
+        .json(&serde_json::json!({"recipes": ["greet"], "events": "{\"at\": 1}"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["path"], "events", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("say what happens"), "{e}");
+}

@@ -11,6 +11,7 @@ pub mod gdpr;
 pub mod policy;
 pub mod recipes;
 pub mod runs;
+pub mod simulate;
 pub mod timeline;
 pub mod triggers;
 
@@ -76,6 +77,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(policy::get, policy::put))
         .routes(routes!(policy::list))
         .routes(routes!(policy::decide))
+        .routes(routes!(simulate::run))
         .routes(routes!(timeline::record))
         .routes(routes!(timeline::timeline))
         .routes(routes!(timeline::get_scoring, timeline::put_scoring))
