@@ -40,6 +40,9 @@ pub struct SimulateArgs {
     /// The send policy to simulate with, as `PUT /api/v1/policy` takes it (JSON); the defaults otherwise.
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// The lead scoring rules to simulate with, as `PUT /api/v1/scoring` takes them (JSON); none otherwise.
+    #[arg(long)]
+    scoring: Option<PathBuf>,
     /// List at most this many messages and calls in the report (the earliest); counts are always complete.
     #[arg(long, default_value_t = 10_000)]
     list: usize,
@@ -119,8 +122,21 @@ pub async fn run(a: SimulateArgs) -> Result<ExitCode> {
         ),
         None => None,
     };
-    let opts =
-        SimOptions { start, until: start + duration.as_millis() as i64, seed: a.seed, parallel: a.parallel, policy, list_limit: a.list };
+    let scoring = match &a.scoring {
+        Some(p) => Some(
+            serde_json::from_str(&read(p)?).with_context(|| format!("{}: not scoring rules (see `GET /api/v1/scoring`)", p.display()))?,
+        ),
+        None => None,
+    };
+    let opts = SimOptions {
+        start,
+        until: start + duration.as_millis() as i64,
+        seed: a.seed,
+        parallel: a.parallel,
+        policy,
+        scoring,
+        list_limit: a.list,
+    };
     let t0 = std::time::Instant::now();
     let report = simulate(registry, &recipes, input, &opts).await?;
     let elapsed = t0.elapsed();

@@ -60,6 +60,7 @@ async fn the_welcome_series() {
         seed: 1,
         parallel: 8,
         policy: None,
+        scoring: None,
         list_limit: 10_000,
     };
     let journey = recipes(&["welcome-signup", "welcome-series"]);
@@ -100,8 +101,61 @@ async fn the_abandoned_cart() {
         seed: 1,
         parallel: 8,
         policy: None,
+        scoring: None,
         list_limit: 10_000,
     };
     let r = simulate(enlace_connectors::registry(), &recipes(&["abandoned-cart", "abandoned-cart-thanks"]), input, &opts).await.unwrap();
     insta::assert_snapshot!("abandoned_cart", timeline(&r));
+}
+
+#[tokio::test]
+async fn the_lead_scoring_hand_off() {
+    let rules: enlace_core::scoring::ScoringRules = serde_json::from_value(serde_json::json!({
+        "half_life": "14d",
+        "rules": [
+            {"kind": "page_viewed", "points": 10, "match": {"url": "https://pets.example.com/pricing*"}},
+            {"kind": "page_viewed", "points": 1},
+            {"kind": "email_clicked", "points": 5},
+            {"kind": "form_submitted", "points": 30, "match": {"form": "demo"}}
+        ],
+        "thresholds": [{"name": "qualified", "score": 50, "event": "lead.qualified"}]
+    }))
+    .unwrap();
+    let contacts = parse_contacts(
+        "email,first_name,pet,consent.marketing.email\nada@example.com,Ada,dogs,granted\nbob@example.com,Bob,cats,granted\ncy@example.com,Cy,birds,granted\n",
+    )
+    .unwrap();
+    // Ada reads the pricing page three times and asks for a demo: qualified. Bob browses the
+    // blog and clicks an email: not. Cy reaches 50 only after a month of decay would have
+    // halved the early points: not either.
+    let events = r#"{"at": "2026-12-01T10:00:00Z", "contact": "ada@example.com", "activity": "page_viewed", "data": {"url": "https://pets.example.com/pricing"}}
+{"at": "2026-12-02T10:00:00Z", "contact": "ada@example.com", "activity": "page_viewed", "data": {"url": "https://pets.example.com/pricing?plan=pro"}}
+{"at": "2026-12-03T10:00:00Z", "contact": "ada@example.com", "activity": "page_viewed", "data": {"url": "https://pets.example.com/pricing"}}
+{"at": "2026-12-03T10:05:00Z", "contact": "ada@example.com", "activity": "form_submitted", "data": {"form": "demo"}}
+{"at": "2026-12-05T10:00:00Z", "contact": "ada@example.com", "activity": "form_submitted", "data": {"form": "demo"}}
+{"at": "2026-12-01T11:00:00Z", "contact": "bob@example.com", "activity": "page_viewed", "data": {"url": "https://pets.example.com/blog/cats"}}
+{"at": "2026-12-02T11:00:00Z", "contact": "bob@example.com", "activity": "email_clicked", "data": {"url": "https://pets.example.com/blog"}}
+{"at": "2026-12-01T12:00:00Z", "contact": "cy@example.com", "activity": "form_submitted", "data": {"form": "demo"}}
+{"at": "2027-01-01T12:00:00Z", "contact": "cy@example.com", "activity": "page_viewed", "data": {"url": "https://pets.example.com/pricing"}}
+{"at": "2027-01-02T12:00:00Z", "contact": "cy@example.com", "activity": "page_viewed", "data": {"url": "https://pets.example.com/pricing"}}
+"#;
+    let (events, per_contact) = parse_events(events).unwrap();
+    let input = SimInput { contacts, events, per_contact };
+    let opts = SimOptions {
+        start: at("2026-12-01T00:00:00Z"),
+        until: at("2027-01-10T00:00:00Z"),
+        seed: 1,
+        parallel: 8,
+        policy: None,
+        scoring: Some(rules),
+        list_limit: 10_000,
+    };
+    let r = simulate(enlace_connectors::registry(), &recipes(&["lead-handoff"]), input, &opts).await.unwrap();
+    assert_eq!(r.runs["lead-handoff"].get("succeeded"), Some(&1), "{:?}", r.runs);
+    let calls: Vec<String> = r
+        .calls
+        .iter()
+        .map(|c| format!("{} {} {}.{} {}", &c.at[..16], c.contact.as_deref().unwrap_or("-"), c.app, c.action, c.content))
+        .collect();
+    insta::assert_snapshot!("lead_handoff", calls.join("\n"));
 }

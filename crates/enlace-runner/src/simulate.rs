@@ -121,6 +121,8 @@ pub struct SimOptions {
     /// The send policy to simulate with (the defaults when `None`): preview a flow under the
     /// caps and quiet hours it will meet, or try others.
     pub policy: Option<enlace_core::policy::PolicySettings>,
+    /// The lead scoring rules to simulate with (none when `None`).
+    pub scoring: Option<enlace_core::scoring::ScoringRules>,
     /// At most this many messages and calls are listed in the report (the earliest, in a
     /// fixed order); the counts are always complete. Bounds the report's memory.
     pub list_limit: usize,
@@ -248,6 +250,9 @@ pub async fn simulate(registry: Registry, recipes: &[Recipe], input: SimInput, o
     runner.load(false).await?;
     if let Some(p) = &opts.policy {
         store.set_policy_settings(p, opts.start).await.map_err(|e| SimError::Input(format!("the policy: {e}")))?;
+    }
+    if let Some(rules) = &opts.scoring {
+        store.set_scoring_rules(rules, opts.start).await.map_err(|e| SimError::Input(format!("the scoring rules: {e}")))?;
     }
 
     // Everything that happens, in time order (stable: contacts first, in the order given,

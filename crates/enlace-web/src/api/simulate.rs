@@ -42,6 +42,9 @@ pub struct SimulateRequest {
     /// The send policy to simulate with; the installation's when absent.
     #[serde(default)]
     pub policy: Option<Value>,
+    /// The lead scoring rules to simulate with; the installation's when absent.
+    #[serde(default)]
+    pub scoring: Option<Value>,
     /// List at most this many messages and calls (the earliest); counts are complete.
     #[serde(default = "thousand")]
     pub list: usize,
@@ -109,8 +112,22 @@ pub async fn run(State(s): State<AppState>, Json(req): Json<SimulateRequest>) ->
         },
         None => Some(s.runner.store().policy_settings().await?),
     };
-    let opts =
-        SimOptions { start, until: start + duration.as_millis() as i64, seed: req.seed, parallel: 32, policy, list_limit: req.list.max(1) };
+    let scoring = match req.scoring {
+        Some(v) => match serde_json::from_value::<enlace_core::scoring::ScoringRules>(v) {
+            Ok(r) => Some(r),
+            Err(e) => return Err(ApiError::invalid("scoring", e.to_string())),
+        },
+        None => Some(s.runner.store().scoring_rules().await?),
+    };
+    let opts = SimOptions {
+        start,
+        until: start + duration.as_millis() as i64,
+        seed: req.seed,
+        parallel: 32,
+        policy,
+        scoring,
+        list_limit: req.list.max(1),
+    };
     let report = simulate(s.runner.registry().clone(), &recipes, input, &opts).await.map_err(|e| match e {
         enlace_runner::simulate::SimError::Input(m) => ApiError::invalid("", m),
         enlace_runner::simulate::SimError::Runner(e) => ApiError::from(e),
