@@ -279,7 +279,36 @@ steps:
     assert!(runs_of(&store, "follow-up").await.iter().all(|r| r.status == RunStatus::Succeeded));
 }
 
+async fn an_exit_rule_that_cannot_be_rendered_fails_the_run_and_says_where() {
+    let (runner, _clock, store) = manual_runner(None).await;
+    install(
+        &runner,
+        r#"
+id: broken-exit
+trigger: {app: contacts, event: contact_created}
+exit:
+  - event: tag_added
+    match: {tag: "{{contact.fields.favourite}}"}
+steps:
+  - id: hello
+    filter: "{{contact.email}}"
+"#,
+    )
+    .await;
+    upsert(&runner, "ada@example.com", json!({})).await;
+    runner.drain_due().await.unwrap();
+    let run = &runs_of(&store, "broken-exit").await[0];
+    assert_eq!(run.status, RunStatus::Failed);
+    let d = store.run_detail(&run.id).await.unwrap().unwrap();
+    let exit = d.steps.iter().find(|s| s.key == "$exit").expect("the failure is journaled as $exit");
+    let e = exit.error.clone().unwrap();
+    assert_eq!(e["path"], "exit[0].match.tag", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("favourite"), "{e}");
+    assert!(d.steps.iter().all(|s| s.key != "hello"), "no step ran");
+}
+
 on_both_backends!(
+    an_exit_rule_that_cannot_be_rendered_fails_the_run_and_says_where,
     wait_for_is_woken_by_the_contacts_matching_event_or_times_out,
     an_exit_goal_ends_the_journey_wherever_the_contact_is,
     reentry_once_and_after_a_cooldown,

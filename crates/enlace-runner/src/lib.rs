@@ -454,43 +454,27 @@ impl Runner {
     /// Claims and runs due runs in this task until none is due (tests and `enlace run`).
     /// Returns how many runs were executed.
     pub async fn drain_due(&self) -> Result<usize, RunnerError> {
-        let mut total = 0;
-        loop {
-            let now = self.now_ms();
-            let claimed =
-                self.inner.store.claim_due(&self.inner.config.node_id, now, 64, self.inner.config.lease.as_millis() as i64).await?;
-            if claimed.is_empty() {
-                return Ok(total);
-            }
-            for c in claimed {
-                let permit = self
-                    .inner
-                    .slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| RunnerError::Conflict("the runner is shutting down".into()))?;
-                exec::execute(self.inner.clone(), c.run_id, permit, None).await;
-                total += 1;
-            }
-        }
+        self.drain(64, false).await
     }
 
     /// Like [`Runner::drain_due`], running up to `parallel` claimed runs at once (each batch
     /// ends before the next is claimed): the simulator's pace.
     pub async fn drain_due_parallel(&self, parallel: usize) -> Result<usize, RunnerError> {
+        self.drain(parallel.max(1) as i64, true).await
+    }
+
+    /// Claims up to `batch` due runs at a time and runs them, one after the other in this
+    /// task, or at once (`spawn`), until none is due.
+    async fn drain(&self, batch: i64, spawn: bool) -> Result<usize, RunnerError> {
         let mut total = 0;
         loop {
             let now = self.now_ms();
-            let claimed = self
-                .inner
-                .store
-                .claim_due(&self.inner.config.node_id, now, parallel.max(1) as i64, self.inner.config.lease.as_millis() as i64)
-                .await?;
+            let claimed =
+                self.inner.store.claim_due(&self.inner.config.node_id, now, batch, self.inner.config.lease.as_millis() as i64).await?;
             if claimed.is_empty() {
                 return Ok(total);
             }
-            let mut batch = Vec::with_capacity(claimed.len());
+            let mut running = Vec::with_capacity(if spawn { claimed.len() } else { 0 });
             for c in claimed {
                 let permit = self
                     .inner
@@ -499,10 +483,14 @@ impl Runner {
                     .acquire_owned()
                     .await
                     .map_err(|_| RunnerError::Conflict("the runner is shutting down".into()))?;
-                batch.push(tokio::spawn(exec::execute(self.inner.clone(), c.run_id, permit, None)));
+                if spawn {
+                    running.push(tokio::spawn(exec::execute(self.inner.clone(), c.run_id, permit, None)));
+                } else {
+                    exec::execute(self.inner.clone(), c.run_id, permit, None).await;
+                }
                 total += 1;
             }
-            for t in batch {
+            for t in running {
                 let _ = t.await;
             }
         }

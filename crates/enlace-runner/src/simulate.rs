@@ -255,9 +255,9 @@ pub async fn simulate(registry: Registry, recipes: &[Recipe], input: SimInput, o
         store.set_scoring_rules(rules, opts.start).await.map_err(|e| SimError::Input(format!("the scoring rules: {e}")))?;
     }
 
-    // Everything that happens, in time order (stable: contacts first, in the order given,
-    // then events in the order given).
-    let mut feeds: Vec<(i64, usize, Feed)> = vec![];
+    // Everything that happens, in time order; at one time, contacts first, then the events
+    // given, then the per-contact ones, each in the order given.
+    let mut feeds: Vec<((i64, u8, usize), Feed)> = vec![];
     let mut seq = 0;
     for c in &input.contacts {
         let at = c.at.unwrap_or(opts.start);
@@ -272,22 +272,22 @@ pub async fn simulate(registry: Registry, recipes: &[Recipe], input: SimInput, o
                     }
                     PerContactAction::Activity { kind, data } => SimAction::Activity { email, kind: kind.clone(), data: data.clone() },
                 };
-                feeds.push((at + p.after.as_millis() as i64, usize::MAX / 2 + seq, Feed::Event(action)));
+                feeds.push(((at + p.after.as_millis() as i64, 2, seq), Feed::Event(action)));
             }
             seq += 1;
         }
-        feeds.push((at, seq, Feed::Contact(c.clone())));
+        feeds.push(((at, 0, seq), Feed::Contact(c.clone())));
         seq += 1;
     }
     for e in &input.events {
-        feeds.push((e.at, usize::MAX / 4 + seq, Feed::Event(e.action.clone())));
+        feeds.push(((e.at, 1, seq), Feed::Event(e.action.clone())));
         seq += 1;
     }
-    feeds.sort_by_key(|(at, s, _)| (*at, *s));
+    feeds.sort_by_key(|(key, _)| *key);
     let mut feeds = feeds.into_iter().peekable();
 
     loop {
-        let next_feed = feeds.peek().map(|(at, _, _)| *at);
+        let next_feed = feeds.peek().map(|((at, _, _), _)| *at);
         let next_due = store.next_due_at().await?;
         let t = match (next_feed, next_due) {
             (Some(a), Some(b)) => a.min(b),
@@ -304,8 +304,7 @@ pub async fn simulate(registry: Registry, recipes: &[Recipe], input: SimInput, o
         let now = clock.now_ms();
         // The inputs due now; contact imports go in parallel batches.
         let mut batch = vec![];
-        while feeds.peek().is_some_and(|(at, _, _)| *at <= now) {
-            let (_, _, f) = feeds.next().unwrap_or((0, 0, Feed::Event(SimAction::Emit { name: String::new(), data: Value::Null })));
+        while let Some((_, f)) = feeds.next_if(|((at, _, _), _)| *at <= now) {
             batch.push(f);
         }
         for chunk in batch.chunks(256) {

@@ -222,7 +222,7 @@ impl Exec {
                 ExitWhen::Event { kind, matching } => {
                     let want = match self.render_match(matching, &format!("exit[{i}].match")) {
                         Ok(w) => w,
-                        Err(stop) => return Err(stop),
+                        Err((path, message)) => return self.exit_failure(path, message),
                     };
                     let events = match self.inner.store.contact_events(&contact_id, kind, since, EVENTS_READ).await {
                         Ok(ev) => ev,
@@ -236,25 +236,7 @@ impl Exec {
                 ExitWhen::If(t) => match t.eval(&self.data) {
                     Ok(v) if super::truthy(&v) => Some(json!({"if": true})),
                     Ok(_) => None,
-                    Err(e) => {
-                        let error = json!({"class": "bad_input", "path": format!("exit[{i}].if"), "message": e.message, "hint": "fix the exit rule, then replay the run"});
-                        let started = self.now();
-                        self.record_as(
-                            EXIT_KEY,
-                            "exit",
-                            "exit",
-                            false,
-                            Entry {
-                                status: StepStatus::Failed,
-                                input: None,
-                                output: None,
-                                error: Some(error.clone()),
-                                attempts: 0,
-                                started_at: started,
-                            },
-                        );
-                        return Err(Stop::Failed { error });
-                    }
+                    Err(e) => return self.exit_failure(format!("exit[{i}].if"), e.message),
                 },
             };
             if let Some(mut out) = hit {
@@ -270,21 +252,32 @@ impl Exec {
         Ok(())
     }
 
-    /// Renders a `match` map; a template that fails fails the run.
-    fn render_match(&mut self, matching: &[(String, enlace_recipe::template::Template)], path: &str) -> Result<Map<String, Value>, Stop> {
+    /// Renders a `match` map: the fields, or the failing template's path and message.
+    fn render_match(
+        &self,
+        matching: &[(String, enlace_recipe::template::Template)],
+        path: &str,
+    ) -> Result<Map<String, Value>, (String, String)> {
         let mut want = Map::new();
         for (k, t) in matching {
-            match t.eval(&self.data) {
-                Ok(v) => {
-                    want.insert(k.clone(), v);
-                }
-                Err(e) => {
-                    let error = json!({"class": "bad_input", "path": format!("{path}.{k}"), "message": e.message, "hint": "fix the template, then replay the run"});
-                    return Err(Stop::Failed { error });
-                }
-            }
+            let v = t.eval(&self.data).map_err(|e| (format!("{path}.{k}"), e.message))?;
+            want.insert(k.clone(), v);
         }
         Ok(want)
+    }
+
+    /// An exit rule whose template cannot be rendered fails the run, journaled as `$exit`.
+    fn exit_failure(&mut self, path: String, message: String) -> Flow {
+        let error = json!({"class": "bad_input", "path": path, "message": message, "hint": "fix the exit rule, then replay the run"});
+        let started = self.now();
+        self.record_as(
+            EXIT_KEY,
+            "exit",
+            "exit",
+            false,
+            Entry { status: StepStatus::Failed, input: None, output: None, error: Some(error.clone()), attempts: 0, started_at: started },
+        );
+        Err(Stop::Failed { error })
     }
 
     /// `wait_for`: the first event of the kind on the contact's timeline since the wait began
@@ -309,12 +302,7 @@ impl Exec {
             None => {
                 let want = match self.render_match(&w.matching, "wait_for.match") {
                     Ok(m) => m,
-                    Err(Stop::Failed { error }) => {
-                        let msg = error.get("message").and_then(Value::as_str).unwrap_or_default().to_string();
-                        let path = error.get("path").and_then(Value::as_str).unwrap_or("wait_for.match").to_string();
-                        return self.template_failure(step, key, &path, msg, started);
-                    }
-                    Err(stop) => return Err(stop),
+                    Err((path, message)) => return self.template_failure(step, key, &path, message, started),
                 };
                 (started, started + w.timeout.as_millis() as i64, want, started)
             }
