@@ -127,11 +127,11 @@ await run(async (browser) => {
     });
     out.sample_status = caught.status;
     await page.reload();
-    out.sample_pills = await page.locator("button.pill").allInnerTexts();
 
     // Step 1: contacts upsert, with a pill for the email.
     await page.getByLabel("Add a step").selectOption("contacts.upsert_contact");
     await page.getByRole("button", { name: "Add the step" }).click();
+    out.sample_pills = await page.locator("button.pill").allInnerTexts();
     await page.getByLabel("Step id").fill("save");
     await page.getByLabel("email", { exact: true }).click();
     await page.getByRole("button", { name: "trigger.body.email" }).first().click();

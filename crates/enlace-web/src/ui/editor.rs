@@ -386,11 +386,14 @@ async fn new_submit(State(s): State<AppState>, sess: Session, body: Bytes) -> Ui
     if !source.trim().is_empty() {
         // A whole recipe written by hand: saved (and validated) as the API saves it.
         return match api::recipes::create(State(s.clone()), yaml_headers(), Bytes::from(source.clone())).await {
-            Ok((_, axum::Json(saved))) => Ok(redirect_flash(
-                &format!("/ui/recipes/{}", esc_path(&saved.recipe.id)),
-                "ok",
-                "The recipe is saved, disabled. Preview it, then enable it.",
-            )),
+            Ok((_, axum::Json(saved))) => {
+                let msg = if saved.recipe.enabled {
+                    "The recipe is saved and enabled (its source does not say `enabled: false`)."
+                } else {
+                    "The recipe is saved, disabled. Preview it, then enable it."
+                };
+                Ok(redirect_flash(&format!("/ui/recipes/{}", esc_path(&saved.recipe.id)), "ok", msg))
+            }
             Err(e) => {
                 let mut r = page(
                     &sess,
@@ -707,7 +710,14 @@ async fn delete_step(State(s): State<AppState>, sess: Session, Path((id, step)):
 async fn publish(State(s): State<AppState>, sess: Session, Path(id): Path<String>) -> UiResult {
     sess.require(Role::Editor)?;
     let w = working(&s, &id).await?;
-    let text = Bytes::from(pretty(&w.source));
+    let mut source = w.source.clone();
+    // Published for the first time: disabled, until a person previews and enables it.
+    if w.published.is_none()
+        && let Some(o) = source.as_object_mut()
+    {
+        o.entry("enabled").or_insert(Value::Bool(false));
+    }
+    let text = Bytes::from(pretty(&source));
     let saved = if w.published.is_some() {
         api::recipes::update(State(s.clone()), Path(id.clone()), json_headers(), text).await.map(|j| j.0)
     } else {

@@ -589,7 +589,7 @@ async fn connection_credentials(State(s): State<AppState>, sess: Session, Path(i
     api::connections::first_token(&s.runner, &id, &credentials).await?;
     s.runner.connection_repaired(&id).await?;
     let msg = match api::connections::run_test(&s.runner, &id, s.runner.now_ms()).await {
-        Ok(t) if t.status == "ok" => format!("New credentials saved, and the test passed. Runs held for this connection resume."),
+        Ok(t) if t.status == "ok" => "New credentials saved, and the test passed. Runs held for this connection resume.".to_string(),
         Ok(t) if t.status == "untested" => "New credentials saved. Runs held for this connection resume.".to_string(),
         Ok(t) => format!("New credentials saved, but the test failed: {}", t.message),
         Err(e) => UiError::from(e).message,
