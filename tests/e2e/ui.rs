@@ -304,7 +304,8 @@ async fn every_form_needs_the_session_token_and_roles_are_enforced_by_the_server
     let token = admin.csrf("/ui/tokens").await;
     let (status, html, _, _) = admin.post("/ui/tokens", &[("_csrf", &token), ("name", "ci")]).await;
     assert_eq!(status, 200);
-    let at = html.find("id=\"new-token\" type=\"text\" readonly value=\"").unwrap() + 40;
+    let marker = "id=\"new-token\" type=\"text\" readonly value=\"";
+    let at = html.find(marker).unwrap() + marker.len();
     let api_token = &html[at..at + html[at..].find('"').unwrap()];
     assert!(api_token.starts_with("enl_"), "{api_token}");
     let r = s.http.get(s.url("/api/v1/recipes")).bearer_auth(api_token).send().await.unwrap();
@@ -328,7 +329,7 @@ async fn every_form_needs_the_session_token_and_roles_are_enforced_by_the_server
     }
     install(
         &s.runner,
-        "id: r1\ntrigger: {app: webhook, event: catch, with: {path: r1}}\nsteps:\n  - id: f\n    filter: \"{{trigger.body.ok}}\"\n",
+        "id: r1\nenabled: false\ntrigger: {app: webhook, event: catch, with: {path: r1}}\nsteps:\n  - id: f\n    filter: \"{{trigger.body.ok}}\"\n",
     )
     .await;
     let mut viewer = Browser::new(&s.base);
