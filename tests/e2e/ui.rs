@@ -224,7 +224,6 @@ async fn set_up(s: &TestServer) -> Browser {
     b
 }
 
-#[tokio::test]
 async fn setup_is_first_and_once_sessions_are_hashed_and_end_at_sign_out() {
     let s = TestServer::start().await;
     let mut anon = Browser::new(&s.base);
@@ -289,7 +288,6 @@ async fn setup_is_first_and_once_sessions_are_hashed_and_end_at_sign_out() {
     assert_eq!((status, loc.as_deref()), (303, Some("/login?next=%2Fui%2Fruns")));
 }
 
-#[tokio::test]
 async fn every_form_needs_the_session_token_and_roles_are_enforced_by_the_server() {
     let s = TestServer::start().await;
     let mut admin = set_up(&s).await;
@@ -357,6 +355,11 @@ async fn every_form_needs_the_session_token_and_roles_are_enforced_by_the_server
     assert_eq!(loc.as_deref(), Some("/ui/users"));
     assert_eq!(s.store.ui_user_by_name(ADMIN).await.unwrap().unwrap().0.role, "admin");
 }
+
+on_both_backends!(
+    setup_is_first_and_once_sessions_are_hashed_and_end_at_sign_out,
+    every_form_needs_the_session_token_and_roles_are_enforced_by_the_server
+);
 
 #[tokio::test]
 async fn sign_in_is_rate_limited_per_name_and_errors_are_pages() {
