@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-const USER: &str = "hub@example.com";
-const PASSWORD: &str = "s3cret-Pa55word";
+pub const USER: &str = "hub@example.com";
+pub const PASSWORD: &str = "s3cret-Pa55word";
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/fixtures").join(name)

@@ -50,11 +50,19 @@ pub fn accepted_kinds(auth: AuthKind) -> &'static [&'static str] {
     }
 }
 
-/// A field of a credential kind.
-struct Field {
-    name: &'static str,
-    required: bool,
-    what: &'static str,
+/// A field of a credential kind (the web UI builds its connection forms from these).
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub name: &'static str,
+    pub required: bool,
+    /// What to give, for help text and errors.
+    pub what: &'static str,
+}
+
+/// The fields of a credential kind (`api_key`, `bearer`, `basic`, `oauth2`, `smtp`,
+/// `imap`), in the order users write them; `None` for an unknown kind.
+pub fn credential_fields(kind: &str) -> Option<&'static [Field]> {
+    fields_of(kind)
 }
 
 const fn req(name: &'static str, what: &'static str) -> Field {

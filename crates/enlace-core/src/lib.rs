@@ -32,8 +32,10 @@ pub mod secret;
 pub mod trigger;
 
 pub use action::{Action, ActionContext, DynAction};
+pub use connection::Field as CredentialField;
 pub use connection::{
-    ConnectionContext, ConnectionTest, CredentialsError, TestOutcome, accepted_kinds, parse_credentials, parse_credentials_with,
+    ConnectionContext, ConnectionTest, CredentialsError, TestOutcome, accepted_kinds, credential_fields, parse_credentials,
+    parse_credentials_with,
 };
 pub use contacts::{ContactsBackend, Extensions, Links};
 pub use error::{ConnectorError, ErrorClass};

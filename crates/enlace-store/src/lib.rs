@@ -160,6 +160,10 @@ macro_rules! dispatch {
     };
 }
 
+// After `dispatch!`, which it uses.
+mod accounts;
+pub use accounts::{DraftRow, NewSession, SampleRow, SessionRow, UserRow};
+
 impl Store {
     /// Opens (creating if needed) the store and applies pending migrations.
     pub async fn open(cfg: &StoreConfig) -> Result<Store> {

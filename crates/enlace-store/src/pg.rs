@@ -24,6 +24,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 use sqlx::{ConnectOptions, Connection, PgConnection, Postgres, QueryBuilder, Row};
 use tokio::sync::Notify;
 
+mod accounts;
 mod contacts;
 mod gdpr;
 

@@ -44,6 +44,10 @@ async fn catch(
         return Err(ApiError::new(Code::HookNotFound, "this node does not take webhooks"));
     }
     let Some(cur) = s.runner.hook(&path) else {
+        // A recipe being built in the web UI may be listening for a sample request here.
+        if let Some(r) = crate::ui::editor::capture_sample(&s, &path, &query, &headers, body).await? {
+            return Ok(r);
+        }
         return Err(ApiError::new(
             Code::HookNotFound,
             format!("no enabled recipe listens on /hooks/{path}; check the path, or enable the recipe"),

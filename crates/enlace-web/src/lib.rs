@@ -1,6 +1,6 @@
 //! Enlace's HTTP interface, the only crate that speaks HTTP to clients: webhook ingress
 //! (`/hooks`), the REST API (`/api/v1`, described by an OpenAPI document generated from the
-//! handlers themselves), health, metrics and the home page.
+//! handlers themselves), the web UI (`ui`: `/`, `/setup`, `/login`, `/ui/...`), health and metrics.
 //!
 //! Handlers stay thin: they extract, call the runner or the store, and answer. Every error
 //! leaves through [`error::ApiError`], one table of codes.
@@ -11,6 +11,7 @@ pub mod error;
 pub mod hooks;
 pub mod oauth;
 pub mod track;
+pub mod ui;
 pub mod unsubscribe;
 
 use std::collections::HashMap;
@@ -21,7 +22,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use enlace_runner::Runner;
 use governor::DefaultDirectRateLimiter;
@@ -62,6 +63,8 @@ pub(crate) struct Shared {
     pub openapi: String,
     /// The rate limit of `POST /track`.
     pub track_limit: Arc<DefaultDirectRateLimiter>,
+    /// The web UI's state (setup done, failed sign-ins).
+    pub ui: ui::UiState,
 }
 
 /// What every handler can reach.
@@ -100,11 +103,11 @@ pub fn app(runner: Runner, config: WebConfig) -> Router {
             http_requests,
             openapi,
             track_limit: track::limiter(),
+            ui: ui::UiState::new(),
         }),
     };
     let api_router = api_router.route_layer(middleware::from_fn_with_state(state.clone(), api::auth::require_token));
     Router::new()
-        .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi_json))
@@ -114,6 +117,7 @@ pub fn app(runner: Runner, config: WebConfig) -> Router {
         .merge(track::routes())
         .merge(email_tracking::routes())
         .merge(api_router)
+        .merge(ui::routes(state.clone()))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), request_layer))
         .with_state(state)
@@ -122,10 +126,6 @@ pub fn app(runner: Runner, config: WebConfig) -> Router {
 /// The OpenAPI document, as served at `/api/v1/openapi.json`.
 pub fn openapi_document() -> String {
     serde_json::to_string_pretty(&api::router().split_for_parts().1).unwrap_or_default()
-}
-
-async fn index() -> Html<&'static str> {
-    Html(include_str!("../../../web/index.html"))
 }
 
 /// 200 when the database answers, 503 when it does not.
@@ -199,8 +199,13 @@ async fn reshape_rejection(resp: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
-    let is_json = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+    // JSON errors are already shaped; the UI's pages are HTML on purpose.
+    let keep = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if keep {
         return resp;
     }
     let bytes = axum::body::to_bytes(resp.into_body(), 64 * 1024).await.unwrap_or_default();

@@ -1,0 +1,405 @@
+//! The web UI end to end. In a real browser (Debian's chromium driven by playwright-core,
+//! `tests/browser/ui.mjs`) against the real server on a fresh store, as a new user: first-run
+//! setup; connect SendGrid (an API-key app, its API on a local stand-in) and a real SMTP
+//! server (aiosmtpd); build webhook -> contacts upsert -> email with data pills in the step
+//! editor; test a step; preview; enable; send a webhook; see the run succeed; stop the SMTP
+//! server, see the run fail with a readable explanation; give the connection a repaired
+//! server, replay; erase the contact. Screenshots at 1280 and 390 px go to
+//! `target/ui-screenshots/` (or `$ENLACE_UI_SHOTS`). A phase fails on any console error,
+//! failed request or unexpected HTTP error.
+//!
+//! Without a browser: sessions, CSRF, roles, the sign-in rate limit and the setup's
+//! one-time nature, over plain HTTP.
+
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use serde_json::{Value, json};
+
+use crate::smtp::{PASSWORD as SMTP_PASSWORD, SmtpServer, USER as SMTP_USER};
+use crate::support::*;
+
+const ADMIN: &str = "marta@example.com";
+const ADMIN_PASSWORD: &str = "a long enough passphrase";
+const SENDGRID_KEY: &str = "SG.ui-test-key-0123456789";
+
+fn shots() -> String {
+    std::env::var("ENLACE_UI_SHOTS").unwrap_or_else(|_| {
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{}/target", env!("CARGO_MANIFEST_DIR")));
+        format!("{target}/ui-screenshots")
+    })
+}
+
+/// Runs a phase of `tests/browser/ui.mjs` (off the test's runtime, which serves Enlace).
+async fn phase(config: Value) -> Value {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "the browser tests need playwright-core: run `.ci/run` once, or `npm install --prefix tests/browser` (and `apt-get install chromium`)"
+    );
+    let arg = config.to_string();
+    let out = tokio::task::spawn_blocking(move || std::process::Command::new("node").current_dir(&dir).arg("ui.mjs").arg(arg).output())
+        .await
+        .unwrap()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "ui.mjs {} failed:\n{}\n{}",
+        config["phase"],
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("ui.mjs printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(seen["problems"], json!([]), "console errors, failed requests or error answers in phase {}: {seen:#}", config["phase"]);
+    seen
+}
+
+fn smtp_config(smtp: &SmtpServer) -> Value {
+    json!({"port": smtp.port, "user": SMTP_USER, "password": SMTP_PASSWORD, "ca_pem": smtp.ca_pem})
+}
+
+#[tokio::test]
+async fn a_new_user_sets_up_connects_builds_previews_enables_repairs_replays_and_erases() {
+    let sendgrid = Target::start().await;
+    sendgrid.script("/v3/scopes", vec![Answer::status(200, r#"{"scopes": ["mail.send", "alerts.read"]}"#)]);
+    let mut connectors: Vec<_> = enlace_connectors::all().into_iter().filter(|c| c.id() != "sendgrid").collect();
+    connectors.push(enlace_connector_sendgrid::connector_at(&sendgrid.url("")));
+    let s = TestServer::start_with(enlace_core::Registry::new(connectors).unwrap()).await;
+    let smtp = SmtpServer::start().await;
+    let hook = "welcome";
+    let base = json!({"base": s.base, "shots": shots(), "user": ADMIN, "password": ADMIN_PASSWORD, "hook": hook,
+                      "sendgrid_key": SENDGRID_KEY, "smtp": smtp_config(&smtp)});
+
+    // Phase 1: from an empty installation to a run that sent a real email.
+    let mut cfg = base.clone();
+    cfg["phase"] = json!("first");
+    // The sample request is answered 202 (not a run); nothing else may answer an error.
+    let seen = phase(cfg).await;
+    assert_eq!(seen["first_url"], "/setup", "a fresh installation sends every page to the setup: {seen:#}");
+    assert!(seen["welcome"].as_str().unwrap().contains("admin account is ready"), "{seen:#}");
+    assert_eq!(seen["apps_visible"], 1, "the catalog search keeps SendGrid only: {seen:#}");
+    assert_eq!(seen["sendgrid_health"], "Working", "{seen:#}");
+    assert!(seen["sendgrid_flash"].as_str().unwrap().contains("may send mail"), "{seen:#}");
+    let scopes = sendgrid.received_on("/v3/scopes");
+    assert_eq!(scopes.len(), 1);
+    assert_eq!(
+        scopes[0].header("authorization").as_deref(),
+        Some(&*format!("Bearer {SENDGRID_KEY}")),
+        "the key went as SendGrid's bearer token"
+    );
+    assert_eq!(seen["smtp_health"], "Working", "the SMTP test logged in: {seen:#}");
+    assert!(seen["hook_url"].as_str().unwrap().ends_with("/hooks/welcome"), "{seen:#}");
+    assert_eq!(seen["sample_status"], 202, "the sample request is kept, not run: {seen:#}");
+    assert!(seen["published"].as_str().unwrap().contains("Published as version 1"), "{seen:#}");
+    let pills: Vec<&str> = seen["sample_pills"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(pills.contains(&"trigger.body.email") && pills.contains(&"trigger.body.name"), "pills from the caught sample: {seen:#}");
+    assert_eq!(seen["pill_inserted"], "{{trigger.body.email}}", "{seen:#}");
+    assert!(seen["help_text"].as_str().unwrap().to_lowercase().contains("subject"), "help text from the schema: {seen:#}");
+    let steps: Vec<&str> = seen["steps"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(steps.len(), 3, "{seen:#}");
+    assert!(steps[1].contains("save") && steps[1].contains("contacts.upsert_contact"), "{seen:#}");
+    assert!(steps[2].contains("mail") && steps[2].contains("smtp.send_email") && steps[2].contains("smtp-main"), "{seen:#}");
+    let test = seen["test_step"].as_str().unwrap();
+    assert!(
+        test.contains("dry run") && test.contains("Welcome, Ana") && test.contains("news@example.com"),
+        "the dry run shows the rendered email: {test}"
+    );
+    assert_eq!(seen["preview_sent"], "1", "{seen:#}");
+    assert_eq!(seen["enable_label"], "Enable (1 message(s) in the preview)", "{seen:#}");
+    assert_eq!(seen["state"], "enabled");
+    assert_eq!(seen["run_status"], "succeeded", "{seen:#}");
+    assert_eq!(seen["listed"], 1, "the runs list filtered by recipe and status: {seen:#}");
+    assert_eq!(smtp.messages().len(), 1, "the email arrived");
+    // The recipe the editor made is the recipe format, saved through the API's code.
+    let r: Value = s.api(reqwest::Method::GET, "/api/v1/recipes/welcome").send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["source"]["steps"][0]["with"]["email"], "{{trigger.body.email}}", "{r:#}");
+    assert_eq!(r["source"]["steps"][1]["with"]["to"], "{{steps.save.contact.email}}", "{r:#}");
+    assert_eq!(r["source"]["steps"][1]["retry"], json!({"attempts": 1}), "{r:#}");
+    assert_eq!(r["enabled"], true);
+
+    // Phase 2: the SMTP server is down; the run fails, explained.
+    drop(smtp);
+    let mut cfg = base.clone();
+    cfg["phase"] = json!("fail");
+    let seen = phase(cfg).await;
+    assert_eq!(seen["login_url"], "/login?next=%2Fui%2Fruns", "{seen:#}");
+    assert_eq!(seen["run_status"], "failed", "{seen:#}");
+    assert!(seen["what"].as_str().unwrap().contains("failed for a moment"), "{seen:#}");
+    assert!(seen["todo"].as_str().unwrap().contains("then replay"), "{seen:#}");
+    let failed = seen["run_id"].as_str().unwrap().to_string();
+
+    // Phase 3: the connection gets a working server; the run is replayed and succeeds.
+    let repaired = SmtpServer::start().await;
+    let mut cfg = base.clone();
+    cfg["phase"] = json!("repair");
+    cfg["smtp"] = smtp_config(&repaired);
+    cfg["failed_run"] = json!(failed);
+    let seen = phase(cfg).await;
+    assert!(seen["repair_flash"].as_str().unwrap().contains("test passed"), "{seen:#}");
+    assert_eq!(seen["health"], "Working");
+    assert!(seen["replay_flash"].as_str().unwrap().contains("Replaying"), "{seen:#}");
+    assert_eq!(seen["run_status"], "succeeded", "{seen:#}");
+    assert_eq!(repaired.messages().len(), 1, "the replayed email arrived");
+
+    // Phase 4: erase the contact.
+    let mut cfg = base.clone();
+    cfg["phase"] = json!("erase");
+    let seen = phase(cfg).await;
+    assert!(seen["erased_flash"].as_str().unwrap().contains("erased"), "{seen:#}");
+    assert_eq!(seen["after"], "No contacts match.", "{seen:#}");
+    let found = s.store.contact_detail(enlace_store::ContactKey::Email("ana@example.com".into())).await.unwrap();
+    assert!(found.is_none(), "the contact is gone from the store");
+}
+
+// ---------------------------------------------------------------- over plain HTTP
+
+/// A client that keeps cookies by hand and never follows redirects.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: Vec<(String, String)>,
+}
+
+impl Browser {
+    fn new(base: &str) -> Browser {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Browser { http, base: base.to_string(), cookies: vec![] }
+    }
+
+    fn keep(&mut self, r: &reqwest::Response) -> Vec<String> {
+        let set: Vec<String> = r.headers().get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_string()).collect();
+        for c in &set {
+            let (kv, _) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = kv.split_once('=').unwrap();
+            self.cookies.retain(|(n, _)| n != k);
+            if !v.is_empty() {
+                self.cookies.push((k.to_string(), v.to_string()));
+            }
+        }
+        set
+    }
+
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.cookies.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+
+    fn header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    async fn get(&mut self, path: &str) -> (u16, String, Option<String>) {
+        let r = self.http.get(format!("{}{path}", self.base)).header(COOKIE, self.header()).send().await.unwrap();
+        self.keep(&r);
+        let loc = r.headers().get(LOCATION).map(|v| v.to_str().unwrap().to_string());
+        (r.status().as_u16(), r.text().await.unwrap(), loc)
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, String, Option<String>, Vec<String>) {
+        let r = self.http.post(format!("{}{path}", self.base)).header(COOKIE, self.header()).form(form).send().await.unwrap();
+        let set = self.keep(&r);
+        let loc = r.headers().get(LOCATION).map(|v| v.to_str().unwrap().to_string());
+        (r.status().as_u16(), r.text().await.unwrap(), loc, set)
+    }
+
+    /// The `_csrf` value of the first form of a page.
+    async fn csrf(&mut self, path: &str) -> String {
+        let (_, html, _) = self.get(path).await;
+        let at = html.find("name=\"_csrf\" value=\"").unwrap_or_else(|| panic!("no CSRF field on {path}: {html}")) + 20;
+        html[at..at + html[at..].find('"').unwrap()].to_string()
+    }
+
+    async fn sign_in(&mut self, user: &str, password: &str) -> (u16, Option<String>, Vec<String>) {
+        let token = self.csrf("/login").await;
+        let (status, _, loc, set) =
+            self.post("/login", &[("_csrf", &token), ("username", user), ("password", password), ("next", "/ui/runs")]).await;
+        (status, loc, set)
+    }
+}
+
+async fn set_up(s: &TestServer) -> Browser {
+    let mut b = Browser::new(&s.base);
+    let token = b.csrf("/setup").await;
+    let (status, _, loc, _) =
+        b.post("/setup", &[("_csrf", &token), ("username", ADMIN), ("password", ADMIN_PASSWORD), ("confirm", ADMIN_PASSWORD)]).await;
+    assert_eq!((status, loc.as_deref()), (303, Some("/ui/apps")));
+    b
+}
+
+async fn setup_is_first_and_once_sessions_are_hashed_and_end_at_sign_out() {
+    let s = TestServer::start().await;
+    let mut anon = Browser::new(&s.base);
+    for path in ["/", "/ui/runs", "/login", "/ui/no-such-page"] {
+        let (status, _, loc) = anon.get(path).await;
+        assert_eq!((status, loc.as_deref()), (303, Some("/setup")), "{path}");
+    }
+    // The setup form refuses a short password and a form without its token.
+    let token = anon.csrf("/setup").await;
+    let (status, html, _, _) =
+        anon.post("/setup", &[("_csrf", &token), ("username", ADMIN), ("password", "short"), ("confirm", "short")]).await;
+    assert_eq!(status, 422);
+    assert!(html.contains("at least 12 characters") && html.contains("aria-invalid=\"true\""), "{html}");
+    let (status, html, _, _) = anon.post("/setup", &[("username", ADMIN), ("password", ADMIN_PASSWORD), ("confirm", ADMIN_PASSWORD)]).await;
+    assert_eq!(status, 403);
+    assert!(html.contains("This form has expired"), "{html}");
+    assert_eq!(s.store.ui_user_count().await.unwrap(), 0);
+
+    let (status, _, loc, set) =
+        anon.post("/setup", &[("_csrf", &token), ("username", ADMIN), ("password", ADMIN_PASSWORD), ("confirm", ADMIN_PASSWORD)]).await;
+    assert_eq!((status, loc.as_deref()), (303, Some("/ui/apps")));
+    let session = set.iter().find(|c| c.starts_with("enlace_session=")).expect("a session cookie");
+    assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax") && !session.contains("Secure"), "{session}");
+    // Only the hash of the cookie's value is stored.
+    let id = anon.cookie("enlace_session").unwrap();
+    assert_eq!(id.len(), 64);
+    let now = chrono::Utc::now().timestamp_millis();
+    assert!(s.store.ui_session(&enlace_store::token_hash(&id), now).await.unwrap().is_some());
+    assert!(s.store.ui_session(&id, now).await.unwrap().is_none());
+    let (_, account) = s.store.ui_user_by_name(ADMIN).await.unwrap().unwrap();
+    assert!(account.starts_with("$argon2id$") && !account.contains(ADMIN_PASSWORD));
+
+    // Set up once: the setup is closed, and a second admin cannot be made through it.
+    let mut other = Browser::new(&s.base);
+    let (status, _, loc) = other.get("/setup").await;
+    assert_eq!((status, loc.as_deref()), (303, Some("/login")));
+    let token = other.csrf("/login").await;
+    let (status, _, loc, _) = other
+        .post("/setup", &[("_csrf", &token), ("username", "mallory"), ("password", ADMIN_PASSWORD), ("confirm", ADMIN_PASSWORD)])
+        .await;
+    assert_eq!((status, loc.as_deref()), (303, Some("/login")));
+    assert_eq!(s.store.ui_user_count().await.unwrap(), 1);
+
+    // Signed in, pages render; an open redirect through `next` is refused.
+    let (status, html, _) = anon.get("/ui/runs").await;
+    assert_eq!(status, 200);
+    assert!(html.contains(ADMIN));
+    let token = other.csrf("/login").await;
+    let (status, _, loc, _) = other
+        .post("/login", &[("_csrf", &token), ("username", ADMIN), ("password", ADMIN_PASSWORD), ("next", "//evil.example.com/")])
+        .await;
+    assert_eq!((status, loc.as_deref()), (303, Some("/")));
+
+    // Signing out ends the session in the store, not just in the browser.
+    let token = anon.csrf("/ui/runs").await;
+    let (status, _, loc, _) = anon.post("/logout", &[("_csrf", &token)]).await;
+    assert_eq!((status, loc.as_deref()), (303, Some("/login")));
+    assert!(s.store.ui_session(&enlace_store::token_hash(&id), now).await.unwrap().is_none());
+    let mut stale = Browser::new(&s.base);
+    stale.cookies.push(("enlace_session".into(), id));
+    let (status, _, loc) = stale.get("/ui/runs").await;
+    assert_eq!((status, loc.as_deref()), (303, Some("/login?next=%2Fui%2Fruns")));
+}
+
+async fn every_form_needs_the_session_token_and_roles_are_enforced_by_the_server() {
+    let s = TestServer::start().await;
+    let mut admin = set_up(&s).await;
+    // A form without the token, or with another session's, changes nothing.
+    let (status, html, _, _) = admin.post("/ui/tokens", &[("name", "ci")]).await;
+    assert_eq!(status, 403);
+    assert!(html.contains("This form has expired") && html.contains("reload the page"), "{html}");
+    let (status, _, _, _) = admin.post("/ui/tokens", &[("_csrf", "0000"), ("name", "ci")]).await;
+    assert_eq!(status, 403);
+    assert!(s.store.list_tokens().await.unwrap().iter().all(|t| t.name != "ci"));
+    // With it: the token is shown once, and works on the API.
+    let token = admin.csrf("/ui/tokens").await;
+    let (status, html, _, _) = admin.post("/ui/tokens", &[("_csrf", &token), ("name", "ci")]).await;
+    assert_eq!(status, 200);
+    let marker = "id=\"new-token\" type=\"text\" readonly value=\"";
+    let at = html.find(marker).unwrap() + marker.len();
+    let api_token = &html[at..at + html[at..].find('"').unwrap()];
+    assert!(api_token.starts_with("enl_"), "{api_token}");
+    let r = s.http.get(s.url("/api/v1/recipes")).bearer_auth(api_token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, html, _) = admin.get("/ui/tokens").await;
+    assert!(!html.contains(api_token), "shown once only");
+    let (status, _, _, _) = admin.post("/ui/tokens/ci/revoke", &[("_csrf", &token)]).await;
+    assert_eq!(status, 303);
+    let r = s.http.get(s.url("/api/v1/recipes")).bearer_auth(api_token).send().await.unwrap();
+    assert_eq!(r.status(), 401, "revoked");
+
+    // A viewer reads but changes nothing; an editor edits but manages no accounts or tokens.
+    for (name, role) in [("vera", "viewer"), ("eddie", "editor")] {
+        let (status, _, _, _) = admin
+            .post(
+                "/ui/users",
+                &[("_csrf", &token), ("username", name), ("role", role), ("password", ADMIN_PASSWORD), ("confirm", ADMIN_PASSWORD)],
+            )
+            .await;
+        assert_eq!(status, 303);
+    }
+    install(
+        &s.runner,
+        "id: r1\nenabled: false\ntrigger: {app: webhook, event: catch, with: {path: r1}}\nsteps:\n  - id: f\n    filter: \"{{trigger.body.ok}}\"\n",
+    )
+    .await;
+    let mut viewer = Browser::new(&s.base);
+    assert_eq!(viewer.sign_in("vera", ADMIN_PASSWORD).await.0, 303);
+    let (status, html, _) = viewer.get("/ui/recipes/r1").await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("/ui/recipes/r1/enable"));
+    let vt = viewer.csrf("/ui/runs").await;
+    let (status, html, _, _) = viewer.post("/ui/recipes/r1/enable", &[("_csrf", &vt)]).await;
+    assert_eq!(status, 403, "{html}");
+    assert!(html.contains("This needs the editor role"), "{html}");
+    assert!(!s.runner.catalog().current("r1").unwrap().row.enabled);
+    assert_eq!(viewer.get("/ui/tokens").await.0, 403);
+    let mut editor = Browser::new(&s.base);
+    assert_eq!(editor.sign_in("eddie", ADMIN_PASSWORD).await.0, 303);
+    let et = editor.csrf("/ui/runs").await;
+    assert_eq!(editor.post("/ui/recipes/r1/enable", &[("_csrf", &et)]).await.0, 303);
+    assert!(s.runner.catalog().current("r1").unwrap().row.enabled);
+    assert_eq!(editor.get("/ui/users").await.0, 403);
+    // The viewer's token is not the editor's: tokens are bound to their session.
+    assert_eq!(editor.post("/ui/recipes/r1/disable", &[("_csrf", &vt)]).await.0, 403);
+    // The last admin cannot be demoted.
+    let me = s.store.ui_user_by_name(ADMIN).await.unwrap().unwrap().0.id;
+    let (_, _, loc, _) = admin.post(&format!("/ui/users/{me}/role"), &[("_csrf", &token), ("role", "viewer")]).await;
+    assert_eq!(loc.as_deref(), Some("/ui/users"));
+    assert_eq!(s.store.ui_user_by_name(ADMIN).await.unwrap().unwrap().0.role, "admin");
+}
+
+on_both_backends!(
+    setup_is_first_and_once_sessions_are_hashed_and_end_at_sign_out,
+    every_form_needs_the_session_token_and_roles_are_enforced_by_the_server
+);
+
+#[tokio::test]
+async fn sign_in_is_rate_limited_per_name_and_errors_are_pages() {
+    let s = TestServer::start().await;
+    let _admin = set_up(&s).await;
+    let mut b = Browser::new(&s.base);
+    for _ in 0..5 {
+        let (status, _, _) = b.sign_in(ADMIN, "wrong password!!").await;
+        assert_eq!(status, 401);
+    }
+    // Locked out, even with the right password, and told for how long.
+    let token = b.csrf("/login").await;
+    let (status, html, _, _) = b.post("/login", &[("_csrf", &token), ("username", ADMIN), ("password", ADMIN_PASSWORD)]).await;
+    assert_eq!(status, 429);
+    assert!(html.contains("Too many failed sign-ins. Wait 15 minutes"), "{html}");
+    // The address is locked out as well: another name from it is refused too.
+    let (status, _, _) = b.sign_in("someone-else", "whatever password").await;
+    assert_eq!(status, 429, "the address is locked out too");
+
+    // A page that does not exist is an HTML page, not JSON.
+    let mut admin = Browser::new(&s.base);
+    admin.cookies = _admin.cookies.clone();
+    let (status, html, _) = admin.get("/ui/runs/no-such-run").await;
+    assert_eq!(status, 404);
+    assert!(html.contains("<h1 id=\"err-title\">Not found</h1>") && html.contains("There is no run"), "{html}");
+    let (status, html, _) = admin.get("/ui/nothing-here").await;
+    assert_eq!(status, 404);
+    assert!(html.contains("There is no page at this address"), "{html}");
+}
+
+#[tokio::test]
+async fn cookies_are_secure_behind_https() {
+    let web = enlace_web::WebConfig { public_url: Some("https://enlace.example.com".into()), ..Default::default() };
+    let s = TestServer::start_configured(enlace_connectors::registry(), web).await;
+    let mut b = Browser::new(&s.base);
+    let (_, _, _) = b.get("/setup").await;
+    let token = b.cookie("enlace_pre").expect("a pre-session cookie");
+    let (status, _, _, set) =
+        b.post("/setup", &[("_csrf", &token), ("username", ADMIN), ("password", ADMIN_PASSWORD), ("confirm", ADMIN_PASSWORD)]).await;
+    assert_eq!(status, 303);
+    let session = set.iter().find(|c| c.starts_with("enlace_session=")).unwrap();
+    assert!(session.contains("; Secure") && session.contains("HttpOnly"), "{session}");
+}
