@@ -500,3 +500,69 @@ async fn api_channels_posts_queue_and_calendar() {
     assert!(doc["paths"]["/api/v1/social/posts"]["get"].is_object());
     assert!(doc["paths"]["/api/v1/social/posts/{id}/targets/{target}/confirm"]["post"].is_object());
 }
+
+/// A recipe queues a post through the `social` app; validated when it is queued; a replay
+/// of the step gives back the same post.
+#[tokio::test]
+async fn a_recipe_queues_a_post_on_every_channel() {
+    let (runner, _clock, store) = manual_runner(None).await;
+    connection(&store, "m1", "mastodon").await;
+    connection(&store, "li", "linkedin").await;
+    let a = channel(&runner, "Masto", "mastodon", "m1").await;
+    let b = channel(&runner, "Li", "linkedin", "li").await;
+    install(
+        &runner,
+        r#"
+id: share
+trigger: {app: webhook, event: catch, with: {path: share}}
+steps:
+  - id: queue
+    app: social
+    action: add_to_queue
+    with:
+      text: "New on the blog: {{trigger.body.title}}"
+      link: "{{trigger.body.link}}"
+      channels: all
+"#,
+    )
+    .await;
+    let run = start_run(&runner, "share", json!({"title": "Spring webinar", "link": "https://blog.example/spring"})).await;
+    let r = status(&store, &run, enlace_store::RunStatus::Succeeded).await;
+    let detail = store.run_detail(&r.id).await.unwrap().unwrap();
+    let out = detail.steps.iter().find(|s| s.step_id == "queue").unwrap().output.clone().unwrap();
+    let id = out["id"].as_str().unwrap();
+    let p = store.post(id).await.unwrap().unwrap();
+    assert_eq!(p.status, "scheduled");
+    assert_eq!(p.post.origin, format!("run:{run}"));
+    let mut chans: Vec<&str> = p.targets.iter().map(|t| t.channel_id.as_str()).collect();
+    chans.sort();
+    let mut want = vec![a.as_str(), b.as_str()];
+    want.sort();
+    assert_eq!(chans, want);
+    assert!(p.targets.iter().all(|t| t.queued && t.scheduled_at.is_some()));
+    // The same step again (a replay) makes no second post.
+    let again = runner
+        .social()
+        .create_post(
+            enlace_runner::social::PostInput {
+                text: "x".into(),
+                media: vec![],
+                link: None,
+                options: Default::default(),
+                targets: vec![TargetInput { channel: a.clone(), text: None }],
+            },
+            When::Queue,
+            "test",
+            p.post.dedupe_key.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.post.id, p.post.id);
+    assert_eq!(store.list_posts(&Default::default()).await.unwrap().len(), 1);
+    // Too long for Mastodon: the step fails with what to cut.
+    let long = "x".repeat(600);
+    let run = start_run(&runner, "share", json!({"title": long, "link": "https://blog.example/long"})).await;
+    let r = status(&store, &run, enlace_store::RunStatus::Failed).await;
+    let err = r.error.unwrap().to_string();
+    assert!(err.contains("channel `Masto` (mastodon): text:") && err.contains("cut"), "{err}");
+}
