@@ -577,7 +577,7 @@ mod tests {
         let video = Media { url: "https://cdn.example.com/v.mp4".into(), mime_type: "video/mp4".into(), alt: None };
         let e = validate(Network::Bluesky, "x", std::slice::from_ref(&video), &InstanceLimits::default()).unwrap_err();
         assert_eq!(e[0].field, "media[0].mime_type");
-        assert!(validate(Network::X, "x", &[video.clone()], &InstanceLimits::default()).is_ok());
+        assert!(validate(Network::X, "x", std::slice::from_ref(&video), &InstanceLimits::default()).is_ok());
         assert!(validate(Network::X, "x", &[video, img(1).remove(0)], &InstanceLimits::default()).is_err());
         assert!(validate(Network::Linkedin, "x", &img(2), &InstanceLimits::default()).is_err());
         assert!(validate(Network::Linkedin, &"d".repeat(3000), &[], &InstanceLimits::default()).is_ok());

@@ -503,6 +503,7 @@ macro_rules! social_statements {
 
                 /// Replaces a post's content and its targets' texts (by channel), if no
                 /// target is publishing, published or held.
+                #[allow(clippy::too_many_arguments)]
                 pub(crate) async fn social_edit_post(
                     &mut self,
                     id: &str,
