@@ -20,6 +20,7 @@ mod approvals;
 mod connections;
 mod contacts;
 mod simulate;
+mod social;
 mod triggers;
 
 #[global_allocator]
@@ -125,6 +126,20 @@ enum Command {
     Approvals {
         #[command(subcommand)]
         command: approvals::ApprovalsCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Social channels: a network, a connection, the account, a time zone and queue slots.
+    Channels {
+        #[command(subcommand)]
+        command: social::ChannelsCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Social posts: create, schedule, queue, reschedule, cancel; confirm or retry held ones.
+    Posts {
+        #[command(subcommand)]
+        command: social::PostsCommand,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -348,6 +363,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Trigger { command, store } => triggers::run(command, &store).await,
         Command::Contacts { command, store } => contacts::run(command, &store).await,
         Command::Approvals { command, store } => approvals::run(command, &store).await,
+        Command::Channels { command, store } => social::channels(command, &store).await,
+        Command::Posts { command, store } => social::posts(command, &store).await,
     }
 }
 

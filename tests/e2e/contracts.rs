@@ -997,3 +997,74 @@ async fn prism_refuses_a_wrong_x_request() {
     let ex = send_to_prism(prism, wrong, "https://api.x.com", None).await;
     assert_eq!(ex.status, 422, "{ex:#?}");
 }
+
+fn mastodon_prism() -> &'static Prism {
+    static P: OnceLock<Prism> = OnceLock::new();
+    P.get_or_init(|| Prism::start(&spec("mastodon/schema.prism.json")))
+}
+
+/// The `mastodon` connector's requests (a status with its `Idempotency-Key`, the instance's
+/// limits, the account's recent statuses) checked by Prism against Mastodon's own API
+/// description, the instance being a proxy in front of Prism.
+#[tokio::test]
+async fn the_mastodon_connector_sends_requests_the_mastodon_description_accepts() {
+    let (base, seen) = proxy(mastodon_prism()).await;
+    let m = enlace_connector_mastodon::connector();
+    let mut ctx = enlace_kit::testing::ctx_with(transport(), Credentials::OAuth2 { access_token: Secret::new("masto-token") });
+    ctx.idempotency_key = "0193a8e2-social-target".into();
+    let out = m
+        .action("post")
+        .unwrap()
+        .call(&ctx, json!({"instance": base, "status": "Our spring webinar is open", "visibility": "unlisted", "spoiler_text": "news", "language": "en"}))
+        .await;
+    let limits = m.action("instance_limits").unwrap().call(&ctx, json!({"instance": base})).await;
+    let recent = m.action("recent_posts").unwrap().call(&ctx, json!({"instance": base, "limit": 20})).await;
+    let exchanges = seen.lock().unwrap().clone();
+    let paths: Vec<(&str, &str)> = exchanges.iter().map(|e| (e.method.as_str(), e.path.as_str())).collect();
+    assert_eq!(
+        paths[..3],
+        [("POST", "/api/v1/statuses"), ("GET", "/api/v2/instance"), ("GET", "/api/v1/accounts/verify_credentials")],
+        "{paths:?}"
+    );
+    for ex in &exchanges {
+        assert!(ex.status < 300, "{ex:#?}");
+        assert!(request_violations(ex).is_empty(), "{ex:#?}");
+    }
+    assert!(out.expect("the status is read")["id"].is_string());
+    assert!(limits.is_ok(), "{limits:?}");
+    // Prism's example account id is then asked for its statuses.
+    // Prism's example answer to verify_credentials has no account `id` (the description's
+    // example, not a real account): the action says so rather than guessing.
+    let e = recent.unwrap_err();
+    assert!(e.message().contains("no account `id`"), "{e}");
+    // The statuses request the action makes next, as it makes it.
+    let mut list = enlace_core::http::HttpRequest::new(
+        enlace_core::http::Method::GET,
+        "https://mastodon.example/api/v1/accounts/14715/statuses?limit=20&exclude_reblogs=true",
+    );
+    list.headers.insert("authorization", "Bearer masto-token".parse().unwrap());
+    let ex = send_to_prism(mastodon_prism(), list, "https://mastodon.example", None).await;
+    assert_eq!(ex.status, 200, "{ex:#?}");
+    assert!(request_violations(&ex).is_empty(), "{ex:#?}");
+}
+
+#[tokio::test]
+async fn prism_refuses_a_wrong_mastodon_request() {
+    let prism = mastodon_prism();
+    let input: enlace_connector_mastodon::actions::PostInput =
+        serde_json::from_value(json!({"instance": "https://mastodon.example", "status": "hello", "visibility": "public"})).unwrap();
+    let build = || {
+        let mut r = enlace_connector_mastodon::actions::status_request("https://mastodon.example", &input, &[], "key-1").unwrap();
+        r.headers.insert("authorization", "Bearer masto-token".parse().unwrap());
+        r
+    };
+    let good = send_to_prism(prism, build(), "https://mastodon.example", None).await;
+    assert_eq!(good.status, 200, "the request as built is accepted: {good:#?}");
+    assert!(request_violations(&good).is_empty(), "{good:#?}");
+    // A visibility Mastodon does not have.
+    let mut wrong = build();
+    wrong.body = r#"{"status": "hello", "visibility": "friends"}"#.into();
+    let ex = send_to_prism(prism, wrong, "https://mastodon.example", None).await;
+    assert_eq!(ex.status, 422, "{ex:#?}");
+    assert!(!request_violations(&ex).is_empty(), "{ex:#?}");
+}

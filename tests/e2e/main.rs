@@ -23,6 +23,7 @@ mod server;
 mod shipped;
 mod simulate;
 mod smtp;
+mod social;
 mod timeline;
 mod track;
 mod twilio;

@@ -318,11 +318,17 @@ pub struct Extensions {
     pub contacts: Option<std::sync::Arc<dyn ContactsBackend>>,
     /// Links this installation signs for the messages connectors send.
     pub links: Option<std::sync::Arc<dyn Links>>,
+    /// The social post scheduler (`social` app).
+    pub social: Option<std::sync::Arc<dyn crate::social::SocialBackend>>,
 }
 
 impl std::fmt::Debug for Extensions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Extensions").field("contacts", &self.contacts.is_some()).field("links", &self.links.is_some()).finish()
+        f.debug_struct("Extensions")
+            .field("contacts", &self.contacts.is_some())
+            .field("links", &self.links.is_some())
+            .field("social", &self.social.is_some())
+            .finish()
     }
 }
 

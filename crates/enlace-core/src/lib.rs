@@ -29,6 +29,7 @@ pub mod policy;
 pub mod registry;
 pub mod scoring;
 pub mod secret;
+pub mod social;
 pub mod trigger;
 
 pub use action::{Action, ActionContext, DynAction};

@@ -886,6 +886,7 @@ impl Exec {
             extensions: enlace_core::Extensions {
                 contacts: Some(Arc::new(crate::contacts::Contacts::new(inner.clone()))),
                 links: Some(inner.links.clone()),
+                social: Some(Arc::new(crate::social::SocialExt(crate::social::Social::new(inner.clone())))),
             },
         };
         let t0 = Instant::now();

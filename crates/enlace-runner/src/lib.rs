@@ -29,6 +29,7 @@ pub mod oauth;
 mod policy;
 pub mod poll;
 pub mod simulate;
+pub mod social;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -167,6 +168,8 @@ pub(crate) struct Inner {
     stopped: CancellationToken,
     dry_log: Mutex<Vec<DryCall>>,
     refresh_locks: oauth::RefreshLocks,
+    /// Wakes the social publishing loop (a post scheduled, a channel resumed).
+    social_wake: Notify,
     /// Signed links for the messages connectors send (one-click unsubscribe).
     links: Arc<dyn enlace_core::Links>,
 }
@@ -198,6 +201,7 @@ impl Runner {
                 stopped: CancellationToken::new(),
                 dry_log: Mutex::new(vec![]),
                 refresh_locks: oauth::RefreshLocks::default(),
+                social_wake: Notify::new(),
                 links: Arc::new(links::SignedLinks { store: store_for_links, public_url: public_url_for_links }),
             }),
         }
@@ -221,6 +225,12 @@ impl Runner {
     /// for it go back to the queue, due now. Returns how many.
     pub async fn connection_repaired(&self, id: &str) -> Result<u64, RunnerError> {
         let n = self.inner.store.release_held_runs(id, self.inner.clock.now_ms()).await?;
+        // Social channels paused for it resume, and their waiting posts go.
+        let resumed = self.inner.store.resume_channels(None, Some(id), self.inner.clock.now_ms()).await?;
+        if !resumed.is_empty() {
+            tracing::info!(connection = %id, channels = ?resumed, "the connection was repaired; its social channels resume");
+            self.inner.social_wake.notify_one();
+        }
         if n > 0 {
             tracing::info!(connection = %id, runs = n, "the connection was repaired; its held runs resume");
             self.inner.wake.notify_one();
@@ -278,6 +288,8 @@ impl Runner {
             tokio::spawn(async move { poll::trigger_loop(me).await });
             let me = self.inner.clone();
             tokio::spawn(async move { audience::removal_loop(me).await });
+            let me = self.inner.clone();
+            tokio::spawn(async move { social::social_loop(me).await });
         }
         let me = self.inner.clone();
         tokio::spawn(async move { refresh_loop(me).await });
@@ -287,6 +299,11 @@ impl Runner {
     /// recipes whose `contacts.*` triggers it matches, in its own transaction.
     pub fn contacts(&self) -> contacts::Contacts {
         contacts::Contacts::new(self.inner.clone())
+    }
+
+    /// The social post scheduler: channels, posts, queues.
+    pub fn social(&self) -> social::Social {
+        social::Social::new(self.inner.clone())
     }
 
     /// Sends the ad audience removals that are due now (the background loop does this every

@@ -25,6 +25,7 @@ mod journeys;
 mod pg;
 mod polling;
 mod sends;
+pub mod social;
 mod sqlite;
 pub mod testing;
 mod types;

@@ -36,6 +36,24 @@ use crate::{Result, StoreError, new_id, redact_url, token_hash};
 mod polling;
 mod sends;
 
+crate::social::social_statements!(contacts::Tx<'_>, true);
+
+/// The `Tx` of the shared statements over one connection.
+pub(crate) fn contacts_tx(c: &mut PgConnection) -> contacts::Tx<'_> {
+    contacts::Tx(c)
+}
+
+impl Pg {
+    /// A connection of the pool.
+    pub(crate) async fn pool_conn(&self) -> Result<sqlx::pool::PoolConnection<Postgres>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
 /// sqlx's migrator takes a PostgreSQL advisory lock (keyed by the database) around the
 /// migrations: nodes starting at once apply them once, the others wait and find them done.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");

@@ -24,6 +24,29 @@ use crate::{Result, StoreError, Synchronous, new_id, token_hash};
 mod polling;
 mod sends;
 
+crate::social::social_statements!(contacts::Tx<'_>, false);
+
+/// The `Tx` of the shared statements over one connection.
+pub(crate) fn contacts_tx(c: &mut SqliteConnection) -> contacts::Tx<'_> {
+    contacts::Tx(c)
+}
+
+impl Sqlite {
+    /// A connection of the read pool.
+    pub(crate) async fn read_conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
+        Ok(self.read.acquire().await?)
+    }
+
+    /// A job of the writer, in a savepoint of its own.
+    pub(crate) async fn write_job<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.write(f).await
+    }
+}
+
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 type Work = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Box<dyn Any + Send>>> + Send>;
 

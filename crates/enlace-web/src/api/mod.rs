@@ -12,6 +12,7 @@ pub mod policy;
 pub mod recipes;
 pub mod runs;
 pub mod simulate;
+pub mod social;
 pub mod timeline;
 pub mod triggers;
 
@@ -81,6 +82,20 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(timeline::record))
         .routes(routes!(timeline::timeline))
         .routes(routes!(timeline::get_scoring, timeline::put_scoring))
+        .routes(routes!(social::list_channels, social::create_channel))
+        .routes(routes!(social::get_channel, social::update_channel, social::delete_channel))
+        .routes(routes!(social::pause_channel))
+        .routes(routes!(social::resume_channel))
+        .routes(routes!(social::queue))
+        .routes(routes!(social::list_posts, social::create_post))
+        .routes(routes!(social::validate))
+        .routes(routes!(social::get_post, social::edit_post))
+        .routes(routes!(social::schedule))
+        .routes(routes!(social::add_to_queue))
+        .routes(routes!(social::unschedule))
+        .routes(routes!(social::cancel))
+        .routes(routes!(social::confirm))
+        .routes(routes!(social::retry))
         .routes(routes!(admin::list_secrets))
         .routes(routes!(admin::put_secret, admin::delete_secret))
         .routes(routes!(admin::list_tokens, admin::create_token))
