@@ -68,6 +68,8 @@ fn rust() -> Vec<Connector> {
         enlace_connector_mailchimp::connector(),
         enlace_connector_hubspot::connector(),
         enlace_connector_google_drive::connector(),
+        enlace_connector_meta_audiences::connector(),
+        enlace_connector_google_ads_audiences::connector(),
         // `enlace connector new` adds connectors above this line.
     ]
 }
