@@ -5,8 +5,8 @@
 //! the `ads` consent, and erasing a contact, sends the removals to both platforms with the
 //! hashes each one was sent.
 
-use enlace_core::Registry;
 use enlace_core::audience::sha256_hex;
+use enlace_core::{Credentials, Registry, Secret};
 use enlace_store::{ContactKey, ContactOp, RunStatus};
 use serde_json::{Value, json};
 
@@ -30,6 +30,7 @@ steps:
   - id: meta
     app: meta_audiences
     action: add_users
+    connection: meta-ads
     with:
       audience_id: "23851234567890123"
       email: "{{trigger.body.email}}"
@@ -37,6 +38,7 @@ steps:
   - id: google
     app: google_ads_audiences
     action: add_users
+    connection: google-ads
     with:
       audience: {customer_id: "123-456-7890", user_list_id: "987654321"}
       email: "{{trigger.body.email}}"
@@ -93,6 +95,10 @@ async fn consent_gates_uploads_and_withdrawal_or_erasure_removes_on_both_platfor
     let target = Target::start().await;
     script_google(&target, 1..10);
     let s = TestServer::start_with(registry(&target)).await;
+    let meta_token = Credentials::Bearer { token: Secret::new("EAAB-system-user") };
+    s.store.create_connection("meta-ads", "meta_audiences", "Meta ads", &meta_token, None, 0).await.unwrap();
+    let google_token = Credentials::OAuth2 { access_token: Secret::new("ya29.google") };
+    s.store.create_connection("google-ads", "google_ads_audiences", "Google Ads", &google_token, None, 0).await.unwrap();
     install(&s.runner, RECIPE).await;
     let ada = contact(&s, "Ada@Example.com", "+1 415 555 2671", Some(enlace_store::ConsentStatus::Granted)).await;
     contact(&s, "bo@example.com", "+14155550100", None).await;
@@ -104,9 +110,13 @@ async fn consent_gates_uploads_and_withdrawal_or_erasure_removes_on_both_platfor
     let meta = target.received_on(&format!("/meta/{AUD}/users"));
     assert_eq!(meta.len(), 1);
     assert_eq!(meta[0].method, "POST");
+    assert_eq!(meta[0].header("authorization").as_deref(), Some("Bearer EAAB-system-user"));
     assert_eq!(meta[0].body["payload"]["schema"], json!(["EMAIL", "PHONE"]));
     assert_eq!(meta[0].body["payload"]["data"], json!([[sha256_hex("ada@example.com"), sha256_hex("14155552671")]]));
     assert_eq!(target.count_on(CREATE), 1);
+    let create = target.received_on(CREATE);
+    assert_eq!(create[0].header("developer-token").as_deref(), Some("dev-token"));
+    assert_eq!(create[0].header("authorization").as_deref(), Some("Bearer ya29.google"));
     let ops = target.received_on("/gads/v25/customers/1234567890/offlineUserDataJobs/1:addOperations");
     assert_eq!(
         ops[0].body["operations"][0]["create"]["userIdentifiers"],

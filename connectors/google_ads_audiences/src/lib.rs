@@ -492,10 +492,10 @@ impl Api {
         };
         // Without one Google refuses the call; its answer is then reported with the fix.
         if let Some(token) = &self.developer_token {
-            r.headers.insert(HeaderName::from_static("developer-token"), header(token)?);
+            r.headers.insert(HeaderName::from_static("developer-token"), header(token.as_ref())?);
         }
         if let Some(m) = &list.login_customer_id {
-            r.headers.insert(HeaderName::from_static("login-customer-id"), header(m)?);
+            r.headers.insert(HeaderName::from_static("login-customer-id"), header(m.as_str())?);
         }
         r.body = Bytes::from(body.to_string());
         enlace_kit::apply_credentials(&mut r, &ctx.credentials)?;
@@ -562,8 +562,7 @@ fn answer(resp: HttpResponse) -> Result<Value, ConnectorError> {
             .map(|e| format!(" ({}: {})", e["errorCode"], e["message"].as_str().unwrap_or("")));
         let quota = body["error"]["details"].to_string().contains("quotaError");
         return Err(match enlace_kit::classify(resp) {
-            Err(ConnectorError::Permanent { message, status }) if quota => {
-                let _ = status;
+            Err(ConnectorError::Permanent { message, .. }) if quota => {
                 ConnectorError::RateLimited { retry_after: None, message: format!("{message}{}", detail.unwrap_or_default()) }
             }
             Err(ConnectorError::Permanent { message, status }) => {

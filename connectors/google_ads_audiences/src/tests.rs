@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use prost_reflect::{DescriptorPool, DynamicMessage, ExtensionDescriptor, MessageDescriptor, ReflectMessage, Value as PValue};
+use prost_reflect::{DescriptorPool, DynamicMessage, ExtensionDescriptor, MessageDescriptor, Value as PValue};
 use serde_json::{Value, json};
 
 use enlace_core::audience::{AudienceRemoval, sha256_hex};
@@ -235,9 +235,9 @@ async fn bad_input_names_the_field_before_any_call() {
     for (input, path) in [
         (json!({"audience": {"customer_id": "12345", "user_list_id": "9"}, "email": "a@b.c"}), "audience.customer_id"),
         (json!({"audience": {"customer_id": CID, "user_list_id": "list"}, "email": "a@b.c"}), "audience.user_list_id"),
-        (json!({"audience": aud, "phone": "+14155552671"}), "email"),
-        (json!({"audience": aud, "email": "a@b.c", "phone": "4155552671"}), "phone"),
-        (json!({"audience": aud, "email": "a@b.c", "first_name": "Ana"}), "last_name"),
+        (json!({"audience": aud.clone(), "phone": "+14155552671"}), "email"),
+        (json!({"audience": aud.clone(), "email": "a@b.c", "phone": "4155552671"}), "phone"),
+        (json!({"audience": aud.clone(), "email": "a@b.c", "first_name": "Ana"}), "last_name"),
         (
             json!({"audience": aud, "users": [{"email": "a@b.c"}, {"email": "x", "consent": {"ad_user_data": "GRANTED", "ad_personalization": "GRANTED"}}]}),
             "users[1].email",

@@ -294,7 +294,8 @@ impl CreatePost {
             return Err(ConnectorError::bad_input("image_url", format!("is not an image (its content type is `{kind}`)")));
         }
         let mut put = HttpRequest::new(Method::PUT, upload.to_string());
-        put.headers.insert(CONTENT_TYPE, HeaderValue::from_str(&kind).unwrap_or(HeaderValue::from_static("application/octet-stream")));
+        put.headers
+            .insert(CONTENT_TYPE, HeaderValue::from_str(&kind).unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")));
         put.body = img.body.clone();
         enlace_kit::apply_credentials(&mut put, &ctx.credentials)?;
         if !ctx.timeout.is_zero() {
