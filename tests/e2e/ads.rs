@@ -61,9 +61,9 @@ async fn contact(s: &TestServer, email: &str, phone: &str, ads: Option<enlace_st
     fields.insert("phone".into(), json!(phone));
     let c = s.runner.contacts().apply(Default::default(), ContactOp::Upsert { email: email.into(), fields }).await.unwrap();
     if let Some(status) = ads {
-        consent(s, &c.contact.id, status).await;
+        consent(s, &c.outcome.contact.id, status).await;
     }
-    c.contact.id
+    c.outcome.contact.id
 }
 
 async fn consent(s: &TestServer, id: &str, status: enlace_store::ConsentStatus) {

@@ -107,6 +107,7 @@ pub struct Post {
 /// The Page's latest posts, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct RecentOutput {
+    /// The posts, newest first.
     pub posts: Vec<Post>,
 }
 
