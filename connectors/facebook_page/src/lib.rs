@@ -286,7 +286,7 @@ impl Action for RecentPosts {
                 Some((at.clone(), Post { id, url, text: p["message"].as_str().unwrap_or("").to_string(), created_at: at }))
             })
             .collect();
-        posts.sort_by(|a, b| b.0.cmp(&a.0));
+        posts.sort_by(|a, b| b.0.cmp(&a.0)); // newest first
         Ok(RecentOutput { posts: posts.into_iter().map(|(_, p)| p).collect() })
     }
 }

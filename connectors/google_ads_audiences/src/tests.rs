@@ -30,7 +30,10 @@ fn creds() -> Credentials {
 
 /// Each body parsed as its message (a name in `google.ads.googleads.v25.services`), with
 /// the path's fields put in: `Ok` or the parser's refusal.
-fn parse_all(requests: &[(&str, Value, Vec<(&str, String)>)]) -> Vec<Result<(), String>> {
+/// A body to check: the message's name, the JSON body, the path's fields.
+type Body<'a> = (&'a str, Value, Vec<(&'a str, String)>);
+
+fn parse_all(requests: &[Body]) -> Vec<Result<(), String>> {
     let protos = vendor_specs_dir().join("google-ads/protos");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("check_proto.py");
     let mut child = Command::new("python3")

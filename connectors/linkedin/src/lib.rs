@@ -398,7 +398,7 @@ impl Action for RecentPosts {
                 Some((at, Post { url: post_url(&id), id, text: e["commentary"].as_str().unwrap_or("").to_string(), created_at }))
             })
             .collect();
-        posts.sort_by(|a, b| b.0.cmp(&a.0));
+        posts.sort_by_key(|p| std::cmp::Reverse(p.0));
         Ok(RecentOutput { posts: posts.into_iter().map(|(_, p)| p).collect() })
     }
 }

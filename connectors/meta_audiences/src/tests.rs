@@ -88,10 +88,10 @@ fn check_users_payload(params: &Map<String, Value>) -> Result<(), String> {
                 return Err(format!("`session.{k}` is not documented"));
             }
         }
-        if !s.get("session_id").is_some_and(|v| v.as_u64().is_some_and(|n| n > 0)) {
+        if s.get("session_id").and_then(Value::as_u64).filter(|n| *n > 0).is_none() {
             return Err("`session.session_id` is a positive integer".into());
         }
-        if !s.get("batch_seq").is_some_and(|v| v.as_u64().is_some_and(|n| n >= 1)) {
+        if s.get("batch_seq").and_then(Value::as_u64).filter(|n| *n >= 1).is_none() {
             return Err("`session.batch_seq` is an integer from 1".into());
         }
         if !s.get("last_batch_flag").is_some_and(Value::is_boolean) {
