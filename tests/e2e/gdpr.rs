@@ -46,6 +46,8 @@ impl Action for AddMember {
         email_field: Some("email"),
         phone_field: Some("phone"),
         remove_action: "remove_member",
+        people_field: None,
+        hashing: enlace_core::audience::Hashing::Standard,
     });
 
     fn sample() -> Value {

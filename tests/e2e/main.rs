@@ -6,6 +6,7 @@
 #[macro_use]
 mod support;
 
+mod ads;
 mod cli;
 mod contacts;
 mod contracts;

@@ -173,3 +173,40 @@ async fn the_api_simulates_stored_recipes_under_the_installations_policy() {
     assert_eq!(e["path"], "events", "{e}");
     assert!(e["message"].as_str().unwrap().contains("say what happens"), "{e}");
 }
+
+/// An ad audience upload in a simulated journey: the send policy's `ads` channel decides as in
+/// production, so a contact without `ads` consent is not uploaded in the simulation either.
+#[test]
+fn a_simulated_audience_upload_follows_ads_consent() {
+    let dir = temp_dir("simulate-ads");
+    std::fs::create_dir_all(dir.join("recipes")).unwrap();
+    std::fs::write(
+        dir.join("recipes/retarget.yaml"),
+        r#"
+id: retarget
+trigger: {app: contacts, event: contact_created}
+reentry: once
+steps:
+  - id: audience
+    app: meta_audiences
+    action: add_users
+    connection: meta-ads
+    with:
+      audience_id: "23851234567890123"
+      email: "{{contact.email}}"
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("contacts.csv"),
+        "email,at,first_name,consent.marketing.ads\nada@example.com,2026-12-01T08:00:00Z,Ada,granted\nbob@example.com,2026-12-01T10:30:00Z,Bob,withdrawn\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("events.jsonl"), "").unwrap();
+    let a = simulate(&dir, "7");
+    assert_eq!(a["contacts"], 2, "{a}");
+    let calls = a["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "only Ada is uploaded: {a}");
+    assert_eq!(calls[0]["contact"], "ada@example.com");
+    assert_eq!(a["call_counts"]["meta_audiences.add_users"], 1, "{a}");
+}

@@ -70,6 +70,10 @@ fn rust() -> Vec<Connector> {
         enlace_connector_google_drive::connector(),
         enlace_connector_mastodon::connector(),
         enlace_connector_social::connector(),
+        enlace_connector_meta_audiences::connector(),
+        enlace_connector_google_ads_audiences::connector(),
+        enlace_connector_linkedin::connector(),
+        enlace_connector_facebook_page::connector(),
         // `enlace connector new` adds connectors above this line.
     ]
 }

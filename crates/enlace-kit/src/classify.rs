@@ -46,6 +46,55 @@ pub fn classify(resp: HttpResponse) -> Result<HttpResponse, ConnectorError> {
     })
 }
 
+/// Meta's Graph API errors (`{"error": {"message", "type", "code", "error_subcode",
+/// "fbtrace_id"}}`, any status) classified by their code, as Meta's "Handling Errors" guide
+/// lists them: 190 and 102 (the token is invalid or expired), 10 and 200-299 (a permission
+/// is missing) are `Auth`; 4, 17, 32, 613 and 80000-80014 (application, user, page and
+/// business use case limits) are `RateLimited`, waiting for the usage headers'
+/// `estimated_time_to_regain_access` or `Retry-After`; 1 and 2 (unknown, service) are
+/// `Transient`; 100 (an invalid parameter) is `BadInput` on `field` when the action knows
+/// which of its fields it is about; anything else goes to [`classify`].
+pub fn graph_error(resp: HttpResponse, field: Option<&str>) -> ConnectorError {
+    let body = json_body(&resp).unwrap_or(Value::Null);
+    let err = body.get("error");
+    let code = err.and_then(|e| e.get("code")).and_then(Value::as_i64);
+    let sub = err.and_then(|e| e.get("error_subcode")).and_then(Value::as_i64);
+    let text = err.and_then(|e| e.get("error_user_msg").or_else(|| e.get("message"))).and_then(Value::as_str).unwrap_or("").trim();
+    let trace = err.and_then(|e| e.get("fbtrace_id")).and_then(Value::as_str).map(|t| format!(", fbtrace_id {t}")).unwrap_or_default();
+    let said = |c: i64| match sub {
+        Some(s) => format!("Graph API error {c}/{s}: {text}{trace}"),
+        None => format!("Graph API error {c}: {text}{trace}"),
+    };
+    let Some(c) = code else {
+        return match classify(resp) {
+            Err(e) => e,
+            Ok(r) => ConnectorError::permanent(format!("the Graph API answered HTTP {} without an error object", r.status.as_u16())),
+        };
+    };
+    match c {
+        190 | 102 => {
+            ConnectorError::auth(format!("{}; the access token is invalid or expired: repair the connection with a new token", said(c)))
+        }
+        10 | 200..=299 => {
+            ConnectorError::auth(format!("{}; the token lacks a permission this call needs: grant it and repair the connection", said(c)))
+        }
+        4 | 17 | 32 | 613 | 80000..=80014 => {
+            let now = Utc::now();
+            let now_ms = now.timestamp_millis().max(0) as u64;
+            let retry_after = rate_info_at(&resp.headers, now).and_then(|r| r.retry_after.or_else(|| r.reset_after(now_ms)));
+            ConnectorError::RateLimited { retry_after, message: said(c) }
+        }
+        1 | 2 => ConnectorError::Transient { message: said(c), retry_after: retry_after(&resp.headers) },
+        100 if field.is_some() => ConnectorError::bad_input(field.unwrap_or_default(), said(c)),
+        _ => match classify(resp) {
+            Err(ConnectorError::Permanent { status, .. }) => ConnectorError::Permanent { message: said(c), status },
+            Err(ConnectorError::Auth { .. }) => ConnectorError::auth(said(c)),
+            Err(e) => e,
+            Ok(_) => ConnectorError::permanent(said(c)),
+        },
+    }
+}
+
 /// `HTTP 404 Not Found: <the vendor's message>`.
 fn status_message(resp: &HttpResponse) -> String {
     let head = status_line(resp.status);

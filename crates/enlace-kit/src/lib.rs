@@ -35,7 +35,7 @@ pub mod testing;
 pub mod transport;
 
 pub use auth::apply_credentials;
-pub use classify::{check_ok_field, check_ok_response, classify, json_body, retry_after, transport_error, vendor_message};
+pub use classify::{check_ok_field, check_ok_response, classify, graph_error, json_body, retry_after, transport_error, vendor_message};
 pub use paginate::{JsonPath, Paged, Pager, Resume, Strategy};
 pub use ratelimit::{RateInfo, rate_info};
 pub use transport::{BuildError, RecordingTransport, ReqwestTransport, TransportConfig};

@@ -63,7 +63,7 @@ impl RateInfo {
 /// - HubSpot's `X-HubSpot-RateLimit-Max` and `X-HubSpot-RateLimit-Remaining` (when no
 ///   `X-RateLimit-*` header says otherwise), the reset being one rolling window
 ///   (`X-HubSpot-RateLimit-Interval-Milliseconds`) from now;
-/// - Facebook's `X-App-Usage` and `X-Business-Use-Case-Usage` (JSON objects of percentages):
+/// - Facebook's `X-App-Usage`, `X-Page-Usage` and `X-Business-Use-Case-Usage` (JSON objects of percentages):
 ///   the highest percentage is `usage_percent`.
 ///
 /// `None` when none of these headers is there or none could be read.
@@ -99,7 +99,7 @@ pub(crate) fn rate_info_at(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Ra
     let reset_at_ms = reset_at_ms
         .or_else(|| hubspot("interval-milliseconds").map(|ms| now_ms.saturating_add(ms.min(MAX_RETRY_AFTER.as_millis() as f64) as u64)));
 
-    let (usage_percent, regain) = facebook_usage(text("x-app-usage"), text("x-business-use-case-usage"));
+    let (usage_percent, regain) = facebook_usage(&[text("x-app-usage"), text("x-page-usage")], text("x-business-use-case-usage"));
     let retry_after = text("retry-after").and_then(|v| parse_retry_after(v, now)).or(regain);
 
     let info = RateInfo { limit, remaining, reset_at_ms, retry_after, usage_percent };
@@ -136,9 +136,10 @@ fn reset_at(n: f64, now_ms: u64) -> u64 {
     }
 }
 
-/// The highest percentage in Facebook's usage headers, and the longest
-/// `estimated_time_to_regain_access` (minutes) of `X-Business-Use-Case-Usage`.
-fn facebook_usage(app: Option<&str>, business: Option<&str>) -> (Option<f64>, Option<Duration>) {
+/// The highest percentage in Facebook's usage headers (`X-App-Usage`, `X-Page-Usage`:
+/// one object of counters each), and the longest `estimated_time_to_regain_access` (minutes)
+/// of `X-Business-Use-Case-Usage` and `X-Page-Usage`.
+fn facebook_usage(flat: &[Option<&str>], business: Option<&str>) -> (Option<f64>, Option<Duration>) {
     const COUNTERS: [&str; 3] = ["call_count", "total_cputime", "total_time"];
     let mut usage: Option<f64> = None;
     let mut regain: Option<Duration> = None;
@@ -153,7 +154,7 @@ fn facebook_usage(app: Option<&str>, business: Option<&str>) -> (Option<f64>, Op
             regain = Some(regain.map_or(wait, |r| r.max(wait)));
         }
     };
-    if let Some(app) = app.and_then(|t| serde_json::from_str::<Value>(t).ok()) {
+    for app in flat.iter().flatten().filter_map(|t| serde_json::from_str::<Value>(t).ok()) {
         take(&app);
     }
     // `{"<business id>": [{"type": "ads_management", "call_count": 95, ...}, ...]}`
@@ -261,6 +262,17 @@ mod tests {
         // The X- headers come first when a vendor sends both.
         let info = rate_info_at(&headers(&[("x-ratelimit-remaining", "1"), ("ratelimit-remaining", "2")]), now()).unwrap();
         assert_eq!(info.remaining, Some(1));
+    }
+
+    #[test]
+    fn facebook_page_usage_header() {
+        let h = headers(&[
+            ("x-app-usage", r#"{"call_count":3}"#),
+            ("x-page-usage", r#"{"call_count":101,"total_cputime":20,"total_time":30,"estimated_time_to_regain_access":2}"#),
+        ]);
+        let info = rate_info_at(&h, now()).unwrap();
+        assert_eq!(info.usage_percent, Some(101.0));
+        assert_eq!(info.retry_after, Some(Duration::from_secs(120)));
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! - [`Canned`]: a transport that answers every request with one reply, without a network:
 //!   the conformance test uses it to show each connector classifies 401, 429 and 5xx.
 //! - [`fixture`]: a connector's recorded fixture file, read from its folder.
+//! - [`graph`]: Graph API requests checked against Meta's own description of its nodes.
+
+pub mod graph;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;

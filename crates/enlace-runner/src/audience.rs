@@ -27,9 +27,10 @@ fn lease_ms(inner: &Inner) -> i64 {
     (inner.config.step_timeout + Duration::from_secs(30)).as_millis() as i64
 }
 
-/// After a successful action: records the audience membership its input names, if the
-/// action adds to an audience. An error is the store's (worth retrying the step: the add is
-/// called again, and audience adds are idempotent).
+/// After a successful action: records the audience membership of every person its input
+/// names (one at the top level, or each of a list), if the action adds to an audience. The
+/// membership keeps the hashes the app matches (its `Hashing`). An error is the store's
+/// (worth retrying the step: the add is called again, and audience adds are idempotent).
 pub(crate) async fn after_success(
     inner: &Inner,
     run_id: &str,
@@ -38,38 +39,49 @@ pub(crate) async fn after_success(
     spec: &ActionSpec,
     input: &Value,
 ) -> Result<(), ConnectorError> {
-    let Some(AudienceSpec::Adds { audience_field, email_field, phone_field, remove_action }) = &spec.audience else { return Ok(()) };
+    let Some(AudienceSpec::Adds { audience_field, email_field, phone_field, remove_action, people_field, hashing }) = &spec.audience else {
+        return Ok(());
+    };
     if inner.config.dry_run {
         return Ok(());
     }
-    let text = |f: &Option<String>| f.as_deref().and_then(|f| input.get(f)).and_then(Value::as_str).map(str::to_string);
-    let (email, phone) = match membership_identifiers(text(email_field).as_deref(), text(phone_field).as_deref()) {
-        Ok(ids) => ids,
-        Err(e) => {
-            tracing::warn!(run_id = %run_id, app = %app, error = %e, "an audience add's person could not be read; no membership recorded");
-            return Ok(());
+    let people: Vec<&Value> = match people_field.as_deref().and_then(|f| input.get(f)) {
+        Some(Value::Array(list)) => list.iter().collect(),
+        _ => vec![input],
+    };
+    let audience = input.get(audience_field.as_str()).cloned().unwrap_or(Value::Null);
+    for person in people {
+        let text = |f: &Option<String>| f.as_deref().and_then(|f| person.get(f)).and_then(Value::as_str).map(str::to_string);
+        let (email, phone) = match membership_identifiers(text(email_field).as_deref(), text(phone_field).as_deref()) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(run_id = %run_id, app = %app, error = %e, "an audience add's person could not be read; no membership recorded");
+                continue;
+            }
+        };
+        if email.is_none() && phone.is_none() {
+            tracing::warn!(run_id = %run_id, app = %app, "an audience add named no email or phone; no membership recorded");
+            continue;
         }
-    };
-    if email.is_none() && phone.is_none() {
-        tracing::warn!(run_id = %run_id, app = %app, "an audience add named no email or phone; no membership recorded");
-        return Ok(());
+        let m = NewMembership {
+            app: app.to_string(),
+            connection_id: connection.map(str::to_string),
+            remove_action: remove_action.clone(),
+            audience: audience.clone(),
+            email_sha256: email.as_deref().and_then(|e| hashing.email_sha256(e).ok()),
+            phone_sha256: phone.as_deref().and_then(|p| hashing.phone_sha256(p).ok()),
+            email,
+            phone,
+            run_id: Some(run_id.to_string()),
+            now: inner.clock.now_ms(),
+        };
+        inner
+            .store
+            .record_audience_member(m)
+            .await
+            .map_err(|e| ConnectorError::transient(format!("recording the audience membership failed: {e}")))?;
     }
-    let m = NewMembership {
-        app: app.to_string(),
-        connection_id: connection.map(str::to_string),
-        remove_action: remove_action.clone(),
-        audience: input.get(audience_field.as_str()).cloned().unwrap_or(Value::Null),
-        email,
-        phone,
-        run_id: Some(run_id.to_string()),
-        now: inner.clock.now_ms(),
-    };
-    inner
-        .store
-        .record_audience_member(m)
-        .await
-        .map(|_| ())
-        .map_err(|e| ConnectorError::transient(format!("recording the audience membership failed: {e}")))
+    Ok(())
 }
 
 /// Sends the removals that are due; how many it handled.

@@ -82,7 +82,9 @@ pub(crate) async fn gate(
         p.status == StepStatus::Running
             || p.error.as_ref().and_then(|e| e.get("class")).and_then(Value::as_str) == Some(ErrorClass::MaybeDelivered.as_str())
     });
-    let resendable = !maybe_left;
+    // An idempotent action (an ad audience add) may be called again: repeating it has no
+    // further effect, so an unknown outcome does not block it.
+    let resendable = !maybe_left || matches!(spec.idempotency, enlace_core::Idempotency::Natural | enlace_core::Idempotency::Key);
     let req = SendRequest {
         message_key: message_key(run, step_key),
         recipe_id: run.recipe_id.clone(),

@@ -103,6 +103,11 @@ pub struct NewMembership {
     pub email: Option<String>,
     /// E.164.
     pub phone: Option<String>,
+    /// The hashes the app matches, when its normalisation differs from the standard one
+    /// (`enlace_core::audience::Hashing`): kept instead of SHA-256 of `email` / `phone`, so
+    /// the removal sends what the app was sent. `email` and `phone` still find the contact.
+    pub email_sha256: Option<String>,
+    pub phone_sha256: Option<String>,
     pub run_id: Option<String>,
     pub now: Millis,
 }
@@ -799,7 +804,7 @@ pub(crate) async fn records<T: ContactTx + GdprTx>(t: &mut T, key: ContactKey) -
     timeline.reverse();
     let mut notes = t.notes(&contact.id).await?;
     notes.reverse();
-    let (email_sha, phone_sha) = (sha256_hex(&contact.email), phone.as_deref().map(sha256_hex));
+    let email_sha = sha256_hex(&contact.email);
     Ok(Some(ContactRecords {
         tags: t.tag_rows(&contact.id).await?,
         consents: t.consent_history(&contact.id).await?,
@@ -809,7 +814,7 @@ pub(crate) async fn records<T: ContactTx + GdprTx>(t: &mut T, key: ContactKey) -
             Some(p) => t.suppression_history(p).await?,
             None => vec![],
         },
-        audience_memberships: t.memberships(&contact.id, Some(&email_sha), phone_sha.as_deref()).await?,
+        audience_memberships: contact_memberships(t, &contact.id, &email_sha, phone.as_deref()).await?,
         contact,
     }))
 }
@@ -821,12 +826,25 @@ pub(crate) async fn runs_about_contact<T: GdprTx>(t: &mut T, c: &Contact, after:
     t.runs_about(&c.id, &n.search, after.unwrap_or(""), limit).await
 }
 
+/// A contact's audience memberships: by its id, and by the hashes of its email and phone
+/// (the phone as each platform's `Hashing` writes it: with `+`, and digits only for Meta).
+async fn contact_memberships<T: GdprTx>(t: &mut T, id: &str, email_sha: &str, phone: Option<&str>) -> Result<Vec<AudienceMember>> {
+    let mut out = t.memberships(id, Some(email_sha), phone.map(sha256_hex).as_deref()).await?;
+    if let Some(meta) = phone.and_then(|p| enlace_core::audience::Hashing::Meta.phone_sha256(p).ok()) {
+        for m in t.memberships(id, None, Some(&meta)).await? {
+            if !out.iter().any(|o| o.id == m.id) {
+                out.push(m);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Queues a removal per audience membership of the contact and forgets the memberships:
 /// on erasure, and when the contact withdraws its `ads` consent. How many it queued.
 pub(crate) async fn queue_removals<T: GdprTx>(t: &mut T, c: &Contact, reason: &str, now: Millis) -> Result<i64> {
     let email_sha = sha256_hex(&c.email);
-    let phone_sha = phone_of(&c.fields).map(|p| sha256_hex(&p));
-    let members = t.memberships(&c.id, Some(&email_sha), phone_sha.as_deref()).await?;
+    let members = contact_memberships(t, &c.id, &email_sha, phone_of(&c.fields).as_deref()).await?;
     for m in &members {
         let r = AudienceRemovalRow {
             id: new_id(),
@@ -954,8 +972,8 @@ pub(crate) async fn record_membership<T: GdprTx>(t: &mut T, m: NewMembership) ->
     let row = AudienceMember {
         id: new_id(),
         contact_id,
-        email_sha256: m.email.as_deref().map(sha256_hex),
-        phone_sha256: m.phone.as_deref().map(sha256_hex),
+        email_sha256: m.email_sha256.or_else(|| m.email.as_deref().map(sha256_hex)),
+        phone_sha256: m.phone_sha256.or_else(|| m.phone.as_deref().map(sha256_hex)),
         app: m.app,
         connection_id: m.connection_id,
         remove_action: m.remove_action,

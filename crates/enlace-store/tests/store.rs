@@ -1526,6 +1526,8 @@ fn membership(email: Option<&str>, phone: Option<&str>, audience: &str, now: Mil
         audience: json!(audience),
         email: email.map(String::from),
         phone: phone.map(String::from),
+        email_sha256: None,
+        phone_sha256: None,
         run_id: None,
         now,
     }
