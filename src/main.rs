@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 mod approvals;
 mod connections;
 mod contacts;
+mod forms;
 mod simulate;
 mod triggers;
 
@@ -118,6 +119,20 @@ enum Command {
     Contacts {
         #[command(subcommand)]
         command: contacts::ContactsCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Hosted forms (the web channel): put, check, list, show, delete, and signed links.
+    Forms {
+        #[command(subcommand)]
+        command: forms::FormsCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// On-site messages (pop-ups and banners queued by `web.show_message`): list, cancel.
+    WebMessages {
+        #[command(subcommand)]
+        command: forms::WebMessagesCommand,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -348,6 +363,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Trigger { command, store } => triggers::run(command, &store).await,
         Command::Contacts { command, store } => contacts::run(command, &store).await,
         Command::Approvals { command, store } => approvals::run(command, &store).await,
+        Command::Forms { command, store } => forms::run(command, &store).await,
+        Command::WebMessages { command, store } => forms::run_messages(command, &store).await,
     }
 }
 

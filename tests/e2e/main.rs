@@ -26,3 +26,4 @@ mod smtp;
 mod timeline;
 mod track;
 mod twilio;
+mod web_channel;

@@ -318,11 +318,17 @@ pub struct Extensions {
     pub contacts: Option<std::sync::Arc<dyn ContactsBackend>>,
     /// Links this installation signs for the messages connectors send.
     pub links: Option<std::sync::Arc<dyn Links>>,
+    /// The web channel (`web` app): on-site messages and signed form links.
+    pub web: Option<std::sync::Arc<dyn crate::web::WebBackend>>,
 }
 
 impl std::fmt::Debug for Extensions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Extensions").field("contacts", &self.contacts.is_some()).field("links", &self.links.is_some()).finish()
+        f.debug_struct("Extensions")
+            .field("contacts", &self.contacts.is_some())
+            .field("links", &self.links.is_some())
+            .field("web", &self.web.is_some())
+            .finish()
     }
 }
 
@@ -416,7 +422,10 @@ pub const STANDARD_KINDS: &[(&str, &str)] = &[
     ("sms_delivered", "{message_sid, to}"),
     ("sms_stop", "{message_sid, from, body}"),
     ("page_viewed", "{url, title, duration_ms, referrer}"),
-    ("form_submitted", "{form, url, fields}"),
+    ("form_submitted", "{form, url, fields, consents}"),
+    ("web_message_viewed", "{message_id, rule, kind, product, url}"),
+    ("web_message_clicked", "{message_id, rule, kind, product, url}"),
+    ("web_message_dismissed", "{message_id, rule, kind, product, url}"),
     ("cart_abandoned", "{cart_id, url, items: [{sku, name, qty, price}], total, currency}"),
     ("purchase", "{order_id, items: [{sku, name, qty, price}], total, currency}"),
     ("consent_given", "{purpose, channel, source}"),

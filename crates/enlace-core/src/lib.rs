@@ -30,6 +30,7 @@ pub mod registry;
 pub mod scoring;
 pub mod secret;
 pub mod trigger;
+pub mod web;
 
 pub use action::{Action, ActionContext, DynAction};
 pub use connection::{

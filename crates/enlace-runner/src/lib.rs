@@ -29,6 +29,7 @@ pub mod oauth;
 mod policy;
 pub mod poll;
 pub mod simulate;
+pub mod web;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -287,6 +288,16 @@ impl Runner {
     /// recipes whose `contacts.*` triggers it matches, in its own transaction.
     pub fn contacts(&self) -> contacts::Contacts {
         contacts::Contacts::new(self.inner.clone())
+    }
+
+    /// Enlace's public address, when configured.
+    pub fn public_url(&self) -> Option<String> {
+        self.inner.config.public_url.clone()
+    }
+
+    /// The web channel: forms and on-site messages.
+    pub fn web(&self) -> web::Web {
+        web::Web::new(self.inner.clone())
     }
 
     /// Sends the ad audience removals that are due now (the background loop does this every

@@ -28,6 +28,7 @@ mod sends;
 mod sqlite;
 pub mod testing;
 mod types;
+pub mod web;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

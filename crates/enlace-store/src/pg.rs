@@ -34,6 +34,7 @@ use crate::{Result, StoreError, new_id, redact_url, token_hash};
 
 mod polling;
 mod sends;
+mod web;
 
 /// sqlx's migrator takes a PostgreSQL advisory lock (keyed by the database) around the
 /// migrations: nodes starting at once apply them once, the others wait and find them done.

@@ -22,6 +22,7 @@ use crate::{Result, StoreError, Synchronous, new_id, token_hash};
 
 mod polling;
 mod sends;
+mod web;
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 type Work = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Box<dyn Any + Send>>> + Send>;

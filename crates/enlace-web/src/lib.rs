@@ -8,8 +8,12 @@
 pub mod api;
 pub mod email_tracking;
 pub mod error;
+pub mod forms;
 pub mod hooks;
 pub mod oauth;
+pub mod onsite;
+pub mod prefs;
+pub mod public_page;
 pub mod track;
 pub mod unsubscribe;
 
@@ -62,6 +66,8 @@ pub(crate) struct Shared {
     pub openapi: String,
     /// The rate limit of `POST /track`.
     pub track_limit: Arc<DefaultDirectRateLimiter>,
+    /// The rate limit of form submissions, per IP address.
+    pub form_limit: Arc<governor::DefaultKeyedRateLimiter<String>>,
 }
 
 /// What every handler can reach.
@@ -100,6 +106,7 @@ pub fn app(runner: Runner, config: WebConfig) -> Router {
             http_requests,
             openapi,
             track_limit: track::limiter(),
+            form_limit: forms::limiter(),
         }),
     };
     let api_router = api_router.route_layer(middleware::from_fn_with_state(state.clone(), api::auth::require_token));
@@ -112,6 +119,8 @@ pub fn app(runner: Runner, config: WebConfig) -> Router {
         .merge(oauth::routes())
         .merge(unsubscribe::routes())
         .merge(track::routes())
+        .merge(onsite::routes())
+        .merge(forms::routes())
         .merge(email_tracking::routes())
         .merge(api_router)
         .fallback(not_found)
@@ -199,8 +208,14 @@ async fn reshape_rejection(resp: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
-    let is_json = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+    // JSON is already the one shape; HTML is a public page's own answer (a refused form
+    // link, a form with errors) meant for a person.
+    let ours = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if ours {
         return resp;
     }
     let bytes = axum::body::to_bytes(resp.into_body(), 64 * 1024).await.unwrap_or_default();
