@@ -418,7 +418,7 @@ pub fn purchase_names(data: &Value, product: &str) -> bool {
 /// What queuing a message did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Queued {
-    /// Whether it was queued now.
+    /// Whether it was queued now (false: see `reason`).
     pub queued: bool,
     /// Why not, in words (`already queued for this rule`, `already bought dog-food`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -431,7 +431,9 @@ pub struct Queued {
 /// A signed link to a form for a contact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FormLink {
+    /// The form's id.
     pub form: String,
+    /// The signed link (`<public_url>/f/<form>?t=<token>`): put it in the email or SMS.
     pub url: String,
     /// When the link stops working (RFC 3339).
     pub expires_at: String,
