@@ -533,7 +533,7 @@ async fn report(
                     app,
                     action,
                     content: stable(s.input.clone().unwrap_or(Value::Null)),
-                    output: if onsite { s.output.clone().map(|o| stable(o)) } else { None },
+                    output: if onsite { s.output.clone().map(&stable) } else { None },
                 });
             }
         }
