@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 mod approvals;
 mod connections;
 mod contacts;
+mod forms;
 mod simulate;
 mod social;
 mod triggers;
@@ -119,6 +120,20 @@ enum Command {
     Contacts {
         #[command(subcommand)]
         command: contacts::ContactsCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Hosted forms (the web channel): put, check, list, show, delete, and signed links.
+    Forms {
+        #[command(subcommand)]
+        command: forms::FormsCommand,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// On-site messages (pop-ups and banners queued by `web.show_message`): list, cancel.
+    WebMessages {
+        #[command(subcommand)]
+        command: forms::WebMessagesCommand,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -365,6 +380,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Approvals { command, store } => approvals::run(command, &store).await,
         Command::Channels { command, store } => social::channels(command, &store).await,
         Command::Posts { command, store } => social::posts(command, &store).await,
+        Command::Forms { command, store } => forms::run(command, &store).await,
+        Command::WebMessages { command, store } => forms::run_messages(command, &store).await,
     }
 }
 

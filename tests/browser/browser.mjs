@@ -32,3 +32,46 @@ export async function run(scenario) {
     await browser.close();
   }
 }
+
+// Watches a page for what must not happen in a passing test: a console error, a page error,
+// a request that failed, or an answer >= 400 other than those `expected(url, status)` allows
+// (and the console error Chromium logs for such an expected answer).
+// `check()` throws with everything seen.
+export function guard(page, expected = () => false) {
+  const problems = [];
+  const consoleErrors = [];
+  const allowed = new Set();
+  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  page.on("requestfailed", (r) => {
+    // A beacon cut short by leaving the page is not a failure of the page.
+    if (r.failure() && /ERR_ABORTED/.test(r.failure().errorText) && r.resourceType() === "ping") return;
+    problems.push(`request failed: ${r.method()} ${r.url()} (${r.failure() && r.failure().errorText})`);
+  });
+  page.on("response", (r) => {
+    if (r.status() < 400) return;
+    if (expected(r.url(), r.status())) allowed.add(r.status());
+    else problems.push(`HTTP ${r.status()}: ${r.request().method()} ${r.url()}`);
+  });
+  return {
+    problems,
+    check() {
+      // Chromium logs every answer >= 400 as a console error: those the scenario expects are not problems.
+      for (const text of consoleErrors) {
+        const m = /the server responded with a status of (\d+)/.exec(text);
+        if (!(m && allowed.has(Number(m[1])))) problems.push(`console error: ${text}`);
+      }
+      if (problems.length) throw new Error("the page misbehaved:\n" + problems.join("\n"));
+    },
+  };
+}
+
+// Saves a full-page screenshot as DIR/NAME.png (DIR from ENLACE_SCREENSHOTS, else /tmp).
+export async function shot(page, name) {
+  const dir = process.env.ENLACE_SCREENSHOTS || "/tmp/enlace-screenshots";
+  const fs = await import("node:fs");
+  fs.mkdirSync(dir, { recursive: true });
+  const path = `${dir}/${name}.png`;
+  await page.screenshot({ path, fullPage: true });
+  return path;
+}

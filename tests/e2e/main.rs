@@ -29,3 +29,4 @@ mod timeline;
 mod track;
 mod twilio;
 mod ui;
+mod web_channel;

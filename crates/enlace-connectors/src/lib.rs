@@ -59,6 +59,7 @@ fn rust() -> Vec<Connector> {
         enlace_connector_schedule::connector(),
         enlace_connector_enlace::connector(),
         enlace_connector_contacts::connector(),
+        enlace_connector_web::connector(),
         enlace_connector_http::connector(),
         enlace_connector_smtp::connector(),
         enlace_connector_imap::connector(),

@@ -320,6 +320,8 @@ pub struct Extensions {
     pub links: Option<std::sync::Arc<dyn Links>>,
     /// The social post scheduler (`social` app).
     pub social: Option<std::sync::Arc<dyn crate::social::SocialBackend>>,
+    /// The web channel (`web` app): on-site messages and signed form links.
+    pub web: Option<std::sync::Arc<dyn crate::web::WebBackend>>,
 }
 
 impl std::fmt::Debug for Extensions {
@@ -328,6 +330,7 @@ impl std::fmt::Debug for Extensions {
             .field("contacts", &self.contacts.is_some())
             .field("links", &self.links.is_some())
             .field("social", &self.social.is_some())
+            .field("web", &self.web.is_some())
             .finish()
     }
 }
@@ -422,7 +425,10 @@ pub const STANDARD_KINDS: &[(&str, &str)] = &[
     ("sms_delivered", "{message_sid, to}"),
     ("sms_stop", "{message_sid, from, body}"),
     ("page_viewed", "{url, title, duration_ms, referrer}"),
-    ("form_submitted", "{form, url, fields}"),
+    ("form_submitted", "{form, url, fields, consents}"),
+    ("web_message_viewed", "{message_id, rule, kind, product, url}"),
+    ("web_message_clicked", "{message_id, rule, kind, product, url}"),
+    ("web_message_dismissed", "{message_id, rule, kind, product, url}"),
     ("cart_abandoned", "{cart_id, url, items: [{sku, name, qty, price}], total, currency}"),
     ("purchase", "{order_id, items: [{sku, name, qty, price}], total, currency}"),
     ("consent_given", "{purpose, channel, source}"),

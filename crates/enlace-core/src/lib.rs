@@ -31,6 +31,7 @@ pub mod scoring;
 pub mod secret;
 pub mod social;
 pub mod trigger;
+pub mod web;
 
 pub use action::{Action, ActionContext, DynAction};
 pub use connection::Field as CredentialField;

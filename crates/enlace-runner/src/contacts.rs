@@ -63,7 +63,7 @@ impl Contacts {
     }
 }
 
-fn runner_error(e: RunnerError) -> ContactsError {
+pub(crate) fn runner_error(e: RunnerError) -> ContactsError {
     match e {
         RunnerError::Store(e) => contacts_error(e),
         RunnerError::NotFound(m) => ContactsError::NotFound(m),

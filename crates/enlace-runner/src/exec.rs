@@ -48,7 +48,7 @@ type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 
 
 /// Apps that live inside Enlace (their actions change only its own store): a simulation
 /// runs them for real.
-pub(crate) const LOCAL_APPS: &[&str] = &["contacts", "enlace"];
+pub(crate) const LOCAL_APPS: &[&str] = &["contacts", "enlace", "web"];
 
 /// Waits shorter than this are slept through in the worker; longer ones park the run.
 const SHORT_WAIT: Duration = Duration::from_millis(1000);
@@ -887,6 +887,7 @@ impl Exec {
                 contacts: Some(Arc::new(crate::contacts::Contacts::new(inner.clone()))),
                 links: Some(inner.links.clone()),
                 social: Some(Arc::new(crate::social::SocialExt(crate::social::Social::new(inner.clone())))),
+                web: Some(Arc::new(crate::web::Web::new(inner.clone()))),
             },
         };
         let t0 = Instant::now();

@@ -30,6 +30,7 @@ mod policy;
 pub mod poll;
 pub mod simulate;
 pub mod social;
+pub mod web;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -304,6 +305,16 @@ impl Runner {
     /// The social post scheduler: channels, posts, queues.
     pub fn social(&self) -> social::Social {
         social::Social::new(self.inner.clone())
+    }
+
+    /// Enlace's public address, when configured.
+    pub fn public_url(&self) -> Option<String> {
+        self.inner.config.public_url.clone()
+    }
+
+    /// The web channel: forms and on-site messages.
+    pub fn web(&self) -> web::Web {
+        web::Web::new(self.inner.clone())
     }
 
     /// Sends the ad audience removals that are due now (the background loop does this every

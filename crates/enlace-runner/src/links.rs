@@ -2,7 +2,8 @@
 //! (`<public_url>/u/<token>`). The token holds the address and the purpose, and the
 //! installation's signature over them (`Store::sign_link`, a key derived from the secret
 //! key), so it needs no table, works on every node, stays valid across restarts and cannot
-//! be forged or pointed at another address.
+//! be forged or pointed at another address. Form links (`<public_url>/f/<form>?t=<token>`)
+//! also carry their expiry under the signature.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -59,6 +60,55 @@ pub fn read_contact_token(store: &Store, token: &str) -> Option<String> {
         return None;
     }
     String::from_utf8(data).ok().filter(|id| !id.is_empty())
+}
+
+/// The signing context of form links.
+const FORM: &str = "form";
+
+/// What a form link's token says: which form, for which contact, until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormToken {
+    pub form: String,
+    pub contact_id: String,
+    /// Unix milliseconds.
+    pub expires_at: i64,
+}
+
+/// Why a form token is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkRefused {
+    /// Malformed, or not signed by this installation (tampered with, or another form's).
+    Invalid,
+    /// Signed, but past its time.
+    Expired { form: String, expires_at: i64 },
+}
+
+/// The token of a form link (`/f/<form>?t=<token>`): `base64url(form "\n" contact id "\n"
+/// expiry ms) "." base64url(signature)`. It names a contact by its random id (no email in the
+/// address) and stops working at `expires_at`.
+pub fn form_token(store: &Store, form: &str, contact_id: &str, expires_at: i64) -> String {
+    let data = format!("{form}\n{contact_id}\n{expires_at}");
+    let sig = store.sign_link(FORM, data.as_bytes());
+    format!("{}.{}", URL_SAFE_NO_PAD.encode(data.as_bytes()), URL_SAFE_NO_PAD.encode(sig))
+}
+
+/// Reads a form token back at `now`.
+pub fn read_form_token(store: &Store, token: &str, now: i64) -> Result<FormToken, LinkRefused> {
+    let (data, sig) = token.split_once('.').ok_or(LinkRefused::Invalid)?;
+    let data = URL_SAFE_NO_PAD.decode(data).map_err(|_| LinkRefused::Invalid)?;
+    let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| LinkRefused::Invalid)?;
+    if !store.verify_link(FORM, &data, &sig) {
+        return Err(LinkRefused::Invalid);
+    }
+    let text = String::from_utf8(data).map_err(|_| LinkRefused::Invalid)?;
+    let mut parts = text.splitn(3, '\n');
+    let (form, contact_id, exp) = (parts.next(), parts.next(), parts.next());
+    let (Some(form), Some(contact_id), Some(exp)) = (form, contact_id, exp) else { return Err(LinkRefused::Invalid) };
+    let expires_at: i64 = exp.parse().map_err(|_| LinkRefused::Invalid)?;
+    if expires_at <= now {
+        return Err(LinkRefused::Expired { form: form.to_string(), expires_at });
+    }
+    Ok(FormToken { form: form.to_string(), contact_id: contact_id.to_string(), expires_at })
 }
 
 /// What an open or click token says: the recipient, the message, and for a click the
@@ -171,6 +221,25 @@ mod tests {
         // An unsubscribe token is not a contact token (another signing context).
         assert_eq!(read_contact_token(&store, &unsubscribe_token(&store, "a@b.c", "m")), None);
         assert_eq!(read_contact_token(&Store::temporary().await.unwrap(), &t), None);
+    }
+
+    #[tokio::test]
+    async fn form_tokens_expire_and_refuse_tampering() {
+        let store = Store::temporary().await.unwrap();
+        let t = form_token(&store, "interests", "c-1", 2_000);
+        assert_eq!(
+            read_form_token(&store, &t, 1_999),
+            Ok(FormToken { form: "interests".into(), contact_id: "c-1".into(), expires_at: 2_000 })
+        );
+        assert_eq!(read_form_token(&store, &t, 2_000), Err(LinkRefused::Expired { form: "interests".into(), expires_at: 2_000 }));
+        // A later expiry (or another contact) with the same signature: refused.
+        let (_, sig) = t.split_once('.').unwrap();
+        assert_eq!(
+            read_form_token(&store, &format!("{}.{sig}", URL_SAFE_NO_PAD.encode("interests\nc-1\n9999999")), 0),
+            Err(LinkRefused::Invalid)
+        );
+        assert_eq!(read_form_token(&store, &contact_token(&store, "c-1"), 0), Err(LinkRefused::Invalid));
+        assert_eq!(read_form_token(&Store::temporary().await.unwrap(), &t, 0), Err(LinkRefused::Invalid));
     }
 
     #[tokio::test]

@@ -141,6 +141,10 @@ pub struct SimCall {
     pub action: String,
     /// What would have been sent (the action's input, secrets masked).
     pub content: Value,
+    /// What the call answered, for the embedded apps the simulation runs for real and
+    /// reports (`web.show_message`: queued, or why not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
 }
 
 /// A message to a person (an action that reaches one: email, SMS...) and what the send
@@ -470,7 +474,10 @@ async fn report(
                     continue;
                 }
                 let Some((app, action)) = actions.get(&(run.recipe_id.clone(), s.step_id.clone())).cloned() else { continue };
-                if crate::exec::LOCAL_APPS.contains(&app.as_str()) {
+                // The embedded apps change only Enlace's own store, so they are not outside calls;
+                // on-site messages are messages to a person, and are reported with their outcome.
+                let onsite = app == "web" && action == "show_message";
+                if crate::exec::LOCAL_APPS.contains(&app.as_str()) && !onsite {
                     continue;
                 }
                 let reaches = registry.get(&app).and_then(|c| c.action(&action)).and_then(|a| a.spec().reaches.clone());
@@ -526,6 +533,7 @@ async fn report(
                     app,
                     action,
                     content: stable(s.input.clone().unwrap_or(Value::Null)),
+                    output: if onsite { s.output.clone().map(&stable) } else { None },
                 });
             }
         }

@@ -29,6 +29,7 @@ pub mod social;
 mod sqlite;
 pub mod testing;
 mod types;
+pub mod web;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -35,6 +35,7 @@ use crate::{Result, StoreError, new_id, redact_url, token_hash};
 
 mod polling;
 mod sends;
+mod web;
 
 crate::social::social_statements!(contacts::Tx<'_>, true);
 

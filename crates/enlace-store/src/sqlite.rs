@@ -23,6 +23,7 @@ use crate::{Result, StoreError, Synchronous, new_id, token_hash};
 
 mod polling;
 mod sends;
+mod web;
 
 crate::social::social_statements!(contacts::Tx<'_>, false);
 

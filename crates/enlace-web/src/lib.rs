@@ -8,8 +8,12 @@
 pub mod api;
 pub mod email_tracking;
 pub mod error;
+pub mod forms;
 pub mod hooks;
 pub mod oauth;
+pub mod onsite;
+pub mod prefs;
+pub mod public_page;
 pub mod track;
 pub mod ui;
 pub mod unsubscribe;
@@ -65,6 +69,8 @@ pub(crate) struct Shared {
     pub track_limit: Arc<DefaultDirectRateLimiter>,
     /// The web UI's state (setup done, failed sign-ins).
     pub ui: ui::UiState,
+    /// The rate limit of form submissions, per IP address.
+    pub form_limit: Arc<governor::DefaultKeyedRateLimiter<String>>,
 }
 
 /// What every handler can reach.
@@ -104,6 +110,7 @@ pub fn app(runner: Runner, config: WebConfig) -> Router {
             openapi,
             track_limit: track::limiter(),
             ui: ui::UiState::new(),
+            form_limit: forms::limiter(),
         }),
     };
     let api_router = api_router.route_layer(middleware::from_fn_with_state(state.clone(), api::auth::require_token));
@@ -115,6 +122,8 @@ pub fn app(runner: Runner, config: WebConfig) -> Router {
         .merge(oauth::routes())
         .merge(unsubscribe::routes())
         .merge(track::routes())
+        .merge(onsite::routes())
+        .merge(forms::routes())
         .merge(email_tracking::routes())
         .merge(api_router)
         .merge(ui::routes(state.clone()))

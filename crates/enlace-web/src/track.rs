@@ -38,7 +38,7 @@ pub const TRACK_PER_SECOND: u32 = 50;
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/track.js", get(script))
-        .route("/track", axum::routing::post(track).options(preflight))
+        .route("/track", axum::routing::post(track).options(preflight_route))
         .layer(DefaultBodyLimit::max(MAX_TRACK_BYTES))
 }
 
@@ -76,10 +76,14 @@ struct PageView {
     referrer: Option<String>,
     #[serde(default)]
     duration_ms: Option<u64>,
+    /// The product the page shows (the page's `<meta name="enlace:product">`), for rules
+    /// about products (the discount pop-up of `recipes/web-activity.yaml`).
+    #[serde(default)]
+    product: Option<String>,
 }
 
 /// `scheme://host[:port]` of an http(s) URL, lowercase (as a browser's `Origin` header has it).
-fn origin_of(url: &str) -> Option<String> {
+pub(crate) fn origin_of(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
     if scheme != "http" && scheme != "https" {
@@ -99,7 +103,7 @@ fn allowed(s: &AppState, origin: &str) -> bool {
     s.shared.config.track_origins.iter().any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin))
 }
 
-fn with_cors(mut r: Response, origin: Option<&str>) -> Response {
+pub(crate) fn with_cors(mut r: Response, origin: Option<&str>) -> Response {
     if let Some(v) = origin.and_then(|o| HeaderValue::from_str(o).ok()) {
         let h = r.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
@@ -116,7 +120,7 @@ fn refused(message: String) -> Response {
     ApiError::new(Code::InvalidRequest, message).into_response()
 }
 
-async fn preflight(State(s): State<AppState>, headers: HeaderMap) -> Response {
+pub(crate) async fn preflight_route(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let origin = request_origin(&headers);
     match origin.as_deref() {
         Some(o) if allowed(&s, o) => {
@@ -131,24 +135,38 @@ async fn preflight(State(s): State<AppState>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn track(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// The checks every request from a site's pages passes (`/track`, `/web/messages`): the rate
+/// limit, then an `Origin` among the configured sites. The origin, or the answer refusing.
+// The refusal is the answer itself, handed back as is once per request: its size does not matter.
+#[allow(clippy::result_large_err)]
+pub(crate) fn site_gate(s: &AppState, headers: &HeaderMap) -> Result<String, Response> {
     if s.shared.track_limit.check().is_err() {
         let mut r = ApiError::new(Code::RateLimited, "too many tracking requests; try again in a second").into_response();
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
+        return Err(r);
     }
-    let Some(origin) = request_origin(&headers) else {
-        return refused("no Origin header: /track takes requests from the pages of the configured sites (ENLACE_TRACK_ORIGINS)".into());
+    let Some(origin) = request_origin(headers) else {
+        return Err(refused(
+            "no Origin header: /track takes requests from the pages of the configured sites (ENLACE_TRACK_ORIGINS)".into(),
+        ));
     };
-    if !allowed(&s, &origin) {
+    if !allowed(s, &origin) {
         let mut r = ApiError::new(
             Code::InvalidRequest,
             format!("the origin `{origin}` may not send tracking data; add it to ENLACE_TRACK_ORIGINS (comma-separated, like https://shop.example.com)"),
         )
         .into_response();
         *r.status_mut() = StatusCode::FORBIDDEN;
-        return r;
+        return Err(r);
     }
+    Ok(origin)
+}
+
+async fn track(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let origin = match site_gate(&s, &headers) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
     let cors = Some(origin.as_str());
     let view: PageView = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -168,6 +186,9 @@ async fn track(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
     data.insert("title".into(), json!(view.title.unwrap_or_default()));
     data.insert("duration_ms".into(), json!(view.duration_ms.unwrap_or(0).min(24 * 3_600_000)));
     data.insert("referrer".into(), json!(view.referrer.unwrap_or_default()));
+    if let Some(p) = view.product.map(|p| p.trim().chars().take(200).collect::<String>()).filter(|p| !p.is_empty()) {
+        data.insert("product".into(), json!(p));
+    }
     let ctx = WriteContext { op_key: view.view.filter(|v| !v.is_empty() && v.len() <= 64).map(|v| format!("track:{v}")), run_id: None };
     let op = ContactOp::RecordEvent { key: ContactKey::Id(contact_id), kind: "page_viewed".into(), data: data.into(), at: None };
     match s.runner.contacts().apply(ctx, op).await {

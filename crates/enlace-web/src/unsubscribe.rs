@@ -1,5 +1,6 @@
 //! `/u/{token}`: one-click unsubscribe (RFC 8058) from the link a marketing email carries
-//! (`smtp.send_email` with `unsubscribe:`, in `List-Unsubscribe` and in the body).
+//! (`smtp.send_email` with `unsubscribe:`, in `List-Unsubscribe` and in the body). `GET`
+//! shows the preference page (`crate::prefs`), with this one-click button on it.
 //!
 //! No API token: the signed token is the authority (it names one address and one purpose,
 //! and only this installation's key makes it). `POST` unsubscribes: that is what mail
@@ -19,7 +20,9 @@ use enlace_runner::links::read_unsubscribe_token;
 use crate::AppState;
 
 pub fn routes() -> axum::Router<AppState> {
-    axum::Router::new().route("/u/{token}", get(show).post(unsubscribe))
+    axum::Router::new()
+        .route("/u/{token}", get(crate::prefs::show).post(unsubscribe))
+        .route("/u/{token}/preferences", axum::routing::post(crate::prefs::save))
 }
 
 fn escape(s: &str) -> String {
@@ -46,21 +49,6 @@ fn unknown() -> Response {
         StatusCode::BAD_REQUEST,
         "Link not recognised",
         "<p>This unsubscribe link is damaged or was not made by this sender. Reply to the email and ask to be removed.</p>".into(),
-    )
-}
-
-async fn show(State(s): State<AppState>, Path(token): Path<String>) -> Response {
-    let Some(u) = read_unsubscribe_token(s.runner.store(), &token) else { return unknown() };
-    page(
-        StatusCode::OK,
-        "Unsubscribe",
-        format!(
-            "<p>Stop receiving <b>{purpose}</b> email at <b>{email}</b>?</p>\
-             <form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
-             <button type=\"submit\">Unsubscribe</button></form>",
-            purpose = escape(&u.purpose),
-            email = escape(&u.email)
-        ),
     )
 }
 

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod connections;
 pub mod connectors;
 pub mod contacts;
+pub mod forms;
 pub mod gdpr;
 pub mod policy;
 pub mod recipes;
@@ -96,6 +97,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(social::cancel))
         .routes(routes!(social::confirm))
         .routes(routes!(social::retry))
+        .routes(routes!(forms::list))
+        .routes(routes!(forms::get, forms::put, forms::delete))
+        .routes(routes!(forms::link))
+        .routes(routes!(forms::messages, forms::queue))
+        .routes(routes!(forms::cancel))
         .routes(routes!(admin::list_secrets))
         .routes(routes!(admin::put_secret, admin::delete_secret))
         .routes(routes!(admin::list_tokens, admin::create_token))
