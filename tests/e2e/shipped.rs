@@ -168,9 +168,11 @@ async fn the_lead_scoring_hand_off() {
 #[tokio::test]
 async fn the_web_activity_popups() {
     let contacts = parse_contacts(
-        "email,first_name,consent.marketing.email\nada@example.com,Ada,granted\nbob@example.com,Bob,granted\ncy@example.com,Cy,granted\n",
+        "email,first_name,consent.marketing.email,consent.marketing.ads\nada@example.com,Ada,granted,granted\nbob@example.com,Bob,granted,withdrawn\ncy@example.com,Cy,granted,granted\n",
     )
     .unwrap();
+    // Ada and Cy agreed to ads: their long product views add them to the retargeting
+    // audience; Bob withdrew: his upload is blocked by the policy.
     // Ada reads the dog food page long enough (twice: one pop-up), then a short look at the
     // cat food page (too short). Bob bought dog food before reading its page: no pop-up;
     // he reads the blog twice: one banner. Cy reads the dog food page, buys it before the
@@ -212,6 +214,7 @@ async fn the_web_activity_popups() {
     let lines: Vec<String> = r
         .calls
         .iter()
+        .filter(|c| c.app == "web")
         .map(|c| {
             let out = c.output.clone().unwrap_or_default();
             let outcome =
@@ -227,7 +230,24 @@ async fn the_web_activity_popups() {
             )
         })
         .collect();
-    let text = format!("{}\n\nruns: {:?}\n", lines.join("\n"), r.runs);
+    // The retargeting uploads: each one a decision of the send policy on the `ads` channel.
+    let ads: Vec<String> = r
+        .messages
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {:<16} {:<9} {:<4} {:<8} {}",
+                &m.due[..16],
+                m.contact.as_deref().unwrap_or("-"),
+                m.step,
+                m.channel,
+                m.decision,
+                m.reason.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    let uploads = r.calls.iter().filter(|c| c.app == "meta_audiences").count();
+    let text = format!("{}\n\n{}\nuploads to Meta: {uploads}\n\nruns: {:?}\n", lines.join("\n"), ads.join("\n"), r.runs);
     // Cy's dog food pop-up was queued before the purchase: the pop-up is skipped when shown
     // (tests/e2e/web_channel.rs proves it in a browser); here it is queued once.
     insta::assert_snapshot!("web_activity", text);
