@@ -386,7 +386,77 @@ on_both_backends!(
     a_429_from_the_feed_delays_the_next_poll,
     an_auth_error_pauses_until_the_connection_changes,
     subscribe_on_enable_renew_before_expiry_unsubscribe_on_disable,
+    an_rss_feed_fires_each_new_entry_once,
 );
+
+/// `http.poll_feed` against a real local RSS feed whose entries change: seeding fires
+/// nothing, a new entry fires once with its title, link and date, a later poll fires nothing.
+async fn an_rss_feed_fires_each_new_entry_once() {
+    let entries: Arc<Mutex<Vec<String>>> = Arc::default();
+    let e = entries.clone();
+    let app = Router::new().route(
+        "/feed.xml",
+        get(move || {
+            let e = e.clone();
+            async move {
+                let items = e.lock().unwrap().join("");
+                (
+                    [("content-type", "application/rss+xml")],
+                    format!(r#"<?xml version="1.0"?><rss version="2.0"><channel><title>Pets</title>{items}</channel></rss>"#),
+                )
+            }
+        }),
+    );
+    let feed = format!("http://{}/feed.xml", serve_local(app).await);
+    let entry = |n: u32, day: u32| {
+        format!(
+            "<item><title>Post {n} &amp; more</title><link>https://blog.example.com/{n}</link><guid>post-{n}</guid><pubDate>Tue, {day} Nov 2026 08:00:00 GMT</pubDate></item>"
+        )
+    };
+    entries.lock().unwrap().push(entry(1, 24));
+    let target = Target::start().await;
+    let (runner, clock, store) = manual_runner(None).await;
+    let recipe = format!(
+        r#"
+id: blog
+trigger:
+  app: http
+  event: poll_feed
+  every: 1m
+  with:
+    url: "{feed}"
+steps:
+  - id: post
+    app: http
+    action: request
+    with:
+      method: POST
+      url: "{target}"
+      json:
+        id: "{{{{trigger.id}}}}"
+        text: "{{{{trigger.title}}}} {{{{trigger.url}}}}"
+        published: "{{{{trigger.published}}}}"
+"#,
+        target = target.url("/got")
+    );
+    install(&runner, &recipe).await;
+    let r = runner.poll_triggers().await.unwrap();
+    assert_eq!((r.polled, r.seeded, r.fired), (1, 1, 0), "the first poll seeds");
+    // Newest first in the feed, as blogs write it.
+    entries.lock().unwrap().insert(0, entry(2, 25));
+    clock.advance(MINUTE);
+    assert_eq!(runner.poll_triggers().await.unwrap().fired, 1);
+    runner.drain_due().await.unwrap();
+    clock.advance(MINUTE);
+    assert_eq!(runner.poll_triggers().await.unwrap().fired, 0, "nothing new");
+    runner.drain_due().await.unwrap();
+    let got = target.received_on("/got");
+    assert_eq!(got.len(), 1, "one new entry, one run");
+    assert_eq!(got[0].body["id"], "post-2");
+    assert_eq!(got[0].body["text"], "Post 2 & more https://blog.example.com/2");
+    assert_eq!(got[0].body["published"], "2026-11-25T08:00:00+00:00");
+    assert_eq!(runs_of(&store, "blog").await.len(), 1);
+}
 
 // ---- subscribe triggers ----
 
