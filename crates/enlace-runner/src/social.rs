@@ -613,10 +613,19 @@ pub(crate) async fn process_due(inner: &Arc<Inner>, wait: bool) -> usize {
 /// post is scheduled on this node.
 pub(crate) async fn social_loop(inner: Arc<Inner>) {
     loop {
-        process_due(&inner, false).await;
+        // Claiming is a write (through SQLite's one writer, with its commit): claim only when
+        // a target is due or a lease ran out; the look before it is a read. An idle node
+        // then writes nothing.
+        let mut next = inner.store.next_target_due().await.ok().flatten();
+        if next.is_some_and(|t| t <= inner.clock.now_ms()) {
+            process_due(&inner, false).await;
+            next = inner.store.next_target_due().await.ok().flatten();
+        }
         let now = inner.clock.now_ms();
-        let wait = match inner.store.next_target_due().await {
-            Ok(Some(t)) if !inner.clock.is_manual() => Duration::from_millis((t - now).clamp(0, TICK.as_millis() as i64) as u64),
+        let wait = match next {
+            // At least a few milliseconds: a due target this node cannot claim (another
+            // node's, in flight) must not spin the loop.
+            Some(t) if !inner.clock.is_manual() => Duration::from_millis((t - now).clamp(5, TICK.as_millis() as i64) as u64),
             _ => TICK,
         };
         tokio::select! {
