@@ -1,5 +1,6 @@
 //! The social scheduler end to end, with test apps named like the networks' (`mastodon`
-//! with an idempotency key and a recent-posts lookup, `linkedin` without either) whose
+//! with an idempotency key and a recent-posts lookup, `linkedin` without either, unlike the
+//! real one, so that the "held for a person" path is reached) whose
 //! actions call a local target that records every request:
 //!
 //! - a post due at a time is published once, within a second of it, across a restart;
@@ -7,6 +8,9 @@
 //!   are read and the post found there is recorded as published; LinkedIn's target is held
 //!   for a person, who confirms it;
 //! - a 429 with `Retry-After` waits exactly as told (manual clock);
+//! - a 5xx after the request left is resent only under the same idempotency key, otherwise
+//!   looked up first or held; the real `linkedin` app finds such a post among the author's
+//!   recent posts;
 //! - a refused token pauses that channel only, and repairing its connection resumes it;
 //! - the API: channels, validation errors that say what to cut, queue slots, the calendar's
 //!   list by time range, reschedule and cancel.
@@ -284,6 +288,82 @@ async fn rate_limit_waits_exactly_as_told() {
     assert_eq!(target_of(&store, &p.post.id).await.status, status::PUBLISHED);
 }
 
+/// A server error after the request left (a 502) is never followed by a blind second post:
+/// with an idempotency key (Mastodon) the post is sent again under the same key, which the
+/// network deduplicates; without one (LinkedIn) the next attempt looks at the account first,
+/// and where it cannot, the post is held for a person.
+async fn a_server_error_is_never_retried_blindly() {
+    let t = Target::start().await;
+    let store = test_store().await;
+    connection(&store, "m1", "mastodon").await;
+    connection(&store, "li", "linkedin").await;
+    let clock = ManualClock::new(1_790_000_000_000);
+    let r = runner_on(&store, &t, Arc::new(clock.clone()), Duration::from_secs(10));
+    let masto = channel(&r, "Masto", "mastodon", "m1").await;
+    let li = channel(&r, "LinkedIn", "linkedin", "li").await;
+    t.script("/api/v1/statuses", vec![Answer::status(502, r#"{"error":"Bad gateway"}"#)]);
+    t.script("/rest/posts", vec![Answer::status(502, r#"{"message":"Bad gateway"}"#)]);
+    let p = r.social().create_post(post("Doors open at nine", &[&masto, &li]), When::At(clock.now_ms()), "test", None).await.unwrap();
+    assert_eq!(r.social().process_due().await, 2);
+    let d = store.post(&p.post.id).await.unwrap().unwrap();
+    let by = |d: &enlace_store::social::PostDetail, ch: &str| d.targets.iter().find(|t| t.channel_id == ch).unwrap().clone();
+    let m = by(&d, &masto);
+    assert_eq!(m.status, status::SCHEDULED, "{m:?}");
+    assert_eq!(m.sent_at, None, "with an idempotency key, the next attempt simply sends again");
+    let l = by(&d, &li);
+    assert_eq!(l.status, status::SCHEDULED, "{l:?}");
+    assert!(l.sent_at.is_some(), "without one, the target remembers that a request left: {l:?}");
+    // Past the backoff, both are taken again.
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(r.social().process_due().await, 2);
+    let d = store.post(&p.post.id).await.unwrap().unwrap();
+    assert_eq!(by(&d, &masto).status, status::PUBLISHED);
+    let sent = t.received_on("/api/v1/statuses");
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].header("idempotency-key"), sent[1].header("idempotency-key"), "the same key both times");
+    // LinkedIn's posts cannot be read by this test app: held, and no second request.
+    let l = by(&d, &li);
+    assert_eq!(l.status, status::HELD, "{l:?}");
+    assert!(l.reason.clone().unwrap().contains("may be published"), "{l:?}");
+    assert_eq!(t.count_on("/rest/posts"), 1, "never a blind second post");
+}
+
+/// The real `linkedin` app: a 502 after the post left is followed by a look at the
+/// author's recent posts (`linkedin.recent_posts`, in LinkedIn's escaped "little text"),
+/// where the post is found: published with its URN, and no second post.
+async fn a_linkedin_post_lost_in_a_server_error_is_found_among_recent_posts() {
+    let t = Target::start().await;
+    let store = test_store().await;
+    connection(&store, "li", "linkedin").await;
+    let clock = ManualClock::new(1_790_000_000_000);
+    let registry = Registry::new(vec![enlace_connector_linkedin::connector_at(&t.url(""))]).unwrap();
+    let config = RunnerConfig { step_timeout: Duration::from_secs(10), ..RunnerConfig::default() };
+    let r = Runner::new(store.clone(), registry, config, transport(), Arc::new(clock.clone()));
+    let li = channel(&r, "LinkedIn", "linkedin", "li").await;
+    let recent = json!({"elements": [
+        {"id": "urn:li:share:6", "author": "urn:li:organization:2414183", "commentary": "Doors open \\(at nine\\)", "publishedAt": clock.now_ms() - 86_400_000},
+        {"id": "urn:li:share:9", "author": "urn:li:organization:2414183", "commentary": "Doors open \\(at nine\\)", "publishedAt": clock.now_ms() + 400}
+    ]});
+    t.script(
+        "/rest/posts",
+        vec![Answer::status(502, r#"{"message":"Bad gateway","status":502}"#), Answer::status(200, &recent.to_string())],
+    );
+    let p = r.social().create_post(post("Doors open (at nine)", &[&li]), When::At(clock.now_ms()), "test", None).await.unwrap();
+    assert_eq!(r.social().process_due().await, 1);
+    let tg = target_of(&store, &p.post.id).await;
+    assert_eq!(tg.status, status::SCHEDULED, "{tg:?}");
+    assert!(tg.sent_at.is_some(), "{tg:?}");
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(r.social().process_due().await, 1);
+    let tg = target_of(&store, &p.post.id).await;
+    assert_eq!(tg.status, status::PUBLISHED, "{tg:?}");
+    assert_eq!(tg.remote_id.as_deref(), Some("urn:li:share:9"), "the new one, not yesterday's post with the same text");
+    assert_eq!(tg.remote_url.as_deref(), Some("https://www.linkedin.com/feed/update/urn:li:share:9/"));
+    let seen = t.received_on("/rest/posts");
+    let methods: Vec<&str> = seen.iter().map(|x| x.method.as_str()).collect();
+    assert_eq!(methods, ["POST", "GET"], "one post, then one look; never a second post");
+}
+
 /// A refused token pauses its channel only; repairing the connection resumes it.
 async fn a_revoked_token_pauses_that_channel_only() {
     let t = Target::start().await;
@@ -337,6 +417,8 @@ on_both_backends!(
     published_once_on_time_across_a_restart,
     a_timeout_never_makes_a_second_post,
     rate_limit_waits_exactly_as_told,
+    a_server_error_is_never_retried_blindly,
+    a_linkedin_post_lost_in_a_server_error_is_found_among_recent_posts,
     a_revoked_token_pauses_that_channel_only
 );
 

@@ -125,7 +125,7 @@ pub struct Post {
     pub id: String,
     /// Its address on LinkedIn.
     pub url: String,
-    /// Its text.
+    /// Its text, as typed (LinkedIn's "little text" escapes removed).
     pub text: String,
     /// When it was created, RFC 3339.
     pub created_at: String,
@@ -180,6 +180,25 @@ pub fn little_text(text: &str) -> String {
     for c in text.chars() {
         if matches!(c, '|' | '{' | '}' | '@' | '[' | ']' | '(' | ')' | '<' | '>' | '#' | '\\' | '*' | '_' | '~') {
             out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A commentary in "little text" back as typed: the backslashes [`little_text`] put before
+/// reserved characters removed (a scheduler compares it with the text it sent).
+pub fn plain_text(commentary: &str) -> String {
+    let mut out = String::with_capacity(commentary.len());
+    let mut chars = commentary.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\'
+            && let Some(&next) = chars.peek()
+            && matches!(next, '|' | '{' | '}' | '@' | '[' | ']' | '(' | ')' | '<' | '>' | '#' | '\\' | '*' | '_' | '~')
+        {
+            out.push(next);
+            chars.next();
+            continue;
         }
         out.push(c);
     }
@@ -395,7 +414,7 @@ impl Action for RecentPosts {
                 let created_at = chrono::DateTime::from_timestamp_millis(at)
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                     .unwrap_or_default();
-                Some((at, Post { url: post_url(&id), id, text: e["commentary"].as_str().unwrap_or("").to_string(), created_at }))
+                Some((at, Post { url: post_url(&id), id, text: plain_text(e["commentary"].as_str().unwrap_or("")), created_at }))
             })
             .collect();
         posts.sort_by_key(|p| std::cmp::Reverse(p.0));

@@ -235,6 +235,7 @@ async fn recent_posts_newest_first() {
     assert_eq!(seen[0].header("x-restli-protocol-version"), Some("2.0.0"));
     assert_eq!(out["posts"][0]["id"], "urn:li:share:7100000000000000001");
     assert_eq!(out["posts"][0]["created_at"], "2026-11-25T10:00:00Z");
+    // LinkedIn answers in "little text" (`\(`); the text comes back as typed.
     assert_eq!(out["posts"][1]["text"], "Spring webinar (free)");
 }
 

@@ -93,12 +93,20 @@ impl Network {
                 idempotency_key: false,
             },
             Network::X => Publisher { app: "x", action: "post_tweet", recent_action: None, limits_action: None, idempotency_key: false },
-            Network::Linkedin => {
-                Publisher { app: "linkedin", action: "create_post", recent_action: None, limits_action: None, idempotency_key: false }
-            }
-            Network::FacebookPage => {
-                Publisher { app: "facebook_page", action: "create_post", recent_action: None, limits_action: None, idempotency_key: false }
-            }
+            Network::Linkedin => Publisher {
+                app: "linkedin",
+                action: "create_post",
+                recent_action: Some("recent_posts"),
+                limits_action: None,
+                idempotency_key: false,
+            },
+            Network::FacebookPage => Publisher {
+                app: "facebook_page",
+                action: "create_post",
+                recent_action: Some("recent_posts"),
+                limits_action: None,
+                idempotency_key: false,
+            },
         }
     }
 

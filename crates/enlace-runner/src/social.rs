@@ -842,7 +842,11 @@ async fn publish_inner(inner: &Arc<Inner>, t: &TargetRow) -> Option<TargetOutcom
                     sent: false,
                 })
             }
-            ErrorClass::Transient => Some(retry_later(t, now, &e, false)),
+            // A passing fault after the request left (a 5xx, a dropped connection): the
+            // network may have made the post. Where the request carried an idempotency key,
+            // sending it again is safe; elsewhere the next attempt looks at the account's
+            // recent posts first (`sent`), never a blind second post.
+            ErrorClass::Transient => Some(retry_later(t, now, &e, !p.idempotency_key)),
             ErrorClass::Auth => {
                 crate::oauth::mark_needs_reconnect(inner, &ctx.connection, e.message()).await;
                 Some(pause(&ctx, e.message(), Some(&e)))
@@ -925,17 +929,27 @@ async fn check_published(
     let when = rfc3339(sent_at);
     let hold = |why: &str| {
         Check::Unknown(format!(
-            "the request to {network} left at {when} and no answer came back, so the post may be published; {why}: look at the account, then confirm it (`enlace posts confirm`) or publish it again (`enlace posts retry`)"
+            "the request to {network} left at {when} and no clear answer came back, so the post may be published; {why}: look at the account, then confirm it (`enlace posts confirm`) or publish it again (`enlace posts retry`)"
         ))
     };
     let Some(ra) = network.publisher().recent_action else { return hold(&format!("{network}'s API gives no way to check here")) };
     let Some(action) = connector.action(ra) else { return hold(&format!("the app `{}` has no action `{ra}`", connector.manifest.id)) };
+    // Whose posts: each network's recent-posts action names the account its own way.
+    let param = |name: &str| ctx.channel.params.get(name).cloned();
     let mut input = json!({"limit": 40});
-    if let Some(i) = instance {
-        input["instance"] = json!(i);
-    }
-    if let Some(h) = ctx.channel.params.get("handle") {
-        input["actor"] = h.clone();
+    match network {
+        Network::Mastodon => {
+            if let Some(i) = instance {
+                input["instance"] = json!(i);
+            }
+        }
+        Network::Linkedin => input["author"] = param("author").unwrap_or(Value::Null),
+        Network::FacebookPage => input["page_id"] = param("page_id").unwrap_or(Value::Null),
+        Network::Bluesky | Network::X => {
+            if let Some(h) = param("handle") {
+                input["actor"] = h;
+            }
+        }
     }
     let out = match tokio::time::timeout(inner.config.step_timeout, action.call(call, input)).await {
         Ok(Ok(v)) => v,
