@@ -376,3 +376,41 @@ async fn the_fake_pds_answers_like_the_lexicons() {
     ]);
     assert!(verdicts.iter().all(Result::is_ok), "{verdicts:?}");
 }
+
+/// Images are fetched through the step's guarded transport: an image at a private address
+/// is refused (here the PDS is reached through a transport that allows loopback, and every
+/// other address through Enlace's default, guarded one).
+#[tokio::test]
+async fn an_image_at_a_private_address_is_refused_by_the_ssrf_guard() {
+    use enlace_core::BoxFuture;
+    use enlace_core::http::{HttpRequest, HttpResponse, HttpTransport, TransportError};
+    struct Split {
+        pds: String,
+        loopback: std::sync::Arc<dyn HttpTransport>,
+        guarded: enlace_kit::ReqwestTransport,
+    }
+    impl HttpTransport for Split {
+        fn send(&self, request: HttpRequest) -> BoxFuture<'_, Result<HttpResponse, TransportError>> {
+            if request.url.starts_with(&self.pds) { self.loopback.send(request) } else { self.guarded.send(request) }
+        }
+        fn allows_private_networks(&self) -> bool {
+            false
+        }
+    }
+    let pds = FakePds::start().await;
+    let c = connector_at(&pds.url());
+    let mut cx = ctx(alice());
+    cx.http = std::sync::Arc::new(Split {
+        pds: pds.url(),
+        loopback: transport(),
+        guarded: enlace_kit::ReqwestTransport::new(enlace_kit::TransportConfig::default()).unwrap(),
+    });
+    for url in ["http://169.254.169.254/latest/meta-data/cat.png", "http://10.0.0.1/cat.png", "http://localhost:1/cat.png"] {
+        let e = c.action("post").unwrap().call(&cx, json!({"text": "x", "images": [{"url": url, "alt": "a"}]})).await.unwrap_err();
+        assert!(matches!(&e, ConnectorError::BadInput { path, .. } if path == "images[0].url"), "{url}: {e}");
+    }
+    assert!(pds.calls(CREATE).is_empty() && pds.calls("com.atproto.repo.uploadBlob").is_empty());
+    // A PDS at a private address is refused the same way, naming `service`.
+    let e = c.action("post").unwrap().call(&cx, json!({"text": "x", "service": "http://10.0.0.1"})).await.unwrap_err();
+    assert!(matches!(&e, ConnectorError::BadInput { path, .. } if path == "service"), "{e}");
+}

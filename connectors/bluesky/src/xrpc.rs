@@ -199,7 +199,11 @@ impl<'a> Xrpc<'a> {
         if !self.timeout.is_zero() {
             req.timeout = Some(self.timeout);
         }
-        self.http.send(req).await.map_err(|e| enlace_kit::transport_error(e, idempotent))
+        self.http.send(req).await.map_err(|e| match enlace_kit::transport_error(e, idempotent) {
+            // A PDS address the SSRF guard refuses (a private address).
+            ConnectorError::BadInput { message, .. } => ConnectorError::bad_input("service", message),
+            other => other,
+        })
     }
 
     /// The account's session: kept, or a new sign-in.
