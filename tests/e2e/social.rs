@@ -28,6 +28,8 @@ use enlace_store::social::status;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use enlace_connector_bluesky::testing::FakePds;
+
 use crate::support::*;
 
 async fn send(ctx: &ActionContext, method: HttpMethod, url: String, body: Option<Value>, key: bool) -> Result<Value, ConnectorError> {
@@ -413,13 +415,157 @@ async fn a_revoked_token_pauses_that_channel_only() {
     assert_eq!(last.body["status"], "On A");
 }
 
+/// A runner whose only app is the real `bluesky` connector, pointed at a fake PDS.
+fn bluesky_runner(store: &Store, pds: &FakePds, step_timeout: Duration) -> Runner {
+    let registry = Registry::new(vec![enlace_connector_bluesky::connector_at(&pds.url())]).unwrap();
+    let config = RunnerConfig { step_timeout, ..RunnerConfig::default() };
+    Runner::new(store.clone(), registry, config, transport(), Arc::new(SystemClock))
+}
+
+/// A `basic` connection with the fake PDS's app password, and a channel with its handle.
+async fn bluesky_channel(store: &Store, r: &Runner) -> String {
+    let creds = Credentials::Basic { username: "alice.test".into(), password: Secret::new("app-pass-1234") };
+    store.create_connection("bs", "bluesky", "Bluesky", &creds, None, 0).await.unwrap();
+    let mut params = serde_json::Map::new();
+    params.insert("handle".into(), json!("alice.test"));
+    let input = ChannelInput {
+        name: "Sky".into(),
+        network: "bluesky".into(),
+        connection: Some("bs".into()),
+        params,
+        timezone: "Europe/Madrid".into(),
+        slots: vec![],
+    };
+    r.social().create_channel(input).await.unwrap().id
+}
+
+/// A post scheduled on a Bluesky channel is published once, at its time, by the real
+/// connector: facets, the image uploaded and embedded, the language; the request valid
+/// against the AT Protocol lexicons; the target's address made from the handle and rkey.
+async fn bluesky_post_published_once() {
+    let pds = FakePds::start().await;
+    pds.add_handle("bob.example.com", "did:plc:bobbobbobbobbobbobbobbob");
+    pds.serve_file("/img/cover.png", "image/png", b"\x89PNG\r\n\x1a\nCOVER");
+    let store = test_store().await;
+    let r = bluesky_runner(&store, &pds, Duration::from_secs(10));
+    r.start();
+    let ch = bluesky_channel(&store, &r).await;
+    let mut p = post("Spring webinar with @bob.example.com #events 🎉", &[&ch]);
+    p.link = Some("https://blog.example/webinar".into());
+    p.media = vec![enlace_core::social::Media {
+        url: format!("{}/img/cover.png", pds.url()),
+        mime_type: "image/png".into(),
+        alt: Some("The cover".into()),
+    }];
+    p.options.insert("language".into(), json!("en"));
+    let due = chrono::Utc::now().timestamp_millis() + 1_000;
+    let p = r.social().create_post(p, When::At(due), "test", None).await.unwrap();
+    for _ in 0..150 {
+        if target_of(&store, &p.post.id).await.status == status::PUBLISHED {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let tg = target_of(&store, &p.post.id).await;
+    assert_eq!(tg.status, status::PUBLISHED, "{tg:?}");
+    let late = tg.published_at.unwrap() - due;
+    assert!((0..1000).contains(&late), "published {late} ms after its time");
+    let records = pds.posts(&pds.alice().did);
+    assert_eq!(records.len(), 1);
+    let (rkey, _, record) = &records[0];
+    let text = "Spring webinar with @bob.example.com #events 🎉\n\nhttps://blog.example/webinar";
+    assert_eq!(record["text"], text);
+    assert_eq!(record["langs"], json!(["en"]));
+    assert_eq!(record["embed"]["images"][0]["alt"], "The cover");
+    let facets: Vec<(&str, &str)> = record["facets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let (a, b) = (f["index"]["byteStart"].as_u64().unwrap() as usize, f["index"]["byteEnd"].as_u64().unwrap() as usize);
+            (&text[a..b], f["features"][0]["$type"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        facets,
+        [
+            ("@bob.example.com", "app.bsky.richtext.facet#mention"),
+            ("#events", "app.bsky.richtext.facet#tag"),
+            ("https://blog.example/webinar", "app.bsky.richtext.facet#link")
+        ]
+    );
+    assert_eq!(tg.remote_id.as_deref(), Some(format!("at://{}/app.bsky.feed.post/{rkey}", pds.alice().did).as_str()));
+    assert_eq!(tg.remote_url.as_deref(), Some(format!("https://bsky.app/profile/alice.test/post/{rkey}").as_str()));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(pds.calls("com.atproto.repo.createRecord").len(), 1, "published once");
+    assert_eq!(enlace_connector_bluesky::testing::assert_requests_valid(&pds), 2, "the sign-in and the post");
+    r.shutdown(Duration::from_millis(200)).await;
+}
+
+/// A createRecord whose answer comes too late: the post is found among the account's
+/// recent posts (listRecords) and recorded as published; nothing is sent twice.
+async fn bluesky_timeout_is_found_among_recent_posts() {
+    let pds = FakePds::start().await;
+    let store = test_store().await;
+    let r = bluesky_runner(&store, &pds, Duration::from_millis(700));
+    let ch = bluesky_channel(&store, &r).await;
+    pds.add_post(&pds.alice().did, "an older post", &(chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339());
+    pds.delay_next("com.atproto.repo.createRecord", Duration::from_secs(2));
+    let p =
+        r.social().create_post(post("Launch day!", &[&ch]), When::At(chrono::Utc::now().timestamp_millis()), "test", None).await.unwrap();
+    assert_eq!(r.social().process_due().await, 1);
+    let tg = target_of(&store, &p.post.id).await;
+    assert_eq!(tg.status, status::PUBLISHED, "{tg:?}");
+    let records = pds.posts(&pds.alice().did);
+    assert_eq!(records.len(), 2);
+    let rkey = &records[1].0;
+    assert_eq!(tg.remote_id.as_deref(), Some(format!("at://{}/app.bsky.feed.post/{rkey}", pds.alice().did).as_str()));
+    assert_eq!(tg.remote_url.as_deref(), Some(format!("https://bsky.app/profile/alice.test/post/{rkey}").as_str()));
+    let list = pds.calls("com.atproto.repo.listRecords");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].query["repo"], "alice.test", "the channel's handle");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(r.social().process_due().await, 0);
+    assert_eq!(pds.calls("com.atproto.repo.createRecord").len(), 1, "never sent twice");
+}
+
+/// A wrong app password pauses the Bluesky channel, with a reason that says what to fix.
+async fn bluesky_wrong_app_password_pauses_the_channel() {
+    let pds = FakePds::start().await;
+    let store = test_store().await;
+    let r = bluesky_runner(&store, &pds, Duration::from_secs(5));
+    let creds = Credentials::Basic { username: "alice.test".into(), password: Secret::new("revoked-pass") };
+    store.create_connection("bs", "bluesky", "Bluesky", &creds, None, 0).await.unwrap();
+    let mut params = serde_json::Map::new();
+    params.insert("handle".into(), json!("alice.test"));
+    let input = ChannelInput {
+        name: "Sky".into(),
+        network: "bluesky".into(),
+        connection: Some("bs".into()),
+        params,
+        timezone: "UTC".into(),
+        slots: vec![],
+    };
+    let ch = r.social().create_channel(input).await.unwrap().id;
+    let p = r.social().create_post(post("hello", &[&ch]), When::At(chrono::Utc::now().timestamp_millis()), "test", None).await.unwrap();
+    assert_eq!(r.social().process_due().await, 1);
+    let why = r.social().channel(&ch).await.unwrap().paused_reason.clone().expect("the channel is paused");
+    assert!(why.contains("Bluesky refused to sign in as `alice.test`") && why.contains("App passwords"), "{why}");
+    assert!(!why.contains("revoked-pass"));
+    assert_eq!(target_of(&store, &p.post.id).await.status, status::SCHEDULED);
+    assert!(pds.calls("com.atproto.repo.createRecord").is_empty());
+}
+
 on_both_backends!(
     published_once_on_time_across_a_restart,
     a_timeout_never_makes_a_second_post,
     rate_limit_waits_exactly_as_told,
     a_server_error_is_never_retried_blindly,
     a_linkedin_post_lost_in_a_server_error_is_found_among_recent_posts,
-    a_revoked_token_pauses_that_channel_only
+    a_revoked_token_pauses_that_channel_only,
+    bluesky_post_published_once,
+    bluesky_timeout_is_found_among_recent_posts,
+    bluesky_wrong_app_password_pauses_the_channel
 );
 
 /// The API: channels, validation, the queue, the calendar's range, reschedule, cancel.

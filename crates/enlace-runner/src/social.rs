@@ -542,6 +542,10 @@ fn action_input(network: Network, ch: &ChannelRow, post: &PostRow, text: &str) -
             if let Some(l) = opt("language") {
                 o.insert("langs".into(), json!([l]));
             }
+            // An account on another PDS than bsky.social: the channel's `service`.
+            if let Some(s) = ch.params.get("service").filter(|s| s.as_str().is_some_and(|s| !s.trim().is_empty())) {
+                o.insert("service".into(), s.clone());
+            }
         }
         Network::Linkedin => {
             if let Some(l) = &post.link {
@@ -950,6 +954,11 @@ async fn check_published(
                 input["actor"] = h;
             }
         }
+    }
+    if network == Network::Bluesky
+        && let Some(s) = ctx.channel.params.get("service").filter(|s| s.as_str().is_some_and(|s| !s.trim().is_empty()))
+    {
+        input["service"] = s.clone();
     }
     let out = match tokio::time::timeout(inner.config.step_timeout, action.call(call, input)).await {
         Ok(Ok(v)) => v,
