@@ -75,6 +75,7 @@ fn rust() -> Vec<Connector> {
         enlace_connector_google_ads_audiences::connector(),
         enlace_connector_linkedin::connector(),
         enlace_connector_facebook_page::connector(),
+        enlace_connector_x::connector(),
         // `enlace connector new` adds connectors above this line.
     ]
 }
