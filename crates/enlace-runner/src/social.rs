@@ -11,8 +11,8 @@
 //! - `sent_at` is written, durably, before the request leaves; a call that times out after
 //!   it left (`maybe_delivered`), or a target claimed again after its node died with
 //!   `sent_at` set, "may have been published": the network's recent posts are read (where
-//!   its API allows: Mastodon, Bluesky) and the post is published only if it is not there;
-//!   where they cannot be read (X, LinkedIn, Facebook page) the target is `held` for a person
+//!   its API allows: Mastodon, Bluesky, X) and the post is published only if it is not there;
+//!   where they cannot be read (LinkedIn, Facebook page) the target is `held` for a person
 //!   to confirm or retry. Nothing is resent blindly.
 //! - a 429 waits exactly the `Retry-After` the network gave (the connection's budget is held
 //!   that long for every caller); other passing faults back off (2^attempt s, at most an hour,
@@ -485,12 +485,6 @@ pub fn check_post(
     let limits: InstanceLimits = ch.limits.clone().and_then(|l| serde_json::from_value(l).ok()).unwrap_or_default();
     let full = network.text_with_link(text, link);
     let mut problems = vec![];
-    if network == Network::X && !media.is_empty() {
-        problems.push(Problem {
-            field: "media".into(),
-            message: "the x app posts text only: remove the media for X, or give X its own target without it".into(),
-        });
-    }
     if let Some(v) = options.get("visibility").and_then(Value::as_str) {
         let allowed: &[&str] = match network {
             Network::Mastodon => &["public", "unlisted", "private", "direct"],
@@ -525,7 +519,7 @@ fn action_input(network: Network, ch: &ChannelRow, post: &PostRow, text: &str) -
         Network::Bluesky => {
             json!({"text": full, "images": media.iter().map(|m| json!({"url": m.url, "alt": m.alt.clone().unwrap_or_default()})).collect::<Vec<_>>()})
         }
-        Network::X => json!({"text": full}),
+        Network::X => json!({"text": full, "media": media}),
         Network::Linkedin => json!({"author": param("author"), "text": full}),
         Network::FacebookPage => json!({"page_id": param("page_id"), "message": full}),
     };
@@ -931,7 +925,8 @@ async fn check_published(
     let Some(ra) = network.publisher().recent_action else { return hold(&format!("{network}'s API gives no way to check here")) };
     let Some(action) = connector.action(ra) else { return hold(&format!("the app `{}` has no action `{ra}`", connector.manifest.id)) };
     let mut input = json!({"limit": 40});
-    if let Some(i) = instance {
+    // The instance is Mastodon's (an X connection's token address is X's own, not an input).
+    if let Some(i) = instance.filter(|_| network != Network::X) {
         input["instance"] = json!(i);
     }
     if let Some(h) = ctx.channel.params.get("handle") {
