@@ -1,4 +1,4 @@
-//! Contract tests: the requests the `twilio`, `slack`, `sendgrid` and `google_drive` connectors send are
+//! Contract tests: the requests the `twilio`, `slack`, `sendgrid`, `google_drive`, `x` and `mastodon` connectors send are
 //! checked against the vendors' own API descriptions (`../shared/vendor-specs/`, read in place) by Prism
 //! (`@stoplight/prism-cli@5.14.2`), a mock server that validates each request against the
 //! description and answers from its examples. A recipe runs through the real server and
@@ -175,6 +175,9 @@ struct Proxy {
     upstream: String,
     seen: Arc<Mutex<Vec<Exchange>>>,
     client: reqwest::Client,
+    /// Answers given instead of Prism's to requests Prism accepted, by method and path
+    /// (recorded vendor answers, where the connector reads values Prism only makes up).
+    recorded: Option<fn(&str, &str) -> Option<Value>>,
 }
 
 async fn forward(State(p): State<Proxy>, method: AxumMethod, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
@@ -197,11 +200,16 @@ async fn forward(State(p): State<Proxy>, method: AxumMethod, uri: Uri, headers: 
         violations,
         body: text.clone(),
     });
+    if status < 300
+        && let Some(recorded) = p.recorded.and_then(|r| r(method.as_str(), uri.path()))
+    {
+        return (StatusCode::from_u16(status).unwrap(), axum::Json(recorded)).into_response();
+    }
     (StatusCode::from_u16(status).unwrap(), [("content-type", content_type)], text).into_response()
 }
 
 async fn proxy(prism: &Prism) -> (String, Arc<Mutex<Vec<Exchange>>>) {
-    let p = Proxy { upstream: prism.base.clone(), seen: Arc::default(), client: client() };
+    let p = Proxy { upstream: prism.base.clone(), seen: Arc::default(), client: client(), recorded: None };
     let seen = p.seen.clone();
     let app = Router::new().fallback(forward).with_state(p);
     let addr = serve_local(app).await;
@@ -803,7 +811,7 @@ async fn a_recipe_saves_files_to_drive_with_requests_the_drive_description_accep
 /// answer always holds `nextPageToken: "string"`, so the page asked with that token is
 /// answered without it (the last page, which carries `newStartPageToken`).
 async fn drive_changes_proxy() -> (String, Arc<Mutex<Vec<Exchange>>>) {
-    let p = Proxy { upstream: drive_prism().base.clone(), seen: Arc::default(), client: client() };
+    let p = Proxy { upstream: drive_prism().base.clone(), seen: Arc::default(), client: client(), recorded: None };
     let seen = p.seen.clone();
     let app = Router::new()
         .fallback(|state: State<Proxy>, method: AxumMethod, uri: Uri, headers: HeaderMap, body: Bytes| async move {
@@ -939,33 +947,93 @@ fn x_prism() -> &'static Prism {
     P.get_or_init(|| Prism::start(&spec("x/openapi.json")))
 }
 
-/// The declarative `x` connector (connectors/declarative/x/connector.yaml) pointed at a
-/// proxy in front of Prism serving X's own API description.
-async fn x_connector() -> (enlace_core::Connector, Arc<Mutex<Vec<Exchange>>>) {
-    let (base, seen) = proxy(x_prism()).await;
-    let text = include_str!("../../connectors/declarative/x/connector.yaml");
-    let declared = enlace_declarative::parse(text, Some("x/connector.yaml")).unwrap_or_else(|d| panic!("{d}"));
-    (declared.connector_at(&base), seen)
+/// X's recorded answers (connectors/x/fixtures/recorded/) to the requests whose answers the
+/// connector reads ids from: Prism makes up `"string"` for an id, which is no X id (X's
+/// description itself requires `^[0-9]{1,19}$` where the id goes next).
+fn x_recorded(method: &str, path: &str) -> Option<Value> {
+    let name = match (method, path) {
+        ("POST", "/2/media/upload") => "upload_image",
+        ("POST", "/2/media/upload/initialize") => "initialize",
+        ("POST", p) if p.ends_with("/finalize") => "finalize_pending",
+        ("GET", "/2/media/upload") => "status_succeeded",
+        ("GET", "/2/users/me") => "users_me",
+        ("GET", p) if p.starts_with("/2/users/") && p.ends_with("/tweets") => "users_tweets",
+        _ => return None,
+    };
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors/x/fixtures/recorded").join(format!("{name}.json"));
+    Some(serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap())
 }
 
+/// The `x` connector pointed at a proxy in front of Prism serving X's own API description;
+/// every request is checked by Prism, and the answers the connector takes ids from are X's
+/// recorded ones.
+async fn x_connector() -> (enlace_core::Connector, Arc<Mutex<Vec<Exchange>>>) {
+    let p = Proxy { upstream: x_prism().base.clone(), seen: Arc::default(), client: client(), recorded: Some(x_recorded) };
+    let seen = p.seen.clone();
+    let addr = serve_local(Router::new().fallback(forward).with_state(p)).await;
+    (enlace_connector_x::connector_at(&format!("http://{addr}")), seen)
+}
+
+/// Every request of the `x` connector, checked by Prism against X's description: a post with
+/// a picture and its alt text (one-request upload, metadata, the post with `media_ids`), one
+/// with a video (chunked upload: initialize, append, finalize, the processing status), a
+/// reply, the recent posts (`/2/users/me`, then the account's posts) and the mentions.
+/// Prism checks the uploads' JSON (the base64 `media`, the category, the segment index),
+/// not the file inside: the bytes are checked against recorded answers by the connector's
+/// own tests (connectors/x/src/tests.rs).
 #[tokio::test]
-async fn the_declarative_x_connector_sends_requests_the_x_description_accepts() {
+async fn the_x_connector_sends_requests_the_x_description_accepts() {
     let (x, seen) = x_connector().await;
+    let files = enlace_kit::testing::FakeVendor::start().await;
+    files.on("GET", "/cat.png", [enlace_kit::testing::Reply::text(200, "image/png", "\u{89}PNG-cat")]);
+    files.on("GET", "/clip.mp4", [enlace_kit::testing::Reply::text(200, "video/mp4", "....ftypmp42-clip")]);
     let ctx = enlace_kit::testing::ctx(Credentials::OAuth2 { access_token: Secret::new("x-user-token") });
-    let out =
-        x.action("post_tweet").unwrap().call(&ctx, json!({"text": "Our spring webinar is open", "reply_to": "1346889436626259968"})).await;
+    let post = x.action("post_tweet").unwrap();
+    let pic = post
+        .call(
+            &ctx,
+            json!({"text": "Our spring webinar is open", "media": [{"url": format!("{}/cat.png", files.url()), "mime_type": "image/png", "alt": "A grey cat"}]}),
+        )
+        .await;
+    let video = post
+        .call(&ctx, json!({"text": "", "media": [{"url": format!("{}/clip.mp4", files.url()), "mime_type": "video/mp4", "alt": "A clip"}]}))
+        .await;
+    let reply = post.call(&ctx, json!({"text": "Thanks!", "reply_to": "1346889436626259968"})).await;
+    let recent = x.action("recent_posts").unwrap().call(&ctx, json!({"limit": 40})).await;
     let exchanges = seen.lock().unwrap().clone();
-    assert_eq!(exchanges.len(), 1);
-    let ex = &exchanges[0];
-    assert_eq!((ex.method.as_str(), ex.path.as_str(), ex.status), ("POST", "/2/tweets", 201), "{ex:#?}");
-    assert!(request_violations(ex).is_empty(), "{ex:#?}");
-    let out = out.expect("Prism's answer is read");
-    assert!(out["id"].is_string() && out["text"].is_string(), "the output is X's `data`: {out}");
+    let paths: Vec<(&str, &str)> = exchanges.iter().map(|e| (e.method.as_str(), e.path.as_str())).collect();
+    assert_eq!(
+        paths,
+        [
+            ("POST", "/2/media/upload"),
+            ("POST", "/2/media/metadata"),
+            ("POST", "/2/tweets"),
+            ("POST", "/2/media/upload/initialize"),
+            ("POST", "/2/media/upload/1880028106020515842/append"),
+            ("POST", "/2/media/upload/1880028106020515842/finalize"),
+            ("GET", "/2/media/upload"),
+            ("POST", "/2/media/metadata"),
+            ("POST", "/2/tweets"),
+            ("POST", "/2/tweets"),
+            ("GET", "/2/users/me"),
+            ("GET", "/2/users/2244994945/tweets"),
+        ]
+    );
+    for ex in &exchanges {
+        assert!(ex.status < 300, "{ex:#?}");
+        assert!(request_violations(ex).is_empty(), "Prism found nothing wrong: {ex:#?}");
+    }
+    for out in [pic, video, reply] {
+        let out = out.expect("Prism's answer is read");
+        assert!(out["id"].is_string() && out["text"].is_string(), "the output is X's `data`: {out}");
+    }
+    let recent = recent.expect("the recorded posts are read");
+    assert_eq!(recent["posts"][0]["text"], "Launch day! Fish & chips <3\n\nhttps://blog.example/launch");
 
     let page =
         x.polling_trigger("new_mention").unwrap().poll(&ctx, json!({"user_id": "2244994945"}), Some("1346889436626259968".into())).await;
     let exchanges = seen.lock().unwrap().clone();
-    let polls: Vec<&Exchange> = exchanges.iter().filter(|e| e.method == "GET").collect();
+    let polls: Vec<&Exchange> = exchanges.iter().filter(|e| e.path.ends_with("/mentions")).collect();
     assert!(!polls.is_empty());
     for ex in &polls {
         assert_eq!((ex.path.as_str(), ex.status), ("/2/users/2244994945/mentions", 200), "{ex:#?}");
@@ -980,22 +1048,80 @@ async fn the_declarative_x_connector_sends_requests_the_x_description_accepts() 
     }
 }
 
+/// A request to X built as the connector builds its own, with this JSON body.
+fn x_request(method: enlace_core::http::Method, path: &str, body: Option<Value>) -> enlace_core::http::HttpRequest {
+    let mut r = enlace_core::http::HttpRequest::new(method, format!("https://api.x.com{path}"));
+    r.headers.insert("authorization", "Bearer x-user-token".parse().unwrap());
+    if let Some(b) = body {
+        r.headers.insert("content-type", "application/json".parse().unwrap());
+        r.body = b.to_string().into();
+    }
+    r
+}
+
 #[tokio::test]
-async fn prism_refuses_a_wrong_x_request() {
+async fn prism_refuses_wrong_x_requests() {
+    use enlace_connector_x::actions::{Kind, alt_text_body, append_body, simple_upload_body, tweet_body};
+    use enlace_core::http::Method as M;
     let (x, seen) = x_connector().await;
     // Unauthenticated: X's description requires a user token.
     let none = enlace_kit::testing::ctx(Credentials::None);
     let e = x.action("post_tweet").unwrap().call(&none, json!({"text": "hello"})).await.unwrap_err();
     assert_eq!(e.class(), enlace_core::ErrorClass::Auth, "{e}");
     assert_eq!(seen.lock().unwrap()[0].status, 401);
-    // A body X's description does not allow, sent as the connector sends its own.
     let prism = x_prism();
-    let mut wrong = enlace_core::http::HttpRequest::new(enlace_core::http::Method::POST, "https://api.x.com/2/tweets");
-    wrong.headers.insert("content-type", "application/json".parse().unwrap());
-    wrong.headers.insert("authorization", "Bearer x-user-token".parse().unwrap());
-    wrong.body = r#"{"text": 5}"#.into();
-    let ex = send_to_prism(prism, wrong, "https://api.x.com", None).await;
-    assert_eq!(ex.status, 422, "{ex:#?}");
+    let send = |r| send_to_prism(prism, r, "https://api.x.com", None);
+    // Each body as the connector builds it is accepted; the same with one thing wrong is not.
+    let ids: Vec<String> = (1..=5).map(|i| format!("188002810602051584{i}")).collect();
+    let cases: Vec<(&str, enlace_core::http::HttpRequest, enlace_core::http::HttpRequest)> = vec![
+        (
+            "a text that is not a string",
+            x_request(M::POST, "/2/tweets", Some(tweet_body("hello", &[], None))),
+            x_request(M::POST, "/2/tweets", Some(json!({"text": 5}))),
+        ),
+        (
+            "five media ids (X takes 4)",
+            x_request(M::POST, "/2/tweets", Some(tweet_body("pets", &ids[..4], None))),
+            x_request(M::POST, "/2/tweets", Some(tweet_body("pets", &ids, None))),
+        ),
+        (
+            "a reply to an id that is not X's",
+            x_request(M::POST, "/2/tweets", Some(tweet_body("yes", &[], Some("1346889436626259968")))),
+            x_request(M::POST, "/2/tweets", Some(tweet_body("yes", &[], Some("12ab")))),
+        ),
+        (
+            "a media category X does not have",
+            x_request(M::POST, "/2/media/upload", Some(simple_upload_body(b"PNG", Kind::Image))),
+            x_request(M::POST, "/2/media/upload", Some(json!({"media": "UE5H", "media_category": "tweet_picture"}))),
+        ),
+        (
+            "a segment index past 999",
+            x_request(M::POST, "/2/media/upload/1880028106020515842/append", Some(append_body(b"chunk", 999))),
+            x_request(M::POST, "/2/media/upload/1880028106020515842/append", Some(append_body(b"chunk", 1000))),
+        ),
+        (
+            "an alt text over 1000 characters",
+            x_request(M::POST, "/2/media/metadata", Some(alt_text_body("1880028106020515840", &"a".repeat(1000)))),
+            x_request(M::POST, "/2/media/metadata", Some(alt_text_body("1880028106020515840", &"a".repeat(1001)))),
+        ),
+        (
+            "a status command X does not have",
+            x_request(M::GET, "/2/media/upload?media_id=1880028106020515842&command=STATUS", None),
+            x_request(M::GET, "/2/media/upload?media_id=1880028106020515842&command=STAT", None),
+        ),
+        (
+            "more recent posts than X gives in a page",
+            x_request(M::GET, "/2/users/2244994945/tweets?max_results=100&exclude=retweets&post.fields=created_at,entities", None),
+            x_request(M::GET, "/2/users/2244994945/tweets?max_results=101&exclude=retweets&post.fields=created_at,entities", None),
+        ),
+    ];
+    for (why, good, wrong) in cases {
+        let ex = send(good).await;
+        assert!(ex.status < 300 && request_violations(&ex).is_empty(), "as built ({why}): {ex:#?}");
+        let ex = send(wrong).await;
+        assert!(ex.status == 422 || ex.status == 400, "{why}: {ex:#?}");
+        assert!(!request_violations(&ex).is_empty(), "{why}: Prism names what is wrong: {ex:#?}");
+    }
 }
 
 fn mastodon_prism() -> &'static Prism {

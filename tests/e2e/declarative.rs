@@ -111,5 +111,5 @@ fn the_docs_check_fails_on_stale_pages_and_passes_on_fresh_ones() {
     assert!(ok && stdout.contains("pages into"), "{stdout}");
     let (ok, _, _) = cli(&dir.join("data"), &["connectors", "docs", "--out", &out, "--check"], "", false);
     assert!(ok);
-    assert!(Path::new(&out).join("x.md").exists(), "declarative apps have pages too");
+    assert!(Path::new(&out).join("rss2json.md").exists(), "declarative apps have pages too");
 }

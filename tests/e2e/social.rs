@@ -6,7 +6,8 @@
 //! - a post due at a time is published once, within a second of it, across a restart;
 //! - a timeout after the request left never makes a second post: Mastodon's recent posts
 //!   are read and the post found there is recorded as published; LinkedIn's target is held
-//!   for a person, who confirms it;
+//!   for a person, who confirms it; the same for X with the real `x` connector on a loopback
+//!   fake X (a post with a picture, found among the account's posts by its written-back link);
 //! - a 429 with `Retry-After` waits exactly as told (manual clock);
 //! - a 5xx after the request left is resent only under the same idempotency key, otherwise
 //!   looked up first or held; the real `linkedin` app finds such a post among the author's
@@ -263,6 +264,76 @@ async fn a_timeout_never_makes_a_second_post() {
     // A target that is not held cannot be confirmed.
     let e = r.social().confirm(&p.post.id, &m.id, None, None).await.unwrap_err();
     assert!(e.to_string().contains("published on") && e.to_string().contains("needs held"), "{e}");
+}
+
+/// X, with the real `x` connector on a loopback fake X: the post (with a picture, uploaded
+/// first) times out after the request left; the account's recent posts are read, the post
+/// is found there (its `t.co` link written back, the picture's link left out), and it is
+/// recorded as published with X's id and address. No second post.
+async fn an_x_timeout_is_found_among_recent_posts() {
+    let t = Target::start().await;
+    let store = test_store().await;
+    connection(&store, "x1", "x").await;
+    let registry = Registry::new(vec![enlace_connector_x::connector_at(&t.url(""))]).unwrap();
+    let config = RunnerConfig { step_timeout: Duration::from_millis(700), ..RunnerConfig::default() };
+    let r = Runner::new(store.clone(), registry, config, transport(), Arc::new(SystemClock));
+    let ch = channel(&r, "Brand X", "x", "x1").await;
+    t.script("/files/launch.png", vec![Answer::status(200, "PNG-launch")]);
+    t.script("/2/media/upload", vec![Answer::status(200, r#"{"data":{"id":"1880028106020515840","media_key":"3_1880028106020515840"}}"#)]);
+    t.script("/2/media/metadata", vec![Answer::status(200, r#"{"data":{"id":"1880028106020515840"}}"#)]);
+    // X takes the post and answers too late.
+    t.script(
+        "/2/tweets",
+        vec![Answer::status(201, r#"{"data":{"id":"1880028106020515850","text":"Launch day!"}}"#).after(Duration::from_secs(2))],
+    );
+    t.script("/2/users/me", vec![Answer::status(200, r#"{"data":{"id":"2244994945","name":"Enlace","username":"enlace"}}"#)]);
+    let now = chrono::Utc::now();
+    t.script(
+        "/2/users/2244994945/tweets",
+        vec![Answer::status(
+            200,
+            &json!({"data": [
+                {"id": "1880028106020515850", "created_at": now.to_rfc3339(),
+                 "text": "Launch day!\n\nhttps://t.co/Ab12Cd34Ef https://t.co/Pic0000001",
+                 "entities": {"urls": [
+                     {"start": 13, "end": 36, "url": "https://t.co/Ab12Cd34Ef", "expanded_url": "https://blog.example/launch"},
+                     {"start": 37, "end": 60, "url": "https://t.co/Pic0000001", "expanded_url": "https://x.com/enlace/status/1880028106020515850/photo/1", "media_key": "3_1880028106020515840"}
+                 ]}},
+                {"id": "1880028106020515800", "created_at": (now - chrono::Duration::hours(3)).to_rfc3339(), "text": "Launch day!\n\nhttps://t.co/Ab12Cd34Ef",
+                 "entities": {"urls": [{"start": 13, "end": 36, "url": "https://t.co/Ab12Cd34Ef", "expanded_url": "https://blog.example/launch"}]}}
+            ], "meta": {"result_count": 2}})
+            .to_string(),
+        )],
+    );
+    let mut p = post("Launch day!", &[&ch]);
+    p.link = Some("https://blog.example/launch".into());
+    p.media = vec![enlace_core::social::Media {
+        url: t.url("/files/launch.png"),
+        mime_type: "image/png".into(),
+        alt: Some("The launch banner".into()),
+    }];
+    let p = r.social().create_post(p, When::At(chrono::Utc::now().timestamp_millis()), "test", None).await.unwrap();
+    assert_eq!(r.social().process_due().await, 1);
+    let tg = target_of(&store, &p.post.id).await;
+    assert_eq!(tg.status, status::PUBLISHED, "{tg:?}");
+    assert_eq!(tg.remote_id.as_deref(), Some("1880028106020515850"), "the new post, not the older one with the same text");
+    assert_eq!(tg.remote_url.as_deref(), Some("https://x.com/enlace/status/1880028106020515850"));
+    assert!(tg.sent_at.is_some());
+    // What X got: the picture uploaded with its alt text, then one post with its media id.
+    let sent = t.received_on("/2/tweets");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].body,
+        json!({"text": "Launch day!\n\nhttps://blog.example/launch", "media": {"media_ids": ["1880028106020515840"]}})
+    );
+    assert_eq!(sent[0].header("authorization").as_deref(), Some("Bearer tok-x1"));
+    assert_eq!(t.received_on("/2/media/upload")[0].body["media_category"], "tweet_image");
+    assert_eq!(t.received_on("/2/media/metadata")[0].body["metadata"]["alt_text"]["text"], "The launch banner");
+    // Nothing is due any more: the loop sends nothing else.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(r.social().process_due().await, 0);
+    assert_eq!(t.count_on("/2/tweets"), 1, "never a second post");
+    assert_eq!(store.post(&p.post.id).await.unwrap().unwrap().status, "published");
 }
 
 /// A 429 with `Retry-After: 120` is taken again exactly 120 s later, not before.
@@ -559,6 +630,7 @@ async fn bluesky_wrong_app_password_pauses_the_channel() {
 on_both_backends!(
     published_once_on_time_across_a_restart,
     a_timeout_never_makes_a_second_post,
+    an_x_timeout_is_found_among_recent_posts,
     rate_limit_waits_exactly_as_told,
     a_server_error_is_never_retried_blindly,
     a_linkedin_post_lost_in_a_server_error_is_found_among_recent_posts,

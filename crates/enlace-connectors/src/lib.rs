@@ -76,6 +76,7 @@ fn rust() -> Vec<Connector> {
         enlace_connector_linkedin::connector(),
         enlace_connector_facebook_page::connector(),
         enlace_connector_bluesky::connector(),
+        enlace_connector_x::connector(),
         // `enlace connector new` adds connectors above this line.
     ]
 }

@@ -14,7 +14,8 @@
 //! - **X**: 280 weighted characters (twitter-text's v3 configuration): the text is NFC
 //!   normalised, code points in the Latin, general punctuation and similar ranges weigh 1,
 //!   every other code point 2, an emoji (a whole ZWJ sequence, a flag, a keycap, a skin-tone
-//!   modified emoji) 2, and every `http(s)://` URL 23.
+//!   modified emoji) 2, and every `http(s)://` URL 23. Media: up to 4 pictures (JPEG, PNG,
+//!   WebP), or one GIF or video (MP4, QuickTime) alone.
 //! - **LinkedIn**: 3000 characters (Unicode scalar values). **Facebook page**: 63,206.
 
 use std::fmt;
@@ -92,7 +93,14 @@ impl Network {
                 limits_action: None,
                 idempotency_key: false,
             },
-            Network::X => Publisher { app: "x", action: "post_tweet", recent_action: None, limits_action: None, idempotency_key: false },
+            // X takes no idempotency key; its recent posts can be read back.
+            Network::X => Publisher {
+                app: "x",
+                action: "post_tweet",
+                recent_action: Some("recent_posts"),
+                limits_action: None,
+                idempotency_key: false,
+            },
             Network::Linkedin => Publisher {
                 app: "linkedin",
                 action: "create_post",
@@ -596,6 +604,25 @@ mod tests {
         let heavy = "👩\u{200d}👩\u{200d}👧".repeat(200);
         let e = validate(Network::Bluesky, &heavy, &[], &InstanceLimits::default()).unwrap_err();
         assert_eq!(e[0].message, "3600 of 3000 bytes (UTF-8): cut 600 bytes");
+    }
+
+    #[test]
+    fn x_takes_four_pictures_or_one_video_or_gif() {
+        let none = InstanceLimits::default();
+        let gif = Media { url: "https://cdn.example.com/a.gif".into(), mime_type: "image/gif".into(), alt: Some("A loop".into()) };
+        let mp4 = Media { url: "https://cdn.example.com/v.mp4".into(), mime_type: "video/mp4".into(), alt: None };
+        assert!(validate(Network::X, "", &img(4), &none).is_ok(), "media alone, no text");
+        assert_eq!(validate(Network::X, "x", &img(5), &none).unwrap_err()[0].message, "5 of 4 attachments: remove 1");
+        assert!(validate(Network::X, "x", std::slice::from_ref(&gif), &none).is_ok());
+        assert!(validate(Network::X, "x", std::slice::from_ref(&mp4), &none).is_ok());
+        for mixed in [vec![gif.clone(), img(1).remove(0)], vec![gif, mp4.clone()], vec![mp4.clone(), mp4]] {
+            let e = validate(Network::X, "x", &mixed, &none).unwrap_err();
+            assert_eq!(e[0].message, "X takes one video or GIF alone, or up to 4 images: remove the others", "{mixed:?}");
+        }
+        let bmp = Media { url: "https://cdn.example.com/a.bmp".into(), mime_type: "image/bmp".into(), alt: None };
+        assert_eq!(validate(Network::X, "x", &[bmp], &none).unwrap_err()[0].field, "media[0].mime_type");
+        // The scheduler reads X's recent posts after a timeout.
+        assert_eq!(Network::X.publisher().recent_action, Some("recent_posts"));
     }
 
     #[test]

@@ -16,8 +16,15 @@ fn shipped(app: &str) -> Declared {
     parse(&text, Some(&format!("connectors/declarative/{app}/connector.yaml"))).unwrap_or_else(|d| panic!("{d}"))
 }
 
+/// The test manifest (testdata/microblog.yaml): OAuth2, an action, error rules, a paged
+/// trigger.
+fn microblog() -> Declared {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/microblog.yaml");
+    parse(&std::fs::read_to_string(&path).unwrap(), Some("testdata/microblog.yaml")).unwrap_or_else(|d| panic!("{d}"))
+}
+
 fn x_at(vendor: &FakeVendor) -> Connector {
-    shipped("x").connector_at(&vendor.url())
+    microblog().connector_at(&vendor.url())
 }
 
 fn token() -> Credentials {
@@ -25,10 +32,10 @@ fn token() -> Credentials {
 }
 
 #[test]
-fn the_shipped_manifests_load_as_connectors() {
-    let x = shipped("x").connector();
+fn the_test_and_shipped_manifests_load_as_connectors() {
+    let x = microblog().connector();
     assert_eq!(x.manifest.auth, enlace_core::AuthKind::OAuth2);
-    assert_eq!(x.manifest.oauth2.as_ref().unwrap().token_url, "https://api.x.com/2/oauth2/token");
+    assert_eq!(x.manifest.oauth2.as_ref().unwrap().token_url, "https://api.microblog.example/2/oauth2/token");
     assert_eq!(x.manifest.rate_limit.unwrap().per, Duration::from_secs(900));
     let post = &x.manifest.actions[0];
     assert_eq!(post.input_schema["required"], json!(["text"]));
@@ -38,16 +45,16 @@ fn the_shipped_manifests_load_as_connectors() {
 }
 
 #[tokio::test]
-async fn post_tweet_sends_the_rendered_body_and_returns_the_data() {
+async fn post_sends_the_rendered_body_and_returns_the_data() {
     let v = FakeVendor::start().await;
     v.on("POST", "/2/tweets", [Reply::json(201, json!({"data": {"id": "1445880548472328192", "text": "Hello"}}))]);
-    let out = x_at(&v).action("post_tweet").unwrap().call(&ctx(token()), json!({"text": "Hello"})).await.unwrap();
+    let out = x_at(&v).action("post").unwrap().call(&ctx(token()), json!({"text": "Hello"})).await.unwrap();
     assert_eq!(out, json!({"id": "1445880548472328192", "text": "Hello"}));
     let seen = &v.requests()[0];
     assert_eq!(seen.header("authorization"), Some("Bearer x-token"));
     assert_eq!(seen.json(), json!({"text": "Hello"}), "the reply left out, with its empty map");
 
-    let out = x_at(&v).action("post_tweet").unwrap().call(&ctx(token()), json!({"text": "Yes", "reply_to": "123"})).await;
+    let out = x_at(&v).action("post").unwrap().call(&ctx(token()), json!({"text": "Yes", "reply_to": "123"})).await;
     assert!(out.is_ok());
     assert_eq!(v.requests()[1].json(), json!({"text": "Yes", "reply": {"in_reply_to_tweet_id": "123"}}));
 }
@@ -56,7 +63,7 @@ async fn post_tweet_sends_the_rendered_body_and_returns_the_data() {
 async fn input_is_checked_before_any_call() {
     let v = FakeVendor::start().await;
     let x = x_at(&v);
-    let a = x.action("post_tweet").unwrap();
+    let a = x.action("post").unwrap();
     let e = a.call(&ctx(token()), json!({})).await.unwrap_err();
     assert_eq!((e.class(), e.to_json()["path"].clone()), (ErrorClass::BadInput, json!("")));
     assert!(e.message().contains("the field `text` is required"), "{e}");
@@ -81,7 +88,7 @@ async fn errors_follow_the_manifest_then_the_kit() {
         ],
     );
     let x = x_at(&v);
-    let a = x.action("post_tweet").unwrap();
+    let a = x.action("post").unwrap();
     let c = ctx(token());
     let call = || a.call(&c, json!({"text": "Hello"}));
     let e = call().await.unwrap_err();

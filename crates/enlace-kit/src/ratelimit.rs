@@ -54,7 +54,7 @@ impl RateInfo {
 /// Reads, from the headers of any response (not only a 429):
 /// - `Retry-After`: delta seconds or an HTTP-date;
 /// - `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (GitHub, Mailchimp
-///   and many others) and, when those are absent, the IETF draft's `RateLimit-Limit`,
+///   and many others; X spells them `x-rate-limit-*`, its reset in epoch seconds) and, when those are absent, the IETF draft's `RateLimit-Limit`,
 ///   `RateLimit-Remaining`, `RateLimit-Reset` or its single `RateLimit` header (`limit=100,
 ///   remaining=50, reset=5`, or the later `"default";r=50;t=30` with the limit in
 ///   `RateLimit-Policy: "default";q=100;w=60`); with several policies, the first counts. A
@@ -79,6 +79,7 @@ pub(crate) fn rate_info_at(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Ra
     let policy = text("ratelimit-policy").map(structured_fields).unwrap_or_default();
     let field = |name: &str, keys: &[&str], from: &[(String, f64)]| -> Option<f64> {
         text(&format!("x-ratelimit-{name}"))
+            .or_else(|| text(&format!("x-rate-limit-{name}")))
             .and_then(leading_number)
             .or_else(|| text(&format!("ratelimit-{name}")).and_then(leading_number))
             .or_else(|| from.iter().find(|(k, _)| keys.contains(&k.as_str())).map(|(_, v)| *v))
@@ -215,6 +216,15 @@ mod tests {
         );
         assert_eq!(info.reset_after(NOW_MS), Some(Duration::from_secs(60)));
         assert_eq!(info.wait(NOW_MS), None, "calls are left: no wait");
+    }
+
+    #[test]
+    fn x_spells_them_with_a_hyphen() {
+        // X API v2: `x-rate-limit-limit`, `-remaining`, `-reset` (epoch seconds).
+        let h = headers(&[("x-rate-limit-limit", "100"), ("x-rate-limit-remaining", "0"), ("x-rate-limit-reset", "1700000090")]);
+        let info = rate_info_at(&h, now()).unwrap();
+        assert_eq!((info.limit, info.remaining, info.reset_at_ms), (Some(100), Some(0), Some(1_700_000_090_000)));
+        assert_eq!(info.wait(NOW_MS), Some(Duration::from_secs(90)));
     }
 
     #[test]

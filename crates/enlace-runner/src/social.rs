@@ -11,8 +11,8 @@
 //! - `sent_at` is written, durably, before the request leaves; a call that times out after
 //!   it left (`maybe_delivered`), or a target claimed again after its node died with
 //!   `sent_at` set, "may have been published": the network's recent posts are read (where
-//!   its API allows: Mastodon, Bluesky) and the post is published only if it is not there;
-//!   where they cannot be read (X, LinkedIn, Facebook page) the target is `held` for a person
+//!   its API allows: Mastodon, Bluesky, X) and the post is published only if it is not there;
+//!   where they cannot be read (LinkedIn, Facebook page) the target is `held` for a person
 //!   to confirm or retry. Nothing is resent blindly.
 //! - a 429 waits exactly the `Retry-After` the network gave (the connection's budget is held
 //!   that long for every caller); other passing faults back off (2^attempt s, at most an hour,
@@ -485,12 +485,6 @@ pub fn check_post(
     let limits: InstanceLimits = ch.limits.clone().and_then(|l| serde_json::from_value(l).ok()).unwrap_or_default();
     let full = network.text_with_link(text, link);
     let mut problems = vec![];
-    if network == Network::X && !media.is_empty() {
-        problems.push(Problem {
-            field: "media".into(),
-            message: "the x app posts text only: remove the media for X, or give X its own target without it".into(),
-        });
-    }
     if let Some(v) = options.get("visibility").and_then(Value::as_str) {
         let allowed: &[&str] = match network {
             Network::Mastodon => &["public", "unlisted", "private", "direct"],
@@ -525,7 +519,7 @@ fn action_input(network: Network, ch: &ChannelRow, post: &PostRow, text: &str) -
         Network::Bluesky => {
             json!({"text": full, "images": media.iter().map(|m| json!({"url": m.url, "alt": m.alt.clone().unwrap_or_default()})).collect::<Vec<_>>()})
         }
-        Network::X => json!({"text": full}),
+        Network::X => json!({"text": full, "media": media}),
         Network::Linkedin => json!({"author": param("author"), "text": full}),
         Network::FacebookPage => json!({"page_id": param("page_id"), "message": full}),
     };
@@ -949,11 +943,13 @@ async fn check_published(
         }
         Network::Linkedin => input["author"] = param("author").unwrap_or(Value::Null),
         Network::FacebookPage => input["page_id"] = param("page_id").unwrap_or(Value::Null),
-        Network::Bluesky | Network::X => {
+        Network::Bluesky => {
             if let Some(h) = param("handle") {
                 input["actor"] = h;
             }
         }
+        // The signed-in account's own posts.
+        Network::X => {}
     }
     if network == Network::Bluesky
         && let Some(s) = ctx.channel.params.get("service").filter(|s| s.as_str().is_some_and(|s| !s.trim().is_empty()))
