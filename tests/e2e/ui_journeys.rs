@@ -1,0 +1,151 @@
+//! The web UI's Journeys page, real test calls and held runs, in a real browser
+//! (`tests/browser/journeys.mjs`: Debian's chromium driven by playwright-core) against the
+//! real server on a fresh store and a real SMTP server (aiosmtpd):
+//!
+//! - two chained recipes (a webhook that `emit`s `lead.new`, a recipe listening to it that
+//!   sends an email): the graph shows the edge, and the counts per step are not zero after a
+//!   webhook run; another webhook while the page is open raises the counts in place (the
+//!   page polls `/ui/journeys/counts`); each recipe and step is a link reached by keyboard;
+//! - "Run mail for real…": the confirmation names the recipient and the connection; Cancel
+//!   sends nothing; confirming delivers one email to the SMTP server; the same confirmation
+//!   sent again calls nothing;
+//! - a recipe capped at one send an hour: the second and third webhooks are held; Approve on
+//!   one run's page sends its email, Reject on the other's does not.
+//!
+//! Every page is watched by `guard` (console errors, failed requests, unexpected HTTP errors)
+//! and shot at 1280 and 390 px (nothing wider than 390 px).
+
+use enlace_core::{AuthKind, parse_credentials};
+use serde_json::{Value, json};
+
+use crate::smtp::SmtpServer;
+use crate::support::*;
+
+const ADMIN: &str = "jo@example.com";
+const ADMIN_PASSWORD: &str = "a long enough passphrase";
+
+fn shots() -> String {
+    std::env::var("ENLACE_UI_SHOTS").unwrap_or_else(|_| {
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{}/target", env!("CARGO_MANIFEST_DIR")));
+        format!("{target}/ui-screenshots")
+    })
+}
+
+async fn scenario(config: Value) -> Value {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "the browser tests need playwright-core: run `.ci/run` once, or `npm install --prefix tests/browser` (and `apt-get install chromium`)"
+    );
+    let arg = config.to_string();
+    let out =
+        tokio::task::spawn_blocking(move || std::process::Command::new("node").current_dir(&dir).arg("journeys.mjs").arg(arg).output())
+            .await
+            .unwrap()
+            .expect("node runs");
+    assert!(
+        out.status.success(),
+        "journeys.mjs failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("journeys.mjs printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The recipients of the messages the SMTP server kept, in the order received.
+fn delivered_to(smtp: &SmtpServer) -> Vec<String> {
+    smtp.messages()
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            text.lines().find_map(|l| l.strip_prefix("To: ")).unwrap_or("").trim().to_string()
+        })
+        .collect()
+}
+
+fn mail_step(to: &str, extra: &str) -> String {
+    format!(
+        "  - id: mail\n    app: smtp\n    action: send_email\n    connection: smtp-main\n    transactional: true\n{extra}    with:\n      from: news@example.com\n      to: \"{to}\"\n      subject: Hello\n      text: Hello from Enlace.\n"
+    )
+}
+
+#[tokio::test]
+async fn journeys_show_the_chain_with_live_counts_a_real_test_call_confirms_and_held_runs_are_decided() {
+    let s = TestServer::start().await;
+    let smtp = SmtpServer::start().await;
+    let creds = parse_credentials(&smtp.credentials(crate::smtp::PASSWORD), AuthKind::Smtp).unwrap();
+    s.store.create_connection("smtp-main", "smtp", "Our mail server", &creds, None, 0).await.unwrap();
+    install(
+        &s.runner,
+        "id: signup\nname: Sign-up\ntrigger: {app: webhook, event: catch, with: {path: signup}}\nsteps:\n  - id: check\n    filter: \"{{trigger.body.email}}\"\n  - id: announce\n    emit: lead.new\n    data: {email: \"{{trigger.body.email}}\"}\n",
+    )
+    .await;
+    install(
+        &s.runner,
+        &format!(
+            "id: greet\nname: Greet the lead\ntrigger: {{app: enlace, event: event, with: {{name: lead.new}}}}\nsteps:\n{}",
+            mail_step("{{trigger.email}}", "")
+        ),
+    )
+    .await;
+    install(
+        &s.runner,
+        &format!(
+            "id: hello\nname: Hello by hand\nenabled: false\ntrigger: {{app: webhook, event: catch, with: {{path: hello}}}}\nsteps:\n{}",
+            mail_step("{{trigger.body.email}}", "")
+        ),
+    )
+    .await;
+    install(
+        &s.runner,
+        &format!(
+            "id: blast\nname: Capped blast\nlimits: {{sends_per_hour: 1}}\ntrigger: {{app: webhook, event: catch, with: {{path: blast}}}}\nsteps:\n{}",
+            mail_step("{{trigger.body.email}}", "")
+        ),
+    )
+    .await;
+
+    let seen = scenario(json!({"base": s.base, "shots": shots(), "user": ADMIN, "password": ADMIN_PASSWORD})).await;
+    assert_eq!(seen["problems"], json!([]), "the pages misbehaved: {seen:#}");
+
+    // The graph: one edge from signup's emit to greet, labelled, with counts after a run.
+    assert_eq!(seen["edges"], 1, "{seen:#}");
+    assert!(seen["edge_title"].as_str().unwrap().contains("announce event lead.new → greet"), "{seen:#}");
+    assert!(seen["emits_line"].as_str().unwrap().contains("event lead.new → greet"), "{seen:#}");
+    assert_eq!(seen["announce_passed"], "1", "{seen:#}");
+    assert_eq!(seen["mail_passed"], "1", "{seen:#}");
+    assert_eq!(seen["signup_runs"], "1", "{seen:#}");
+    assert_eq!(seen["announce_passed_live"], "2", "the count rose without a reload: {seen:#}");
+    assert_eq!(seen["focused_in_svg"], true, "the graph's links take the keyboard focus: {seen:#}");
+    assert!(seen["after_enter"].as_str().unwrap().ends_with("/ui/recipes/signup"), "{seen:#}");
+    assert_eq!(seen["disabled_hidden"], true, "a disabled recipe is left out unless asked: {seen:#}");
+    assert_eq!(seen["disabled_shown"], true, "{seen:#}");
+
+    // The real test call: the cancel path sent nothing, the confirmed call one email, the
+    // repeated confirmation nothing more.
+    let confirm = seen["confirm"].as_str().unwrap();
+    assert!(confirm.contains("This sends an email to ana@example.com through connection 'smtp-main'"), "{confirm}");
+    assert_eq!(seen["after_cancel_sent"], 0, "{seen:#}");
+    assert_eq!(seen["call_status"], "succeeded", "{seen:#}");
+    assert!(seen["call_output"].as_str().unwrap().contains("message_id"), "{seen:#}");
+    assert_eq!(seen["resend_status"], 409, "{seen:#}");
+
+    // Held runs: one approved and sent, one rejected.
+    assert!(seen["approve_flash"].as_str().unwrap().contains("1 message(s) approved"), "{seen:#}");
+    assert!(seen["reject_flash"].as_str().unwrap().contains("1 message(s) rejected"), "{seen:#}");
+    assert_eq!(seen["approved_status"], "succeeded", "{seen:#}");
+
+    let to = delivered_to(&smtp);
+    let count = |who: &str| to.iter().filter(|t| t.contains(who)).count();
+    assert_eq!(count("lead1@example.com"), 1, "greet's email for the first webhook: {to:?}");
+    assert_eq!(count("lead2@example.com"), 1, "greet's email for the second webhook: {to:?}");
+    assert_eq!(count("ana@example.com"), 1, "one email from the confirmed test call, none from the cancel: {to:?}");
+    assert_eq!(count("b1@example.com"), 1, "the first blast, under the cap: {to:?}");
+    assert_eq!(count("b2@example.com"), 1, "approved: {to:?}");
+    assert_eq!(count("b3@example.com"), 0, "rejected: {to:?}");
+    assert_eq!(to.len(), 5, "{to:?}");
+    // The test call left no run in the installation's history.
+    let runs = s.store.list_runs(&enlace_store::RunFilter { recipe_id: Some("hello".into()), ..Default::default() }).await.unwrap();
+    assert!(runs.is_empty(), "{runs:?}");
+}
