@@ -97,7 +97,7 @@ await run(async (browser) => {
   out.announce_passed_live = await count("signup/announce", "passed");
   out.second = second;
   // Keyboard: the graph's links take the focus, and Enter opens the editor.
-  await page.locator("#journeys-svg a.j-title").first().focus();
+  await page.locator("#node-signup a.j-title").focus();
   out.focused_in_svg = await page.evaluate(() => !!document.activeElement.closest("svg") && document.activeElement.tagName.toLowerCase() === "a");
   await page.keyboard.press("Enter");
   await page.waitForURL(/\/ui\/recipes\/signup/);
