@@ -19,7 +19,7 @@
 //! store they would change nothing real. A confirmation's key is used once (a second submit
 //! of the same confirmation calls nothing).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Router;
@@ -42,11 +42,27 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/ui/recipes/{id}/steps/{step}/call", post(call))
 }
 
-/// Confirmation keys handed out and not used yet (this node's memory: a confirmation is
-/// answered by the node that showed it, or refused as expired).
-fn keys() -> &'static Mutex<HashSet<String>> {
-    static K: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    K.get_or_init(|| Mutex::new(HashSet::new()))
+/// How long a confirmation may be answered.
+const KEY_TTL_MS: i64 = 30 * 60 * 1000;
+
+/// Confirmation keys handed out and not used yet, with when (this node's memory: a
+/// confirmation is answered by the node that showed it within 30 minutes, or refused).
+fn keys() -> &'static Mutex<HashMap<String, i64>> {
+    static K: OnceLock<Mutex<HashMap<String, i64>>> = OnceLock::new();
+    K.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Hands out a key, forgetting the expired ones.
+fn remember(key: &str, now: i64) {
+    let mut k = keys().lock().unwrap_or_else(|e| e.into_inner());
+    k.retain(|_, at| now - *at < KEY_TTL_MS);
+    k.insert(key.to_string(), now);
+}
+
+/// Takes a key back: true once, within its time.
+fn redeem(key: &str, now: i64) -> bool {
+    let mut k = keys().lock().unwrap_or_else(|e| e.into_inner());
+    k.remove(key).is_some_and(|at| now - at < KEY_TTL_MS)
 }
 
 fn new_key() -> String {
@@ -152,18 +168,18 @@ async fn call(State(s): State<AppState>, sess: Session, Path((id, step)): Path<(
 
     if form.get("confirm") != Some("yes") {
         let key = new_key();
-        keys().lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone());
+        remember(&key, s.runner.now_ms());
         let sentence = describe(&connector.manifest.name, &spec, app, &rendered, connection.as_deref());
         let confirm = json!({"step": step, "sentence": sentence, "input": super::editor::pretty(&rendered), "key": key});
         return recipe_view(&s, &sess, &id, &q, json!({"call_confirm": confirm})).await;
     }
 
     let key = form.text("call");
-    if !keys().lock().unwrap_or_else(|e| e.into_inner()).remove(&key) {
+    if !redeem(&key, s.runner.now_ms()) {
         return Err(UiError::new(
             StatusCode::CONFLICT,
             "Already sent, or expired",
-            "This confirmation was used already (or was shown by another node, or before a restart): nothing was called again.",
+            "This confirmation was used already, is older than 30 minutes, or was shown by another node or before a restart: nothing was called.",
             Some("Ask again with \"Run for real\" to make another call."),
         ));
     }
@@ -190,7 +206,7 @@ async fn call(State(s): State<AppState>, sess: Session, Path((id, step)): Path<(
             .connection_credentials(cid)
             .await
             .map_err(|e| refuse(&format!("The connection `{cid}` cannot be used now: {}", e.message())))?;
-        store.create_connection(&row.id, &row.app, &row.name, &creds, row.rate_limit.clone(), now).await?;
+        store.create_connection(&row.id, &row.app, &row.name, &creds, row.rate_limit, now).await?;
     }
     let names: Vec<String> = one.secrets.iter().cloned().collect();
     if !names.is_empty() {
@@ -264,6 +280,16 @@ mod tests {
         assert_eq!(fixed["retry"], json!({"attempts": 1}));
         let bad = fixed_step(&step, &json!({"to": "{{x}}"})).unwrap_err();
         assert!(bad.message.contains("`to`"), "{}", bad.message);
+    }
+
+    #[test]
+    fn a_confirmation_key_is_good_once_and_for_thirty_minutes() {
+        remember("k-once", 1_000);
+        assert!(redeem("k-once", 2_000));
+        assert!(!redeem("k-once", 2_000), "used once");
+        remember("k-late", 1_000);
+        assert!(!redeem("k-late", 1_000 + KEY_TTL_MS), "expired");
+        assert!(!redeem("never-given", 1_000));
     }
 
     #[test]
