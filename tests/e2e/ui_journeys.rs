@@ -149,3 +149,44 @@ async fn journeys_show_the_chain_with_live_counts_a_real_test_call_confirms_and_
     let runs = s.store.list_runs(&enlace_store::RunFilter { recipe_id: Some("hello".into()), ..Default::default() }).await.unwrap();
     assert!(runs.is_empty(), "{runs:?}");
 }
+
+/// The marketing flows shipped under `recipes/`, as the Journeys page draws them.
+#[test]
+fn the_shipped_flows_as_a_graph() {
+    let registry = enlace_connectors::registry();
+    let mut recipes = vec![];
+    for e in std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes")).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().and_then(|x| x.to_str()) == Some("yaml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            recipes.push(enlace_recipe::load(&text, Some(&path.display().to_string()), &registry).unwrap_or_else(|d| panic!("{d}")));
+        }
+    }
+    recipes.sort_by(|a, b| a.id.cmp(&b.id));
+    let inputs: Vec<enlace_recipe::graph::Input> =
+        recipes.iter().map(|r| enlace_recipe::graph::Input { recipe: r, enabled: true }).collect();
+    let g = enlace_recipe::graph::build(&inputs);
+    let edges: Vec<String> = g
+        .edges
+        .iter()
+        .map(|e| {
+            format!("{}/{} {} -> {}{}", e.from_recipe, e.from_step, e.signal.label(), e.to_recipe, if e.maybe { " (maybe)" } else { "" })
+        })
+        .collect();
+    // The sign-up form's upsert starts the welcome series (when it creates the contact).
+    assert_eq!(edges, vec!["welcome-signup/contact contact created -> welcome-series (maybe)"]);
+    // The others start from outside a recipe, and say from where: a cart abandoned or a
+    // purchase recorded through the API, page views from /track, the scoring threshold.
+    let from: Vec<(&str, &str)> = g.nodes.iter().map(|n| (n.recipe.as_str(), n.listens.label.as_str())).collect();
+    for want in [
+        ("abandoned-cart", "timeline cart_abandoned"),
+        ("abandoned-cart-thanks", "timeline purchase"),
+        ("lead-handoff", "event lead.qualified"),
+        ("web-activity", "timeline page_viewed"),
+        ("welcome-series", "contact created"),
+        ("blog-to-social", "http.poll_feed, polled"),
+    ] {
+        assert!(from.contains(&want), "{want:?} in {from:#?}");
+    }
+    assert!(g.cycles.is_empty());
+}
