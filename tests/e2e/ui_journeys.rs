@@ -190,3 +190,116 @@ fn the_shipped_flows_as_a_graph() {
     }
     assert!(g.cycles.is_empty());
 }
+
+/// A client that keeps its cookies by hand and never follows redirects (as in `ui.rs`).
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    cookies: Vec<(String, String)>,
+}
+
+impl Client {
+    fn new(base: &str) -> Client {
+        Client {
+            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            base: base.into(),
+            cookies: vec![],
+        }
+    }
+
+    fn keep(&mut self, r: &reqwest::Response) {
+        for c in r.headers().get_all(reqwest::header::SET_COOKIE) {
+            let c = c.to_str().unwrap();
+            let kv = c.split(';').next().unwrap();
+            let (k, v) = kv.split_once('=').unwrap();
+            self.cookies.retain(|(n, _)| n != k);
+            if !v.is_empty() {
+                self.cookies.push((k.into(), v.into()));
+            }
+        }
+    }
+
+    fn jar(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    async fn get(&mut self, path: &str) -> (u16, String, Option<String>) {
+        let r = self.http.get(format!("{}{path}", self.base)).header(reqwest::header::COOKIE, self.jar()).send().await.unwrap();
+        self.keep(&r);
+        let loc = r.headers().get(reqwest::header::LOCATION).map(|v| v.to_str().unwrap().to_string());
+        (r.status().as_u16(), r.text().await.unwrap(), loc)
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+        let r = self.http.post(format!("{}{path}", self.base)).header(reqwest::header::COOKIE, self.jar()).form(form).send().await.unwrap();
+        self.keep(&r);
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn csrf(&mut self, path: &str) -> String {
+        let (_, html, _) = self.get(path).await;
+        let at = html.find("name=\"_csrf\" value=\"").unwrap_or_else(|| panic!("no CSRF field on {path}")) + 20;
+        html[at..at + html[at..].find('"').unwrap()].to_string()
+    }
+}
+
+/// Over plain HTTP: the counts need a session; a viewer reads the Journeys page but may not
+/// make a real call; a call needs the session's token; store apps' steps are refused.
+#[tokio::test]
+async fn journeys_and_real_calls_are_guarded_by_session_role_and_csrf() {
+    let s = TestServer::start().await;
+    install(
+        &s.runner,
+        &format!(
+            "id: hello\ntrigger: {{app: webhook, event: catch, with: {{path: hello}}}}\nsteps:\n  - id: save\n    app: contacts\n    action: upsert_contact\n    with: {{email: \"{{{{trigger.body.email}}}}\"}}\n{}",
+            mail_step("{{trigger.body.email}}", "")
+        ),
+    )
+    .await;
+    let mut anon = Client::new(&s.base);
+    let mut admin = Client::new(&s.base);
+    let t = admin.csrf("/setup").await;
+    let (status, _) =
+        admin.post("/setup", &[("_csrf", &t), ("username", ADMIN), ("password", ADMIN_PASSWORD), ("confirm", ADMIN_PASSWORD)]).await;
+    assert_eq!(status, 303);
+    let (status, _, loc) = anon.get("/ui/journeys/counts").await;
+    assert_eq!((status, loc.as_deref()), (303, Some("/login?next=%2Fui%2Fjourneys%2Fcounts")), "the counts need a session");
+
+    let t = admin.csrf("/ui/users").await;
+    let (status, _) = admin
+        .post(
+            "/ui/users",
+            &[("_csrf", &t), ("username", "vera"), ("role", "viewer"), ("password", ADMIN_PASSWORD), ("confirm", ADMIN_PASSWORD)],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let mut viewer = Client::new(&s.base);
+    let t = viewer.csrf("/login").await;
+    assert_eq!(viewer.post("/login", &[("_csrf", &t), ("username", "vera"), ("password", ADMIN_PASSWORD)]).await.0, 303);
+    let (status, html, _) = viewer.get("/ui/journeys").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("<h1>Journeys</h1>") && html.contains("aria-current=\"page\">Journeys</a>"), "{html}");
+    let (status, json, _) = viewer.get("/ui/journeys/counts?window=7d").await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["window"]["window"], "7d", "{v}");
+    let (_, html, _) = viewer.get("/ui/recipes/hello").await;
+    assert!(!html.contains("for real"), "a viewer is not offered a real call");
+    let vt = viewer.csrf("/ui/journeys").await;
+    let (status, html) = viewer.post("/ui/recipes/hello/steps/mail/call", &[("_csrf", &vt), ("confirm", "yes"), ("call", "x")]).await;
+    assert_eq!(status, 403);
+    assert!(html.contains("This needs the editor role"), "{html}");
+
+    // Without the session's token nothing is asked or called.
+    let (status, html) = admin.post("/ui/recipes/hello/steps/mail/call", &[("confirm", "yes")]).await;
+    assert_eq!(status, 403);
+    assert!(html.contains("This form has expired"), "{html}");
+    // A step of Enlace's own store is not called for real; a made-up key calls nothing.
+    let at = admin.csrf("/ui/journeys").await;
+    let (status, html) = admin.post("/ui/recipes/hello/steps/save/call", &[("_csrf", &at)]).await;
+    assert_eq!(status, 400);
+    assert!(html.contains("changes Enlace&#x27;s own store") || html.contains("changes Enlace's own store"), "{html}");
+    let (status, html) = admin.post("/ui/recipes/hello/steps/mail/call", &[("_csrf", &at), ("confirm", "yes"), ("call", "made-up")]).await;
+    assert_eq!(status, 409, "{html}");
+    assert!(html.contains("nothing was called"), "{html}");
+}
