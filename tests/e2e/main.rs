@@ -29,4 +29,5 @@ mod timeline;
 mod track;
 mod twilio;
 mod ui;
+mod ui_journeys;
 mod web_channel;

@@ -8,6 +8,7 @@
 //! template and collecting every problem. No network, no store: the CLI's `validate`, the
 //! API's `validate` and the loader at start share it.
 
+pub mod graph;
 pub mod model;
 pub mod source;
 pub mod template;

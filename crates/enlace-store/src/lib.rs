@@ -20,6 +20,7 @@
 
 mod contacts;
 mod crypto;
+mod flow;
 pub mod gdpr;
 mod journeys;
 mod pg;
@@ -46,6 +47,7 @@ pub use enlace_core::contacts::{
     Consent, ConsentStatus, Contact, ContactDetail, ContactKey, ContactOp, ContactOutcome, ContactTrigger, Evidence, NewConsent, Note,
     PhoneConsentOutcome, PhoneDecision, TimelineEvent, WriteContext,
 };
+pub use flow::{FlowCounts, RunCount, StepCount};
 pub use journeys::{Entered, EntryRule, JourneyEntry, may_enter};
 pub use polling::*;
 pub use sends::{Decide, LedgerRow, LedgerWrite, RecipientFacts, SendFacts, SendRequest, approval_hold, status as send_status};

@@ -177,6 +177,7 @@ both!(
     send_ledger_reservations_pass_a_cap_once_and_keep_their_key,
     timeline_events_are_recorded_once_queried_and_start_their_kind,
     timeline_scores_decay_and_thresholds_fire_once_per_crossing,
+    flow_counts_group_runs_by_recipe_step_and_status,
 );
 
 async fn backend_facts(kind: Kind) {
@@ -2006,5 +2007,80 @@ async fn timeline_scores_decay_and_thresholds_fire_once_per_crossing(kind: Kind)
     assert!(r.started.is_empty(), "{} is below 50", r.outcome.contact.score);
     let r = s.apply_contact(record(&id, "form_submitted", json!({}), Some(later)), w("late2", later)).await.unwrap();
     assert_eq!(r.started.len(), 2, "crossed again after falling below: {}", r.outcome.contact.score);
+    db.finish().await;
+}
+
+/// The Journeys page's counts: runs per recipe and status, and per step and journal status,
+/// over the runs created in the window; a step run several times in one run counts once.
+async fn flow_counts_group_runs_by_recipe_step_and_status(kind: Kind) {
+    let db = Db::new(kind).await;
+    let s = db.store();
+    let ok = |key: &str, seq, at| step(key, seq, StepStatus::Succeeded, Some(json!({})), at);
+    // Before the window: not counted.
+    let old = s.accept_event(event("a", None, 100, Some("n"))).await.unwrap().run_id;
+    assert!(
+        s.update_run(&old, "n", vec![ok("send", 1, 100)], RunUpdate::Finish { status: RunStatus::Succeeded, error: None }, vec![], 100)
+            .await
+            .unwrap()
+    );
+    // In the window.
+    let r1 = s.accept_event(event("a", None, 1000, Some("n"))).await.unwrap().run_id;
+    assert!(s.record_steps(&r1, "n", vec![ok("fetch", 1, 1000)], vec![], 1001).await.unwrap());
+    assert!(
+        s.update_run(&r1, "n", vec![ok("send", 2, 1002)], RunUpdate::Finish { status: RunStatus::Succeeded, error: None }, vec![], 1003)
+            .await
+            .unwrap()
+    );
+    let r2 = s.accept_event(event("a", None, 1100, Some("n"))).await.unwrap().run_id;
+    let failed = step("send", 2, StepStatus::Failed, None, 1102);
+    assert!(
+        s.update_run(
+            &r2,
+            "n",
+            vec![ok("fetch", 1, 1101), failed],
+            RunUpdate::Finish { status: RunStatus::Failed, error: None },
+            vec![],
+            1103
+        )
+        .await
+        .unwrap()
+    );
+    let r3 = s.accept_event(event("a", None, 1200, Some("n"))).await.unwrap().run_id;
+    let pause = step("pause", 2, StepStatus::Waiting, None, 1202);
+    assert!(
+        s.update_run(
+            &r3,
+            "n",
+            vec![ok("fetch", 1, 1201), pause],
+            RunUpdate::Park { status: RunStatus::Waiting, due_at: 99_000 },
+            vec![],
+            1203
+        )
+        .await
+        .unwrap()
+    );
+    // A loop: the step `send` twice in one run (two keys) counts the run once.
+    let r4 = s.accept_event(event("a", None, 1300, Some("n"))).await.unwrap().run_id;
+    let each = |i: i64| StepRecord { step_id: "send".into(), ..ok(&format!("each[{i}].send"), 1 + i, 1301) };
+    assert!(
+        s.update_run(&r4, "n", vec![each(0), each(1)], RunUpdate::Finish { status: RunStatus::Succeeded, error: None }, vec![], 1302)
+            .await
+            .unwrap()
+    );
+    s.accept_event(event("b", None, 1400, None)).await.unwrap();
+
+    let c = s.flow_counts(1000).await.unwrap();
+    let runs: Vec<(&str, &str, i64)> = c.runs.iter().map(|r| (r.recipe_id.as_str(), r.status.as_str(), r.runs)).collect();
+    assert_eq!(runs, vec![("a", "failed", 1), ("a", "succeeded", 2), ("a", "waiting", 1), ("b", "queued", 1)]);
+    let steps: Vec<(&str, &str, &str, i64)> =
+        c.steps.iter().map(|r| (r.recipe_id.as_str(), r.step_id.as_str(), r.status.as_str(), r.runs)).collect();
+    assert_eq!(
+        steps,
+        vec![("a", "fetch", "succeeded", 3), ("a", "pause", "waiting", 1), ("a", "send", "failed", 1), ("a", "send", "succeeded", 2),]
+    );
+    // The whole history counts the old run too; a window after everything counts nothing.
+    let all = s.flow_counts(0).await.unwrap();
+    assert_eq!(all.steps.iter().find(|x| x.step_id == "send" && x.status == "succeeded").unwrap().runs, 3);
+    assert_eq!(s.flow_counts(10_000).await.unwrap(), enlace_store::FlowCounts::default());
     db.finish().await;
 }

@@ -10,6 +10,7 @@
 //! `PUT /api/v1/recipes/{id}` (`POST` for a new recipe), and drops the draft.
 //! *Test step* runs the draft up to that step as a dry run on a throwaway store: outside
 //! apps are not called (HTTP actions show the requests they would send, others their input).
+//! *Run for real* (`test_call`) calls the step's action once, after a confirmation.
 
 use std::sync::Arc;
 
@@ -58,7 +59,7 @@ fn esc_path(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().replace('+', "%20")
 }
 
-fn pretty(v: &Value) -> String {
+pub(super) fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
@@ -69,13 +70,13 @@ fn invalid(msg: &str) -> UiError {
 // ---------------------------------------------------------------- the working copy
 
 /// The recipe as the editor works on it: its draft if it has one, else its current version.
-struct Working {
-    source: Value,
+pub(super) struct Working {
+    pub(super) source: Value,
     draft: Option<DraftRow>,
     published: Option<enlace_runner::Current>,
 }
 
-async fn working(s: &AppState, id: &str) -> Result<Working, UiError> {
+pub(super) async fn working(s: &AppState, id: &str) -> Result<Working, UiError> {
     let draft = s.runner.store().ui_draft(id).await?;
     let published = match api::recipes::current(s, id).await {
         Ok(c) => Some(c),
@@ -99,11 +100,11 @@ async fn save_draft(s: &AppState, sess: &Session, id: &str, source: Value) -> Re
 
 /// Validates a recipe's JSON: the recipe, or every problem with its path and line (lines of
 /// the indented JSON the source box shows).
-fn check(s: &AppState, source: &Value) -> Result<enlace_recipe::Recipe, Vec<enlace_recipe::Diagnostic>> {
+pub(super) fn check(s: &AppState, source: &Value) -> Result<enlace_recipe::Recipe, Vec<enlace_recipe::Diagnostic>> {
     enlace_recipe::load(&pretty(source), None, s.runner.registry()).map_err(|d| d.diagnostics)
 }
 
-fn steps_of(source: &Value) -> Vec<Value> {
+pub(super) fn steps_of(source: &Value) -> Vec<Value> {
     source.get("steps").and_then(Value::as_array).cloned().unwrap_or_default()
 }
 
@@ -507,7 +508,8 @@ pub(super) async fn recipe_view(s: &AppState, sess: &Session, id: &str, q: &Reci
                 (Some(a), Some(b)) => format!("{a}.{b}"),
                 _ => String::new(),
             };
-            json!({"id": st.get("id"), "kind": step_kind(st), "what": what, "connection": st.get("connection")})
+            let callable = !what.is_empty() && !super::test_call::STORE_APPS.contains(&what.split('.').next().unwrap_or(""));
+            json!({"id": st.get("id"), "kind": step_kind(st), "what": what, "connection": st.get("connection"), "callable": callable})
         })
         .collect();
     // The step form: a new step (`add`), a step (`step`), or the one the caller gives.
@@ -820,6 +822,26 @@ pub async fn capture_sample(
     ))
 }
 
+/// The event a test of a step starts from: the caught sample request, else a request with
+/// an email and a name for a webhook, else the trigger's declared sample.
+pub(super) async fn sample_event(s: &AppState, id: &str, recipe: &enlace_recipe::Recipe) -> Result<Value, UiError> {
+    Ok(match s.runner.store().ui_sample(id).await?.and_then(|x| x.payload) {
+        Some(p) => p,
+        None => match recipe.hook() {
+            Some(_) => {
+                json!({"body": {"email": "ana@example.com", "name": "Ana"}, "headers": {}, "query": {}, "received_at": enlace_runner::clock::rfc3339(s.runner.now_ms())})
+            }
+            None => s
+                .runner
+                .registry()
+                .get(&recipe.trigger.app)
+                .and_then(|c| c.manifest.trigger(&recipe.trigger.event))
+                .map(|t| t.sample.clone())
+                .unwrap_or(json!({})),
+        },
+    })
+}
+
 /// Runs the working recipe up to `step` as a dry run on a throwaway store.
 async fn test_step(State(s): State<AppState>, sess: Session, Path((id, step)): Path<(String, String)>) -> UiResult {
     sess.require(Role::Editor)?;
@@ -838,21 +860,7 @@ async fn test_step(State(s): State<AppState>, sess: Session, Path((id, step)): P
             return recipe_view(&s, &sess, &id, &q, json!({"test": {"step": step, "problem": "The steps up to this one do not validate yet; fix them first.", "diagnostics": list}})).await;
         }
     };
-    let event = match s.runner.store().ui_sample(&id).await?.and_then(|x| x.payload) {
-        Some(p) => p,
-        None => match recipe.hook() {
-            Some(_) => {
-                json!({"body": {"email": "ana@example.com", "name": "Ana"}, "headers": {}, "query": {}, "received_at": enlace_runner::clock::rfc3339(s.runner.now_ms())})
-            }
-            None => s
-                .runner
-                .registry()
-                .get(&recipe.trigger.app)
-                .and_then(|c| c.manifest.trigger(&recipe.trigger.event))
-                .map(|t| t.sample.clone())
-                .unwrap_or(json!({})),
-        },
-    };
+    let event = sample_event(&s, &id, &recipe).await?;
     let store = enlace_store::Store::temporary().await?;
     let clock = enlace_runner::ManualClock::new(s.runner.now_ms());
     let config = enlace_runner::RunnerConfig { dry_run: true, concurrency: 1, ..enlace_runner::RunnerConfig::default() };

@@ -16,8 +16,10 @@
 
 pub mod auth;
 pub mod editor;
+pub mod journeys;
 mod pages;
 mod templates;
+mod test_call;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -125,6 +127,7 @@ fn nav(path: &str) -> Value {
     let items = [
         ("/ui/recipes", "Recipes"),
         ("/ui/runs", "Runs"),
+        ("/ui/journeys", "Journeys"),
         ("/ui/apps", "Apps"),
         ("/ui/connections", "Connections"),
         ("/ui/contacts", "Contacts"),
@@ -385,6 +388,10 @@ async fn static_js() -> Response {
     static_file("application/javascript; charset=utf-8", include_str!("../../../../web/ui.js"))
 }
 
+async fn static_journeys_js() -> Response {
+    static_file("application/javascript; charset=utf-8", include_str!("../../../../web/journeys.js"))
+}
+
 async fn static_icon() -> Response {
     static_file("image/svg+xml", include_str!("../../../../web/icon.svg"))
 }
@@ -406,12 +413,15 @@ async fn ui_not_found() -> UiError {
 pub fn routes(state: AppState) -> Router<AppState> {
     let pages = pages::routes()
         .merge(editor::routes())
+        .merge(journeys::routes())
+        .merge(test_call::routes())
         .route("/ui/{*rest}", get(ui_not_found))
         .route_layer(middleware::from_fn_with_state(state, session_layer));
     Router::new()
         .merge(auth::routes())
         .route("/ui/static/ui.css", get(static_css))
         .route("/ui/static/ui.js", get(static_js))
+        .route("/ui/static/journeys.js", get(static_journeys_js))
         .route("/ui/static/icon.svg", get(static_icon))
         .route("/favicon.ico", get(static_icon))
         .merge(pages)

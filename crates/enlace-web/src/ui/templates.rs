@@ -26,6 +26,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("contact", include_str!("../../../../web/templates/contact.hbs")),
     ("tokens", include_str!("../../../../web/templates/tokens.hbs")),
     ("users", include_str!("../../../../web/templates/users.hbs")),
+    ("journeys", include_str!("../../../../web/templates/journeys.hbs")),
 ];
 
 fn registry() -> &'static Handlebars<'static> {

@@ -104,6 +104,13 @@ fn samples() -> Vec<(&'static str, Value)> {
             "recipe_new",
             json!({"triggers": [{"value": "webhook.catch", "label": EVIL, "selected": true}], "id": EVIL, "name": EVIL, "options": EVIL, "source": EVIL, "problem": EVIL, "diagnostics": [{"path": "id", "line": 1, "message": EVIL}]}),
         ),
+        ("journeys", super::journeys::sample(EVIL)),
+        (
+            "recipe",
+            json!({"id": "r", "published": true, "trigger": "webhook.catch", "steps": [{"id": "mail", "kind": "action", "what": "smtp.send_email", "callable": true}], "add_options": [], "source": "x", "versions": [],
+                   "call_confirm": {"step": "mail", "sentence": EVIL, "input": EVIL, "key": "k1"},
+                   "call": {"step": "mail", "status": "failed", "input": EVIL, "output": EVIL, "error": {"what": EVIL, "message": EVIL, "todo": EVIL}}}),
+        ),
         (
             "contacts",
             json!({"contacts": [{"id": "c1", "email": EVIL, "name": EVIL, "tags": [EVIL], "score": 3.5, "updated": "t"}], "q": EVIL, "tag": EVIL}),
