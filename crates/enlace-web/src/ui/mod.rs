@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod editor;
 mod pages;
+mod social;
 mod templates;
 
 use std::collections::HashMap;
@@ -128,6 +129,7 @@ fn nav(path: &str) -> Value {
         ("/ui/apps", "Apps"),
         ("/ui/connections", "Connections"),
         ("/ui/contacts", "Contacts"),
+        ("/ui/social", "Social"),
         ("/ui/tokens", "API tokens"),
         ("/ui/users", "Users"),
     ];
@@ -406,6 +408,7 @@ async fn ui_not_found() -> UiError {
 pub fn routes(state: AppState) -> Router<AppState> {
     let pages = pages::routes()
         .merge(editor::routes())
+        .merge(social::routes())
         .route("/ui/{*rest}", get(ui_not_found))
         .route_layer(middleware::from_fn_with_state(state, session_layer));
     Router::new()
@@ -413,6 +416,14 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/ui/static/ui.css", get(static_css))
         .route("/ui/static/ui.js", get(static_js))
         .route("/ui/static/icon.svg", get(static_icon))
+        .route(
+            "/ui/static/calendar.js",
+            get(|| async { static_file("application/javascript; charset=utf-8", include_str!("../../../../web/calendar.js")) }),
+        )
+        .route(
+            "/ui/static/calendar.css",
+            get(|| async { static_file("text/css; charset=utf-8", include_str!("../../../../web/calendar.css")) }),
+        )
         .route("/favicon.ico", get(static_icon))
         .merge(pages)
 }
