@@ -305,7 +305,7 @@ pub fn calendar(view: &View, posts: &[PostDetail], channels: &[ChannelRow], toda
                 weeks.push(json!({"days": days}));
                 d += Duration::days(7);
             }
-            json!({"weeks": weeks})
+            json!({"weeks": weeks, "count": chips.len()})
         }
         ViewKind::Week => {
             let markers = slot_markers(channels, view);
@@ -318,15 +318,16 @@ pub fn calendar(view: &View, posts: &[PostDetail], channels: &[ChannelRow], toda
                         .map(|h| {
                             let here: Vec<Value> = c.iter().filter(|x| x["hour"] == h).cloned().collect();
                             let slots: Vec<&String> = markers.iter().filter(|(md, mh, _)| *md == day && *mh == h).map(|(_, _, l)| l).collect();
-                            json!({"hour": h, "label": format!("{h:02}:00"), "time": format!("{h:02}:00"), "empty": here.is_empty() && slots.is_empty(), "chips": here, "slots": slots})
+                            json!({"hour": h, "col": i, "label": format!("{h:02}:00"), "time": format!("{h:02}:00"), "empty": here.is_empty() && slots.is_empty(), "chips": here, "slots": slots})
                         })
                         .collect();
                     j["empty"] = json!(c.is_empty());
+                    j["col"] = json!(i);
                     j["hours"] = Value::Array(hours);
                     j
                 })
                 .collect();
-            json!({"days": days})
+            json!({"days": days, "count": chips.len()})
         }
     }
 }

@@ -97,6 +97,7 @@ fn month_view_covers_whole_weeks_and_places_posts_on_the_viewers_day() {
     let p = post("p1", "Launch day", vec![target("t1", "c1", "scheduled", Some(ms("2026-12-09T23:30:00Z")))]);
     let grid = calendar(&view, &[p], &chans, NaiveDate::from_ymd_opt(2026, 12, 1).unwrap());
     assert_eq!(grid["weeks"].as_array().unwrap().len(), 5);
+    assert_eq!(grid["count"], 1);
     assert!(day(&grid, "2026-12-09")["chips"].as_array().unwrap().is_empty());
     let chips = day(&grid, "2026-12-10")["chips"].as_array().unwrap();
     assert_eq!(chips.len(), 1);
