@@ -3,7 +3,8 @@
 // long, then fitting); schedule it on a day; see it there; drag it with the mouse to another
 // day (it keeps its time of day) and see it stay there after a reload; reschedule a second
 // post by keyboard; cancel that post in another tab and drag its stale chip: the error is
-// shown and the chip goes back; the week view with the queue slots. Screenshots at 1280 and
+// shown and the chip goes back; the week view with the queue slots, where a post dropped on
+// an hour takes that hour. Screenshots at 1280 and
 // 390 px. Fails on any console error, failed request or HTTP error answer but the one
 // refused drag.
 //
@@ -113,6 +114,10 @@ await run(async (browser) => {
   await page.locator("#cal-live", { hasText: "Rescheduled" }).waitFor({ state: "attached" });
   out.drag_live = await page.locator("#cal-live").innerText();
   out.after_drag_day2 = await chipIn(cfg.day2, cfg.text.slice(0, 10)).count();
+  // Through the API (outside the browser, with an API token): the time it has now.
+  const postId = await chipIn(cfg.day2, cfg.text.slice(0, 10)).getAttribute("data-post");
+  const api = await fetch(`${cfg.base}/api/v1/social/posts/${postId}`, { headers: { authorization: `Bearer ${cfg.api_token}` } });
+  out.after_drag_api = (await api.json()).targets.map((t) => t.scheduled_at);
   await page.reload();
   out.after_reload_day1 = await chipIn(cfg.day1, cfg.text.slice(0, 10)).count();
   out.after_reload_day2 = (await chipIn(cfg.day2, cfg.text.slice(0, 10)).innerText()).trim();
@@ -146,6 +151,19 @@ await run(async (browser) => {
   out.week_slots = await page.locator(".slot-marker").count();
   out.week_slot_hour = await page.locator(".cal-hour", { has: page.locator(".slot-marker") }).first().getAttribute("data-time");
   await snap("week");
+  // In the week view a post dropped on an hour takes that hour.
+  // (The hours between in the middle of the window, so both ends of the drag are on screen.)
+  await page.locator(`.cal-hour[data-date="${cfg.day2}"][data-time="13:00"]`).scrollIntoViewIfNeeded();
+  const wchip = page.locator(`.cal-hour[data-date="${cfg.day2}"] li.chip`, { hasText: cfg.text.slice(0, 10) });
+  const wa = await wchip.locator(".chip-time").boundingBox();
+  const wb = await page.locator(`.cal-hour[data-date="${cfg.day2}"][data-time="16:00"]`).boundingBox();
+  await page.mouse.move(wa.x + wa.width / 2, wa.y + wa.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(wb.x + wb.width / 2, wb.y + wb.height / 2, { steps: 12 });
+  await page.mouse.up();
+  await page.locator("#cal-live", { hasText: "16:00" }).waitFor({ state: "attached" });
+  out.week_drag_live = await page.locator("#cal-live").innerText();
+  out.week_chip_16 = (await page.locator(`.cal-hour[data-date="${cfg.day2}"][data-time="16:00"] li.chip`).innerText()).trim();
 
   } catch (e) {
     // Where it stopped, for whoever reads the failure.

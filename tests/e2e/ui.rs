@@ -468,7 +468,7 @@ async fn schedule_a_social_post_on_the_calendar_and_reschedule_it_by_drag() {
     let text2 = "Second post, moved by keyboard";
     let cfg = json!({"base": s.base, "shots": shots(), "user": ADMIN, "password": ADMIN_PASSWORD, "tz": "Europe/Madrid",
                      "day1": day1, "day2": day2, "day3": day3, "time": "10:30", "channel": "Masto", "connection": "masto-main",
-                     "text": text, "text2": text2});
+                     "text": text, "text2": text2, "api_token": s.token});
     let seen = scenario("calendar.mjs", cfg).await;
     assert_eq!(seen["nav"], "Social", "{seen:#}");
     assert!(seen["channel_flash"].as_str().unwrap().contains("The channel Masto is ready"), "{seen:#}");
@@ -489,6 +489,9 @@ async fn schedule_a_social_post_on_the_calendar_and_reschedule_it_by_drag() {
     assert!(seen["drag_live"].as_str().unwrap().contains("10:30 (Europe/Madrid)"), "{seen:#}");
     assert_eq!((seen["after_drag_day2"].as_u64(), seen["after_reload_day1"].as_u64()), (Some(1), Some(0)), "{seen:#}");
     assert!(seen["after_reload_day2"].as_str().unwrap().starts_with("10:30"), "{seen:#}");
+    // Through the API, right after the drag: that day, at the same time of day.
+    assert_eq!(seen["after_drag_api"].as_array().unwrap().len(), 1, "{seen:#}");
+    assert_eq!(api_ms(&seen["after_drag_api"][0]), moved_to, "{day2} 10:30 in Madrid: {seen:#}");
     assert!(seen["cancel_flash"].as_str().unwrap().contains("Cancelled"), "{seen:#}");
     let refused = seen["refused"].as_str().unwrap();
     assert!(refused.starts_with("The post was not moved:") && refused.contains("cancelled"), "{refused}");
@@ -499,14 +502,18 @@ async fn schedule_a_social_post_on_the_calendar_and_reschedule_it_by_drag() {
     // March and November, so allow 14:00 in the weeks between).
     assert!(["15:00", "14:00"].contains(&seen["week_slot_hour"].as_str().unwrap()), "{seen:#}");
 
-    // Through the API: the dragged post moved to the other day at the same time of day.
+    assert!(seen["week_drag_live"].as_str().unwrap().contains("16:00 (Europe/Madrid)"), "{seen:#}");
+    assert!(seen["week_chip_16"].as_str().unwrap().starts_with("16:00"), "{seen:#}");
+    let (_, week_moved_to) = next_month_at(madrid, 12, 16, 0);
+
+    // Through the API: the post dragged in the month view, then to 16:00 in the week view.
     let posts: Value = s.api(reqwest::Method::GET, "/api/v1/social/posts").send().await.unwrap().json().await.unwrap();
     let find =
         |t: &str| posts.as_array().unwrap().iter().find(|p| p["text"] == t).unwrap_or_else(|| panic!("no post {t}: {posts:#}")).clone();
     let a = find(text);
     assert_eq!(a["status"], "scheduled", "{a:#}");
     assert_eq!(a["link"], "https://example.com/launch");
-    assert_eq!(api_ms(&a["targets"][0]["scheduled_at"]), moved_to, "{day2} 10:30 in Madrid: {a:#}");
+    assert_eq!(api_ms(&a["targets"][0]["scheduled_at"]), week_moved_to, "{day2} 16:00 in Madrid: {a:#}");
     assert!(a["origin"].as_str().unwrap().starts_with("ui:"), "{a:#}");
     let b = find(text2);
     assert_eq!(b["status"], "cancelled", "{b:#}");
@@ -543,5 +550,5 @@ async fn schedule_a_social_post_on_the_calendar_and_reschedule_it_by_drag() {
         .json()
         .await
         .unwrap();
-    assert_eq!(api_ms(&a["targets"][0]["scheduled_at"]), moved_to, "unchanged: {a:#}");
+    assert_eq!(api_ms(&a["targets"][0]["scheduled_at"]), week_moved_to, "unchanged: {a:#}");
 }
