@@ -403,3 +403,152 @@ async fn cookies_are_secure_behind_https() {
     let session = set.iter().find(|c| c.starts_with("enlace_session=")).unwrap();
     assert!(session.contains("; Secure") && session.contains("HttpOnly"), "{session}");
 }
+
+// ---------------------------------------------------------------- the social calendar
+
+/// Runs a browser scenario of `tests/browser/` with its config; its JSON observations.
+async fn scenario(script: &'static str, config: Value) -> Value {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "the browser tests need playwright-core: `npm install --prefix tests/browser`"
+    );
+    let arg = config.to_string();
+    let out = tokio::task::spawn_blocking(move || std::process::Command::new("node").current_dir(&dir).arg(script).arg(arg).output())
+        .await
+        .unwrap()
+        .expect("node runs");
+    assert!(out.status.success(), "{script} failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    let seen: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(seen["problems"], json!([]), "{script}: {seen:#}");
+    seen
+}
+
+/// `day` of next month in `tz` at `time`, in ms since the epoch.
+fn next_month_at(tz: chrono_tz::Tz, day: u32, h: u32, m: u32) -> (String, i64) {
+    use chrono::{Datelike, TimeZone};
+    let now = chrono::Utc::now().with_timezone(&tz);
+    let (y, mo) = if now.month() == 12 { (now.year() + 1, 1) } else { (now.year(), now.month() + 1) };
+    let at = tz.with_ymd_and_hms(y, mo, day, h, m, 0).single().unwrap();
+    (format!("{y:04}-{mo:02}-{day:02}"), at.timestamp_millis())
+}
+
+fn api_ms(v: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}"))).unwrap().timestamp_millis()
+}
+
+/// Schedule a social post on the calendar and reschedule it by drag, in chromium: the post
+/// lands on its day in the viewer's zone, a real mouse drag moves it to another day at the
+/// same time of day (checked through the API), a refused drag puts the chip back with the
+/// error; a viewer sees the calendar and can change nothing.
+#[tokio::test]
+async fn schedule_a_social_post_on_the_calendar_and_reschedule_it_by_drag() {
+    let s = TestServer::start().await;
+    let mut admin = set_up(&s).await;
+    // The channel's connection to the `mastodon` app. Nothing is published in this test
+    // (every time is next month), so no instance is called.
+    s.store
+        .create_connection(
+            "masto-main",
+            "mastodon",
+            "Mastodon (test)",
+            &enlace_core::Credentials::Bearer { token: enlace_core::Secret::new("tok-masto".to_string()) },
+            None,
+            0,
+        )
+        .await
+        .unwrap();
+    let madrid: chrono_tz::Tz = "Europe/Madrid".parse().unwrap();
+    let (day1, _) = next_month_at(madrid, 10, 10, 30);
+    let (day2, moved_to) = next_month_at(madrid, 12, 10, 30);
+    let (day3, _) = next_month_at(madrid, 14, 12, 45);
+    let (_, second_at) = next_month_at(madrid, 10, 12, 45);
+    let text = "Launch day: our new release is out";
+    let text2 = "Second post, moved by keyboard";
+    let cfg = json!({"base": s.base, "shots": shots(), "user": ADMIN, "password": ADMIN_PASSWORD, "tz": "Europe/Madrid",
+                     "day1": day1, "day2": day2, "day3": day3, "time": "10:30", "channel": "Masto", "connection": "masto-main",
+                     "text": text, "text2": text2, "api_token": s.token});
+    let seen = scenario("calendar.mjs", cfg).await;
+    assert_eq!(seen["nav"], "Social", "{seen:#}");
+    assert!(seen["channel_flash"].as_str().unwrap().contains("The channel Masto is ready"), "{seen:#}");
+    assert!(seen["slot_flash"].as_str().unwrap().contains("Added a 09:00 slot to Masto"), "{seen:#}");
+    assert!(seen["slots"][0].as_str().unwrap().starts_with("mon, tue, wed, thu, fri at 09:00"), "{seen:#}");
+    let too_long = seen["too_long"].as_str().unwrap();
+    assert!(too_long.contains("Does not fit") && too_long.contains("text: 510 of 500 characters: cut 10"), "{too_long}");
+    // The link goes at the end on Mastodon, and counts as 23.
+    let fits_len = text.chars().count() + 2 + 23;
+    assert_eq!(seen["fits"], format!("{fits_len}/500 characters"), "{seen:#}");
+    assert_eq!(seen["preview_text"], format!("{text}\n\nhttps://example.com/launch"), "{seen:#}");
+    assert_eq!(seen["scheduled_flash"], format!("Scheduled: {day1} 10:30 (Europe/Madrid)."), "{seen:#}");
+    let chip = seen["chip_day1"].as_str().unwrap();
+    assert!(chip.starts_with("10:30") && chip.contains("scheduled") && chip.contains("Masto"), "{chip}");
+    assert!(chip.contains("America/New_York"), "the channel's own clock is shown: {chip}");
+    assert!(seen["keyboard_flash"].as_str().unwrap().contains("12:45 (Europe/Madrid)"), "{seen:#}");
+    assert!(seen["chip2"].as_str().unwrap().starts_with("12:45"), "{seen:#}");
+    assert!(seen["drag_live"].as_str().unwrap().contains("10:30 (Europe/Madrid)"), "{seen:#}");
+    assert_eq!((seen["after_drag_day2"].as_u64(), seen["after_reload_day1"].as_u64()), (Some(1), Some(0)), "{seen:#}");
+    assert!(seen["after_reload_day2"].as_str().unwrap().starts_with("10:30"), "{seen:#}");
+    // Through the API, right after the drag: that day, at the same time of day.
+    assert_eq!(seen["after_drag_api"].as_array().unwrap().len(), 1, "{seen:#}");
+    assert_eq!(api_ms(&seen["after_drag_api"][0]), moved_to, "{day2} 10:30 in Madrid: {seen:#}");
+    assert!(seen["cancel_flash"].as_str().unwrap().contains("Cancelled"), "{seen:#}");
+    let refused = seen["refused"].as_str().unwrap();
+    assert!(refused.starts_with("The post was not moved:") && refused.contains("cancelled"), "{refused}");
+    assert_eq!((seen["stale_back_day1"].as_u64(), seen["stale_day3"].as_u64()), (Some(1), Some(0)), "the chip went back: {seen:#}");
+    assert_eq!(seen["week_chip_hour"], "10:00", "{seen:#}");
+    assert_eq!(seen["week_slots"], 5, "a weekday slot on each weekday: {seen:#}");
+    // 09:00 in New York is 15:00 in Madrid (both zones change their clocks on other days in
+    // March and November, so allow 14:00 in the weeks between).
+    assert!(["15:00", "14:00"].contains(&seen["week_slot_hour"].as_str().unwrap()), "{seen:#}");
+
+    assert!(seen["week_drag_live"].as_str().unwrap().contains("16:00 (Europe/Madrid)"), "{seen:#}");
+    assert!(seen["week_chip_16"].as_str().unwrap().starts_with("16:00"), "{seen:#}");
+    let (_, week_moved_to) = next_month_at(madrid, 12, 16, 0);
+
+    // Through the API: the post dragged in the month view, then to 16:00 in the week view.
+    let posts: Value = s.api(reqwest::Method::GET, "/api/v1/social/posts").send().await.unwrap().json().await.unwrap();
+    let find =
+        |t: &str| posts.as_array().unwrap().iter().find(|p| p["text"] == t).unwrap_or_else(|| panic!("no post {t}: {posts:#}")).clone();
+    let a = find(text);
+    assert_eq!(a["status"], "scheduled", "{a:#}");
+    assert_eq!(a["link"], "https://example.com/launch");
+    assert_eq!(api_ms(&a["targets"][0]["scheduled_at"]), week_moved_to, "{day2} 16:00 in Madrid: {a:#}");
+    assert!(a["origin"].as_str().unwrap().starts_with("ui:"), "{a:#}");
+    let b = find(text2);
+    assert_eq!(b["status"], "cancelled", "{b:#}");
+    assert_eq!(api_ms(&b["targets"][0]["scheduled_at"]), second_at, "the refused drag changed nothing: {b:#}");
+
+    // A viewer sees the calendar and changes nothing.
+    let token = admin.csrf("/ui/users").await;
+    let (status, _, _, _) = admin
+        .post(
+            "/ui/users",
+            &[("_csrf", &token), ("username", "vera"), ("role", "viewer"), ("password", ADMIN_PASSWORD), ("confirm", ADMIN_PASSWORD)],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let mut viewer = Browser::new(&s.base);
+    assert_eq!(viewer.sign_in("vera", ADMIN_PASSWORD).await.0, 303);
+    let (status, html, _) = viewer.get(&format!("/ui/social?view=month&date={day2}&tz=Europe%2FMadrid")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains(&format!("data-post=\"{}\"", a["id"].as_str().unwrap())), "the viewer sees the post");
+    assert!(!html.contains("draggable=\"true\"") && !html.contains("method=\"post\" action=\"/ui/social"), "nothing to change");
+    let vt = viewer.csrf("/ui/social").await;
+    let path = format!("/ui/social/posts/{}/schedule", a["id"].as_str().unwrap());
+    let (status, html, _, _) = viewer.post(&path, &[("_csrf", &vt), ("at", &format!("{day3}T10:30")), ("tz", "Europe/Madrid")]).await;
+    assert_eq!(status, 403, "{html}");
+    assert!(html.contains("This needs the editor role"), "{html}");
+    // Without the session's token, even the admin's drag changes nothing.
+    let (status, _, _, _) = admin.post(&path, &[("at", &format!("{day3}T10:30")), ("tz", "Europe/Madrid")]).await;
+    assert_eq!(status, 403);
+    let a: Value = s
+        .api(reqwest::Method::GET, &format!("/api/v1/social/posts/{}", a["id"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api_ms(&a["targets"][0]["scheduled_at"]), week_moved_to, "unchanged: {a:#}");
+}

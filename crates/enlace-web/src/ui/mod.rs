@@ -18,6 +18,7 @@ pub mod auth;
 pub mod editor;
 pub mod journeys;
 mod pages;
+mod social;
 mod templates;
 mod test_call;
 
@@ -131,6 +132,7 @@ fn nav(path: &str) -> Value {
         ("/ui/apps", "Apps"),
         ("/ui/connections", "Connections"),
         ("/ui/contacts", "Contacts"),
+        ("/ui/social", "Social"),
         ("/ui/tokens", "API tokens"),
         ("/ui/users", "Users"),
     ];
@@ -415,6 +417,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .merge(editor::routes())
         .merge(journeys::routes())
         .merge(test_call::routes())
+        .merge(social::routes())
         .route("/ui/{*rest}", get(ui_not_found))
         .route_layer(middleware::from_fn_with_state(state, session_layer));
     Router::new()
@@ -423,6 +426,14 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/ui/static/ui.js", get(static_js))
         .route("/ui/static/journeys.js", get(static_journeys_js))
         .route("/ui/static/icon.svg", get(static_icon))
+        .route(
+            "/ui/static/calendar.js",
+            get(|| async { static_file("application/javascript; charset=utf-8", include_str!("../../../../web/calendar.js")) }),
+        )
+        .route(
+            "/ui/static/calendar.css",
+            get(|| async { static_file("text/css; charset=utf-8", include_str!("../../../../web/calendar.css")) }),
+        )
         .route("/favicon.ico", get(static_icon))
         .merge(pages)
 }

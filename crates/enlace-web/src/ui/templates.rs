@@ -27,6 +27,13 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("tokens", include_str!("../../../../web/templates/tokens.hbs")),
     ("users", include_str!("../../../../web/templates/users.hbs")),
     ("journeys", include_str!("../../../../web/templates/journeys.hbs")),
+    ("social", include_str!("../../../../web/templates/social.hbs")),
+];
+
+/// Pieces that templates include (`{{> name}}`), never rendered alone.
+pub const PARTIALS: &[(&str, &str)] = &[
+    ("social_chip", include_str!("../../../../web/templates/social_chip.hbs")),
+    ("social_retry", include_str!("../../../../web/templates/social_retry.hbs")),
 ];
 
 fn registry() -> &'static Handlebars<'static> {
@@ -34,7 +41,7 @@ fn registry() -> &'static Handlebars<'static> {
     HB.get_or_init(|| {
         let mut hb = Handlebars::new();
         hb.set_dev_mode(false);
-        for (name, text) in TEMPLATES {
+        for (name, text) in TEMPLATES.iter().chain(PARTIALS) {
             // A broken template is a bug caught by the unit tests, which render each one.
             if let Err(e) = hb.register_template_string(name, *text) {
                 panic!("web/templates/{name}.hbs does not compile: {e}");

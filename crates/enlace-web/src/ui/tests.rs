@@ -126,6 +126,7 @@ fn samples() -> Vec<(&'static str, Value)> {
             "users",
             json!({"users": [{"id": "u1", "name": EVIL, "role": "admin", "created": "t", "me": false, "roles": [{"value": "admin", "selected": true}]}], "min_password": 12, "roles": ["admin", "editor", "viewer"]}),
         ),
+        ("social", super::social::tests::sample()),
     ]
 }
 
