@@ -35,12 +35,7 @@ pub struct Found {
     pub feature: Feature,
 }
 
-/// Top-level domains a bare domain may end with to become a link (see the module docs).
-pub const BARE_DOMAIN_TLDS: &[&str] = &[
-    "com", "org", "net", "edu", "gov", "info", "biz", "io", "co", "app", "dev", "blog", "social", "news", "online", "site", "store",
-    "shop", "tech", "xyz", "me", "tv", "fm", "uk", "de", "fr", "es", "it", "nl", "be", "eu", "ch", "at", "ie", "pt", "se", "no", "dk",
-    "fi", "ca", "us", "mx", "br", "ar", "cl", "jp", "kr", "cn", "in", "au", "nz", "za",
-];
+pub use enlace_core::social::{BARE_DOMAIN_TLDS, valid_domain};
 
 /// The facets of a text, in order, none overlapping (links first, then mentions and tags
 /// outside links).
@@ -82,7 +77,7 @@ fn links(text: &str) -> Vec<Found> {
         if c.is_ascii_alphabetic()
             && word_start(text, i, true)
             && !out.iter().any(|f| f.start <= i && i < f.end)
-            && let Some(end) = bare_domain(text, i)
+            && let Some(end) = enlace_core::social::bare_domain_end(text, i)
         {
             out.push(Found { start: i, end, feature: Feature::Link(format!("https://{}", &text[i..end])) });
             i = end;
@@ -92,53 +87,6 @@ fn links(text: &str) -> Vec<Found> {
     }
     out.sort_by_key(|f| f.start);
     out
-}
-
-/// The end of a bare domain link starting at `i` (the domain, then a path, query or
-/// fragment), if it is one.
-fn bare_domain(text: &str, i: usize) -> Option<usize> {
-    let rest = &text[i..];
-    let run = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-')).unwrap_or(rest.len());
-    let domain = rest[..run].trim_end_matches(['.', '-']);
-    if !valid_domain(domain) {
-        return None;
-    }
-    let tld = domain.rsplit('.').next()?.to_ascii_lowercase();
-    if !BARE_DOMAIN_TLDS.contains(&tld.as_str()) {
-        return None;
-    }
-    let mut end = i + domain.len();
-    let after = &text[end..];
-    if after.starts_with(['/', '?', '#']) {
-        let tail = after.find(|c: char| c.is_whitespace() || c == '<' || c == '>' || c == '"').unwrap_or(after.len());
-        end += tail;
-        while text[i..end].ends_with(['.', ',', ';', ':', '!', '?', '\'', ']']) {
-            end -= 1;
-        }
-        if text[i..end].ends_with(')') && text[i..end].matches('(').count() < text[i..end].matches(')').count() {
-            end -= 1;
-        }
-    } else if after.chars().next().is_some_and(|c| c.is_alphanumeric() || c == '@' || c == '_') {
-        // `example.com_x`, `alice.example.com@…`: not a link.
-        return None;
-    }
-    Some(end)
-}
-
-/// A domain name: two labels or more of letters, digits and `-` (not at either end of a
-/// label), 1 to 63 characters each, the last one starting with a letter.
-pub fn valid_domain(d: &str) -> bool {
-    let labels: Vec<&str> = d.split('.').collect();
-    labels.len() >= 2
-        && d.len() <= 253
-        && labels.iter().all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-        && labels.last().and_then(|l| l.bytes().next()).is_some_and(|b| b.is_ascii_alphabetic())
 }
 
 fn mentions(text: &str) -> Vec<Found> {

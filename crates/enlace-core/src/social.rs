@@ -14,7 +14,8 @@
 //! - **X**: 280 weighted characters (twitter-text's v3 configuration): the text is NFC
 //!   normalised, code points in the Latin, general punctuation and similar ranges weigh 1,
 //!   every other code point 2, an emoji (a whole ZWJ sequence, a flag, a keycap, a skin-tone
-//!   modified emoji) 2, and every `http(s)://` URL 23. Media: up to 4 pictures (JPEG, PNG,
+//!   modified emoji) 2, and every URL 23: `http(s)://` ones, and bare domains
+//!   (`example.com/page`) whose top-level domain is in [`BARE_DOMAIN_TLDS`]. Media: up to 4 pictures (JPEG, PNG,
 //!   WebP), or one GIF or video (MP4, QuickTime) alone.
 //! - **LinkedIn**: 3000 characters (Unicode scalar values). **Facebook page**: 63,206.
 
@@ -358,6 +359,87 @@ pub fn url_ranges(s: &str) -> Vec<(usize, usize)> {
     out
 }
 
+/// Top-level domains a bare domain (`example.com/page`, without `https://`) may end with to
+/// be taken for an address: common ones, chosen so that file names (`README.md`, `main.rs`,
+/// `app.py`) and abbreviations (`e.g.`) are not. Bluesky's facets and X's length use it (X's
+/// own counter knows every top-level domain; rarer ones are counted here as text).
+pub const BARE_DOMAIN_TLDS: &[&str] = &[
+    "com", "org", "net", "edu", "gov", "info", "biz", "io", "co", "app", "dev", "blog", "social", "news", "online", "site", "store",
+    "shop", "tech", "xyz", "me", "tv", "fm", "uk", "de", "fr", "es", "it", "nl", "be", "eu", "ch", "at", "ie", "pt", "se", "no", "dk",
+    "fi", "ca", "us", "mx", "br", "ar", "cl", "jp", "kr", "cn", "in", "au", "nz", "za",
+];
+
+/// The end of a bare domain link starting at byte `i` (the domain, then a path, query or
+/// fragment), if it is one: a [`valid_domain`] whose last label is in [`BARE_DOMAIN_TLDS`],
+/// not followed by a letter, `@` or `_`. The caller checks that `i` starts a word.
+pub fn bare_domain_end(text: &str, i: usize) -> Option<usize> {
+    let rest = &text[i..];
+    let run = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-')).unwrap_or(rest.len());
+    let domain = rest[..run].trim_end_matches(['.', '-']);
+    if !valid_domain(domain) {
+        return None;
+    }
+    let tld = domain.rsplit('.').next()?.to_ascii_lowercase();
+    if !BARE_DOMAIN_TLDS.contains(&tld.as_str()) {
+        return None;
+    }
+    let mut end = i + domain.len();
+    let after = &text[end..];
+    if after.starts_with(['/', '?', '#']) {
+        let tail = after.find(|c: char| c.is_whitespace() || c == '<' || c == '>' || c == '"').unwrap_or(after.len());
+        end += tail;
+        while text[i..end].ends_with(['.', ',', ';', ':', '!', '?', '\'', ']']) {
+            end -= 1;
+        }
+        if text[i..end].ends_with(')') && text[i..end].matches('(').count() < text[i..end].matches(')').count() {
+            end -= 1;
+        }
+    } else if after.chars().next().is_some_and(|c| c.is_alphanumeric() || c == '@' || c == '_') {
+        // `example.com_x`, `alice.example.com@…`: not a link.
+        return None;
+    }
+    Some(end)
+}
+
+/// A domain name: two labels or more of letters, digits and `-` (not at either end of a
+/// label), 1 to 63 characters each, the last one starting with a letter.
+pub fn valid_domain(d: &str) -> bool {
+    let labels: Vec<&str> = d.split('.').collect();
+    labels.len() >= 2
+        && d.len() <= 253
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && labels.last().and_then(|l| l.bytes().next()).is_some_and(|b| b.is_ascii_alphabetic())
+}
+
+/// The URLs X counts as 23: [`url_ranges`], and bare domains with a path or not
+/// (`example.com`, `shop.example.co/sale`) at the start of a word, outside those.
+pub fn x_url_ranges(s: &str) -> Vec<(usize, usize)> {
+    let mut out = url_ranges(s);
+    let mut i = 0;
+    while i < s.len() {
+        let c = s[i..].chars().next().expect("a char");
+        let starts_word = s[..i].chars().next_back().is_none_or(|p| p.is_whitespace() || "([{<\"'".contains(p));
+        if c.is_ascii_alphanumeric()
+            && starts_word
+            && !out.iter().any(|&(a, b)| a <= i && i < b)
+            && let Some(end) = bare_domain_end(s, i)
+        {
+            out.push((i, end));
+            i = end;
+            continue;
+        }
+        i += c.len_utf8();
+    }
+    out.sort_unstable();
+    out
+}
+
 /// Mastodon's length: grapheme clusters, each URL as `url_length`, `@user@domain` as `@user`.
 pub fn mastodon_length(s: &str, url_length: usize) -> usize {
     let mut total = 0;
@@ -415,7 +497,7 @@ pub fn x_weighted_length(s: &str) -> usize {
     let nfc: String = s.nfc().collect();
     let mut total = 0;
     let mut last = 0;
-    for (a, b) in url_ranges(&nfc) {
+    for (a, b) in x_url_ranges(&nfc) {
         total += x_plain(&nfc[last..a]) + URL_LENGTH;
         last = b;
     }
@@ -571,6 +653,14 @@ mod tests {
         assert_eq!(x_weighted_length("http://a.io"), 23);
         // Not a URL: no scheme, or inside a word.
         assert!(url_ranges("example.com xhttps://a.b").is_empty());
+        // X takes bare domains for links too (twitter-text); file names are not.
+        assert_eq!(x_weighted_length("example.com"), 23);
+        assert_eq!(x_weighted_length("See shop.example.co/sale?x=1."), 4 + 23 + 1);
+        assert_eq!(x_weighted_length("Read README.md"), 14);
+        assert_eq!(x_weighted_length("me@example.com"), 14, "an address is not a link");
+        assert_eq!(x_url_ranges("a https://b.example/x example.org"), vec![(2, 21), (22, 33)]);
+        // Mastodon does not: a bare domain is text there.
+        assert_eq!(mastodon_length("example.com", 23), 11);
         // Remote mention counts as the local part.
         assert_eq!(mastodon_length("hi @alice@example.social!", 23), "hi @alice!".len());
     }
