@@ -552,3 +552,110 @@ async fn schedule_a_social_post_on_the_calendar_and_reschedule_it_by_drag() {
         .unwrap();
     assert_eq!(api_ms(&a["targets"][0]["scheduled_at"]), week_moved_to, "unchanged: {a:#}");
 }
+
+/// The editor adds, edits and removes the steps inside a branch's paths with the same forms
+/// as the recipe's own steps (an action's form from its schema), and shows the checker's
+/// problems of an inner step with its path.
+#[tokio::test]
+async fn the_editor_builds_steps_inside_a_branch_with_forms() {
+    let s = TestServer::start().await;
+    let mut admin = set_up(&s).await;
+    let source = "id: vip\nname: VIP\ntrigger: {app: webhook, event: catch, with: {path: vip}}\nsteps:\n  - id: b\n    branch:\n      - if: \"{{trigger.body.vip}}\"\n        steps: [{id: wait, delay: 1h}]\n      - else: [{id: later, delay: 2h}]\n";
+    let token = admin.csrf("/ui/recipes/new").await;
+    let (status, html, loc, _) = admin.post("/ui/recipes/new", &[("_csrf", &token), ("source", source)]).await;
+    assert_eq!((status, loc.as_deref()), (303, Some("/ui/recipes/vip")), "{html}");
+    // Each path of the branch has its own "add a step here".
+    let (status, html, _) = admin.get("/ui/recipes/vip").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains(r#"name="into" value="/steps/0/branch/0/steps""#) && html.contains(r#"name="into" value="/steps/0/branch/1/else""#),
+        "{html}"
+    );
+    assert!(html.contains("Add a step to b · if {{trigger.body.vip}}"), "{html}");
+    // The action's form, for the branch's first path.
+    let (status, html, _) = admin.get("/ui/recipes/vip?add=http.request&into=/steps/0/branch/0/steps").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains(r#"name="list" value="/steps/0/branch/0/steps""#) && html.contains(r#"name="with.url""#), "{html}");
+    let draft = |s: &TestServer| {
+        let store = s.store.clone();
+        async move { store.ui_draft("vip").await.unwrap().map(|d| d.source) }
+    };
+    // Saved without its required address: the problem is shown with the inner step's path.
+    let token = admin.csrf("/ui/recipes/vip").await;
+    let form = |url: &'static str| {
+        vec![
+            ("_csrf", token.clone()),
+            ("index", "1".to_string()),
+            ("list", "/steps/0/branch/0/steps".to_string()),
+            ("step_id", "notify".to_string()),
+            ("app", "http".to_string()),
+            ("action", "request".to_string()),
+            ("with.method", "POST".to_string()),
+            ("with.url", url.to_string()),
+        ]
+    };
+    let as_refs = |f: &[(&'static str, String)]| f.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>();
+    let bad = as_refs(&form(""));
+    let bad: Vec<(&str, &str)> = bad.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, html, _, _) = admin.post("/ui/recipes/vip/steps", &bad).await;
+    assert_eq!(status, 422, "{html}");
+    let field = &html[html.find(r#"name="with.url""#).unwrap()..];
+    let field = &field[..field.find("</p>").unwrap_or(field.len())];
+    assert!(field.contains(r#"aria-invalid="true""#), "{field}");
+    assert!(html.contains("the field &#x60;url&#x60; is required"), "the problem is shown beside the field: {html}");
+    // Then with it: the step is in the branch's path of the draft, not among the recipe's own.
+    let good = as_refs(&form("https://hooks.example.com/vip"));
+    let good: Vec<(&str, &str)> = good.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, _, loc, _) = admin.post("/ui/recipes/vip/steps", &good).await;
+    assert_eq!(status, 303);
+    assert!(loc.unwrap().ends_with("#step-notify"));
+    let d = draft(&s).await.expect("a draft");
+    assert_eq!(d.pointer("/steps/0/branch/0/steps/1/id"), Some(&json!("notify")), "{d}");
+    assert_eq!(d.pointer("/steps/0/branch/0/steps/1/with/url"), Some(&json!("https://hooks.example.com/vip")));
+    assert_eq!(d["steps"].as_array().unwrap().len(), 1, "{d}");
+    let (_, html, _) = admin.get("/ui/recipes/vip").await;
+    assert!(html.contains(r#"class="step depth-1" id="step-notify""#), "{html}");
+    // Its form opens by its id, in its place.
+    let (_, html, _) = admin.get("/ui/recipes/vip?step=notify").await;
+    assert!(html.contains(r#"name="list" value="/steps/0/branch/0/steps""#), "{html}");
+    // A list that is not one of the recipe's is refused, and the draft is unchanged.
+    let mut stray = good.clone();
+    stray.retain(|(k, _)| *k != "list");
+    stray.push(("list", "/steps/5/paths/x"));
+    let (status, html, _, _) = admin.post("/ui/recipes/vip/steps", &stray).await;
+    assert!((400..500).contains(&status) && html.contains("reload the page"), "{status} {html}");
+    assert_eq!(draft(&s).await.unwrap(), d);
+    // Removed from its path; the branch stays.
+    let token = admin.csrf("/ui/recipes/vip").await;
+    let (status, _, _, _) = admin.post("/ui/recipes/vip/steps/notify/delete", &[("_csrf", &token)]).await;
+    assert_eq!(status, 303);
+    let d = draft(&s).await.unwrap();
+    assert_eq!(d.pointer("/steps/0/branch/0/steps"), Some(&json!([{"id": "wait", "delay": "1h"}])), "{d}");
+    assert_eq!(d.pointer("/steps/0/id"), Some(&json!("b")));
+}
+
+/// The same in chromium (`tests/browser/branch.mjs`): an HTTP request added under a branch's
+/// path with its form, refused without its address (shown beside the field), saved with it,
+/// shown indented under the branch, removed.
+#[tokio::test]
+async fn an_editor_adds_a_step_inside_a_branch_in_the_browser() {
+    let s = TestServer::start().await;
+    let mut admin = set_up(&s).await;
+    let source = "id: vip\nname: VIP\ntrigger: {app: webhook, event: catch, with: {path: vip}}\nsteps:\n  - id: b\n    branch:\n      - if: \"{{trigger.body.vip}}\"\n        steps: [{id: wait, delay: 1h}]\n      - else: [{id: later, delay: 2h}]\n";
+    let token = admin.csrf("/ui/recipes/new").await;
+    let (status, _, _, _) = admin.post("/ui/recipes/new", &[("_csrf", &token), ("source", source)]).await;
+    assert_eq!(status, 303);
+    let cfg = json!({"base": s.base, "shots": shots(), "user": ADMIN, "password": ADMIN_PASSWORD});
+    let seen = scenario("branch.mjs", cfg).await;
+    assert_eq!(seen["list"], "/steps/0/branch/0/steps", "{seen:#}");
+    assert_eq!(seen["url_invalid"], "true", "{seen:#}");
+    assert!(seen["url_error"].as_str().unwrap().contains("the field `url` is required"), "{seen:#}");
+    assert!(seen["saved"].as_str().unwrap().contains("The step notify is saved in the draft"), "{seen:#}");
+    assert!(seen["row_class"].as_str().unwrap().contains("depth-1"), "{seen:#}");
+    assert_eq!(seen["inner_test_buttons"], 0, "{seen:#}");
+    assert!(seen["removed"].as_str().unwrap().contains("The step notify is removed"), "{seen:#}");
+    assert_eq!(seen["left"], 0, "{seen:#}");
+    // What the browser did is in the draft: the branch as it was.
+    let d = s.store.ui_draft("vip").await.unwrap().unwrap().source;
+    assert_eq!(d.pointer("/steps/0/branch/0/steps"), Some(&json!([{"id": "wait", "delay": "1h"}])), "{d}");
+}

@@ -108,6 +108,98 @@ pub(super) fn steps_of(source: &Value) -> Vec<Value> {
     source.get("steps").and_then(Value::as_array).cloned().unwrap_or_default()
 }
 
+/// A step where it sits: the JSON pointer of the list that holds it (`/steps`, or an inner
+/// list such as `/steps/0/branch/1/else` or `/steps/2/paths/a`), its index there, and how
+/// deep it is (0 for the recipe's own steps).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Placed {
+    pub list: String,
+    pub index: usize,
+    pub depth: usize,
+    pub step: Value,
+}
+
+/// One token of a JSON pointer, escaped (RFC 6901).
+fn ptr_token(t: &str) -> String {
+    t.replace('~', "~0").replace('/', "~1")
+}
+
+/// The inner step lists a step opens, with a label for each: a branch's paths (`if …`,
+/// `else`), a split's paths, a foreach's steps. `at` is the step's own pointer.
+pub(super) fn inner_lists(at: &str, step: &Value) -> Vec<(String, String)> {
+    let mut out = vec![];
+    if let Some(arms) = step.get("branch").and_then(Value::as_array) {
+        for (i, arm) in arms.iter().enumerate() {
+            if arm.get("steps").is_some() {
+                let cond = arm.get("if").map(|c| c.as_str().map(str::to_string).unwrap_or_else(|| c.to_string())).unwrap_or_default();
+                out.push((format!("if {cond}"), format!("{at}/branch/{i}/steps")));
+            } else if arm.get("else").is_some() {
+                out.push(("else".to_string(), format!("{at}/branch/{i}/else")));
+            }
+        }
+    } else if let Some(paths) = step.get("paths").and_then(Value::as_object) {
+        for name in paths.keys() {
+            out.push((format!("path {name}"), format!("{at}/paths/{}", ptr_token(name))));
+        }
+    } else if step.get("foreach").is_some() {
+        out.push(("each item".to_string(), format!("{at}/steps")));
+    }
+    out
+}
+
+/// Every step of a recipe, inner ones included, in reading order.
+pub(super) fn placed_steps(source: &Value) -> Vec<Placed> {
+    fn walk(source: &Value, list: &str, depth: usize, out: &mut Vec<Placed>) {
+        let Some(steps) = source.pointer(list).and_then(Value::as_array) else { return };
+        for (index, step) in steps.iter().enumerate() {
+            out.push(Placed { list: list.to_string(), index, depth, step: step.clone() });
+            if depth < 8 {
+                for (_, inner) in inner_lists(&format!("{list}/{index}"), step) {
+                    walk(source, &inner, depth + 1, out);
+                }
+            }
+        }
+    }
+    let mut out = vec![];
+    walk(source, "/steps", 0, &mut out);
+    out
+}
+
+/// The checker's path of the step at `index` of the list `list` points at:
+/// `/steps/0/branch/1/else` and 2 give `steps[0].branch[1].else[2]`; `/steps/3/paths/a` and 0
+/// give `steps[3].paths.a[0]`.
+pub(super) fn diag_path(list: &str, index: usize) -> String {
+    let mut out = String::new();
+    for t in list.trim_start_matches('/').split('/') {
+        let t = t.replace("~1", "/").replace("~0", "~");
+        if t.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{t}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&t);
+        }
+    }
+    format!("{out}[{index}]")
+}
+
+/// The index, among the recipe's own steps, of the step a list is inside (for data pills:
+/// the steps before it have run).
+fn top_index(list: &str, index: usize) -> usize {
+    match list.strip_prefix("/steps/") {
+        Some(rest) => rest.split('/').next().and_then(|t| t.parse().ok()).unwrap_or(index),
+        None => index,
+    }
+}
+
+/// Whether a pointer names a step list the editor may write to: `/steps` or an inner list of
+/// an existing branch, split or foreach step.
+fn is_step_list(source: &Value, list: &str) -> bool {
+    list == "/steps"
+        || placed_steps(source).iter().any(|p| inner_lists(&format!("{}/{}", p.list, p.index), &p.step).iter().any(|(_, l)| l == list))
+}
+
 fn step_kind(st: &Value) -> &'static str {
     if st.get("app").is_some() && st.get("action").is_some() {
         return "action";
@@ -192,7 +284,7 @@ async fn step_form(
     s: &AppState,
     id: &str,
     source: &Value,
-    index: usize,
+    (list, index): (&str, usize),
     step: &Value,
     errors: &[(String, String)],
 ) -> Result<Value, UiError> {
@@ -205,15 +297,22 @@ async fn step_form(
             .collect();
         (!msgs.is_empty()).then(|| msgs.join("; "))
     };
-    let base = format!("steps[{index}]");
-    let pills = pills(s, id, source, index).await?;
+    let base = diag_path(list, index);
+    let pills = pills(s, id, source, top_index(list, index)).await?;
     let mut form = json!({
         "index": index,
+        "list": list,
+        "inner": list != "/steps",
         "step_id": step.get("id"),
         "kind": kind,
         "id_error": err_at(&format!("{base}.id")),
         "pills": pills,
-        "general": errors.iter().filter(|(p, _)| !p.starts_with(&format!("{base}.with")) && !p.starts_with(&format!("{base}.id")) && !p.starts_with(&format!("{base}.connection"))).map(|(p, m)| json!({"path": p, "message": m})).collect::<Vec<_>>(),
+        // What is not shown beside a field: a missing field (`{base}.with`, "the field `x` is
+        // required") is shown beside that field.
+        "general": errors.iter().filter(|(p, m)| {
+            let beside_field = p.starts_with(&format!("{base}.with.")) || (*p == format!("{base}.with") && m.contains("the field `") && kind == "action");
+            !beside_field && !p.starts_with(&format!("{base}.id")) && !p.starts_with(&format!("{base}.connection"))
+        }).map(|(p, m)| json!({"path": p, "message": m})).collect::<Vec<_>>(),
     });
     if kind != "action" {
         let mut rest = step.clone();
@@ -223,6 +322,13 @@ async fn step_form(
         form["json"] = json!(pretty(&rest));
         return Ok(form);
     }
+    // A field's problems: its own, and "the field `x` is required" said of `with`.
+    let field_err = |name: &str| -> Option<String> {
+        let with = format!("{base}.with");
+        let missing = errors.iter().filter(|(p, m)| *p == with && m.contains(&format!("the field `{name}`"))).map(|(_, m)| m.clone());
+        let all: Vec<String> = err_at(&format!("{base}.with.{name}")).into_iter().chain(missing).collect();
+        (!all.is_empty()).then(|| all.join("; "))
+    };
     let app = step.get("app").and_then(Value::as_str).unwrap_or("");
     let action = step.get("action").and_then(Value::as_str).unwrap_or("");
     let connector = s.runner.registry().get(app).ok_or_else(|| invalid(&format!("There is no app `{app}`.")))?;
@@ -257,7 +363,7 @@ async fn step_form(
                         "help": schema.get("description").and_then(Value::as_str).unwrap_or(""),
                         "required": required.contains(&name.as_str()),
                         "type": if ty.is_empty() { "any".to_string() } else { ty.to_string() },
-                        "error": err_at(&format!("{base}.with.{name}")),
+                        "error": field_err(name),
                     })
                 })
                 .collect()
@@ -456,6 +562,9 @@ pub struct RecipeQuery {
     add: Option<String>,
     /// A step id: its form.
     step: Option<String>,
+    /// With `add`: the inner list (a JSON pointer, like `/steps/0/branch/0/steps`) the new
+    /// step goes into; the recipe's own steps when absent.
+    into: Option<String>,
 }
 
 fn yaml_headers() -> HeaderMap {
@@ -500,32 +609,52 @@ fn add_options(s: &AppState) -> Vec<Value> {
 pub(super) async fn recipe_view(s: &AppState, sess: &Session, id: &str, q: &RecipeQuery, mut extra: Value) -> UiResult {
     let w = working(s, id).await?;
     let source = extra.get("working").cloned().unwrap_or_else(|| w.source.clone());
-    let steps = steps_of(&source);
-    let list: Vec<Value> = steps
-        .iter()
-        .map(|st| {
+    let placed = placed_steps(&source);
+    let all: Vec<Value> = placed.iter().map(|p| p.step.clone()).collect();
+    // The rows, in reading order: each step, and under a step that opens paths, each path's
+    // header (with its own "add a step here") followed by its steps.
+    fn rows(source: &Value, list_ptr: &str, depth: usize, out: &mut Vec<Value>) {
+        let Some(steps) = source.pointer(list_ptr).and_then(Value::as_array) else { return };
+        for (index, st) in steps.iter().enumerate() {
             let what = match (st.get("app").and_then(Value::as_str), st.get("action").and_then(Value::as_str)) {
                 (Some(a), Some(b)) => format!("{a}.{b}"),
                 _ => String::new(),
             };
-            let callable = !what.is_empty() && !super::test_call::STORE_APPS.contains(&what.split('.').next().unwrap_or(""));
-            json!({"id": st.get("id"), "kind": step_kind(st), "what": what, "connection": st.get("connection"), "callable": callable})
-        })
-        .collect();
+            // Test and real calls take the recipe's own steps; inner ones are edited and removed.
+            let inner = depth > 0;
+            let callable = !inner && !what.is_empty() && !super::test_call::STORE_APPS.contains(&what.split('.').next().unwrap_or(""));
+            out.push(json!({"id": st.get("id"), "kind": step_kind(st), "what": what, "connection": st.get("connection"), "callable": callable, "inner": inner, "depth": depth.min(4)}));
+            if depth >= 8 {
+                continue;
+            }
+            for (label, into) in inner_lists(&format!("{list_ptr}/{index}"), st) {
+                let n = source.pointer(&into).and_then(Value::as_array).map_or(0, Vec::len);
+                let label = format!("{} · {label}", st.get("id").and_then(Value::as_str).unwrap_or(""));
+                out.push(json!({"slot": true, "label": label, "into": into, "count": n, "depth": (depth + 1).min(4)}));
+                rows(source, &into, depth + 1, out);
+            }
+        }
+    }
+    let mut list: Vec<Value> = vec![];
+    rows(&source, "/steps", 0, &mut list);
     // The step form: a new step (`add`), a step (`step`), or the one the caller gives.
     let mut form = extra.get("form").cloned().unwrap_or(Value::Null);
     if form.is_null() && sess.role.at_least(Role::Editor) {
         if let Some(add) = q.add.as_deref().filter(|a| !a.is_empty()) {
-            let new = new_step(s, add, &steps)?;
-            form = step_form(s, id, &source, steps.len(), &new, &[]).await?;
+            let into = q.into.as_deref().filter(|i| !i.is_empty()).unwrap_or("/steps");
+            if !is_step_list(&source, into) {
+                return Err(invalid(&format!("`{into}` is not a list of steps of this recipe; reload the page.")));
+            }
+            let new = new_step(s, add, &all)?;
+            let at = source.pointer(into).and_then(Value::as_array).map_or(0, Vec::len);
+            form = step_form(s, id, &source, (into, at), &new, &[]).await?;
             form["new"] = json!(true);
         } else if let Some(sid) = q.step.as_deref() {
-            let (i, st) = steps
+            let p = placed
                 .iter()
-                .enumerate()
-                .find(|(_, x)| x.get("id").and_then(Value::as_str) == Some(sid))
+                .find(|x| x.step.get("id").and_then(Value::as_str) == Some(sid))
                 .ok_or_else(|| UiError::not_found(&format!("The recipe has no step `{sid}`.")))?;
-            form = step_form(s, id, &source, i, st, &[]).await?;
+            form = step_form(s, id, &source, (&p.list, p.index), &p.step, &[]).await?;
         }
     }
     let hook_path = source
@@ -649,19 +778,28 @@ async fn save_step(State(s): State<AppState>, sess: Session, Path(id): Path<Stri
     let form = Form::parse(&body);
     let w = working(&s, &id).await?;
     let mut source = w.source.clone();
-    let mut steps = steps_of(&source);
+    let list = Some(form.text("list")).filter(|l| !l.is_empty()).unwrap_or_else(|| "/steps".to_string());
+    if source.get("steps").is_none() {
+        source["steps"] = json!([]);
+    }
+    if !is_step_list(&source, &list) {
+        return Err(invalid("The recipe changed meanwhile (the step's path is gone); reload the page."));
+    }
     let index: usize = form.text("index").parse().map_err(|_| invalid("The form lost its step number; reload the page."))?;
+    let old = source.pointer(&list).and_then(Value::as_array).and_then(|a| a.get(index)).cloned();
+    let step = step_from_form(&s, &form, old.as_ref())?;
+    let sid = step.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+    let Some(steps) = source.pointer_mut(&list).and_then(Value::as_array_mut) else {
+        return Err(invalid("The recipe changed meanwhile; reload the page."));
+    };
     if index > steps.len() {
         return Err(invalid("The recipe changed meanwhile; reload the page."));
     }
-    let step = step_from_form(&s, &form, steps.get(index))?;
-    let sid = step.get("id").and_then(Value::as_str).unwrap_or("").to_string();
     if index == steps.len() {
         steps.push(step);
     } else {
         steps[index] = step;
     }
-    source["steps"] = Value::Array(steps);
     save_draft(&s, &sess, &id, source.clone()).await?;
     match check(&s, &source) {
         Ok(_) => Ok(redirect_flash(
@@ -670,7 +808,7 @@ async fn save_step(State(s): State<AppState>, sess: Session, Path(id): Path<Stri
             &format!("The step {sid} is saved in the draft; the draft is valid."),
         )),
         Err(diags) => {
-            let mine = format!("steps[{index}]");
+            let mine = diag_path(&list, index);
             let errors: Vec<(String, String)> =
                 diags.iter().filter(|d| d.path.starts_with(&mine)).map(|d| (d.path.clone(), d.message.clone())).collect();
             if errors.is_empty() {
@@ -681,8 +819,8 @@ async fn save_step(State(s): State<AppState>, sess: Session, Path(id): Path<Stri
                     &format!("The step {sid} is saved in the draft. The draft still has {} problem(s) elsewhere.", diags.len()),
                 ));
             }
-            let st = steps_of(&source)[index].clone();
-            let mut f = step_form(&s, &id, &source, index, &st, &errors).await?;
+            let st = source.pointer(&list).and_then(Value::as_array).and_then(|a| a.get(index)).cloned().unwrap_or(Value::Null);
+            let mut f = step_form(&s, &id, &source, (&list, index), &st, &errors).await?;
             f["new"] = json!(false);
             let mut r = recipe_view(
                 &s,
@@ -702,9 +840,15 @@ async fn delete_step(State(s): State<AppState>, sess: Session, Path((id, step)):
     sess.require(Role::Editor)?;
     let w = working(&s, &id).await?;
     let mut source = w.source.clone();
-    let steps: Vec<Value> =
-        steps_of(&source).into_iter().filter(|st| st.get("id").and_then(Value::as_str) != Some(step.as_str())).collect();
-    source["steps"] = Value::Array(steps);
+    // The step, wherever it sits (inner steps of branches, splits and loops too).
+    let Some(p) = placed_steps(&source).into_iter().find(|p| p.step.get("id").and_then(Value::as_str) == Some(step.as_str())) else {
+        return Err(UiError::not_found(&format!("The recipe has no step `{step}`.")));
+    };
+    if let Some(list) = source.pointer_mut(&p.list).and_then(Value::as_array_mut)
+        && p.index < list.len()
+    {
+        list.remove(p.index);
+    }
     save_draft(&s, &sess, &id, source).await?;
     Ok(redirect_flash(&format!("/ui/recipes/{}", esc_path(&id)), "ok", &format!("The step {step} is removed from the draft.")))
 }

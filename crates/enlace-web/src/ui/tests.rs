@@ -79,7 +79,10 @@ fn samples() -> Vec<(&'static str, Value)> {
             "recipe",
             json!({"id": "lead", "name": EVIL, "published": true, "enabled": false, "version": 3, "trigger": "webhook.catch", "hook": "http://x/hooks/lead",
                    "draft": {"by": EVIL, "at": "t"}, "listening": false, "sample": {"at": "t", "body": EVIL},
-                   "steps": [{"id": "save", "kind": "action", "what": "contacts.upsert_contact", "connection": EVIL}],
+                   "steps": [{"id": "save", "kind": "action", "what": "contacts.upsert_contact", "connection": EVIL},
+                             {"id": "vip", "kind": "branch", "what": "", "depth": 0},
+                             {"slot": true, "label": EVIL, "into": "/steps/1/branch/0/steps", "count": 1, "depth": 1},
+                             {"id": "thanks", "kind": "action", "what": "smtp.send_email", "inner": true, "depth": 1}],
                    "add_options": [{"value": "smtp.send_email", "label": EVIL}],
                    "form": {"index": 1, "step_id": "mail", "kind": "action", "new": true, "app": "smtp", "action": "send_email", "action_name": EVIL, "action_help": EVIL,
                             "takes_connection": true, "connections": [{"id": "smtp-main", "name": EVIL, "selected": true}], "connection_error": EVIL,
@@ -293,4 +296,38 @@ fn errors_are_explained_by_class_and_versions_diff_by_line() {
     let d = line_diff("a\nb\nc", "a\nc\nd");
     let ops: Vec<(&str, &str)> = d.iter().map(|l| (l["op"].as_str().unwrap(), l["text"].as_str().unwrap())).collect();
     assert_eq!(ops, [("same", "a"), ("del", "b"), ("same", "c"), ("add", "d")]);
+}
+
+#[test]
+fn inner_steps_are_placed_with_their_lists_and_checker_paths() {
+    use super::editor::{diag_path, inner_lists, placed_steps};
+    let source = json!({"steps": [
+        {"id": "b", "branch": [{"if": "{{trigger.body.vip}}", "steps": [{"id": "s1", "app": "smtp", "action": "send_email"}]}, {"else": [{"id": "s2", "delay": "1h"}]}]},
+        {"id": "sp", "split": {"a": 50, "b/c": 50}, "paths": {"a": [{"id": "s3", "emit": "x"}], "b/c": []}},
+        {"id": "each", "foreach": "{{trigger.body.items}}", "steps": [{"id": "s4", "filter": "{{item.ok}}"}]}
+    ]});
+    let placed: Vec<(String, String, usize, usize)> =
+        placed_steps(&source).into_iter().map(|p| (p.step["id"].as_str().unwrap().to_string(), p.list, p.index, p.depth)).collect();
+    assert_eq!(
+        placed,
+        vec![
+            ("b".into(), "/steps".into(), 0, 0),
+            ("s1".into(), "/steps/0/branch/0/steps".into(), 0, 1),
+            ("s2".into(), "/steps/0/branch/1/else".into(), 0, 1),
+            ("sp".into(), "/steps".into(), 1, 0),
+            ("s3".into(), "/steps/1/paths/a".into(), 0, 1),
+            ("each".into(), "/steps".into(), 2, 0),
+            ("s4".into(), "/steps/2/steps".into(), 0, 1),
+        ]
+    );
+    // A path's name with a slash is escaped in the pointer, and read back in the checker's path.
+    let lists = inner_lists("/steps/1", &source["steps"][1]);
+    assert_eq!(lists[1], ("path b/c".to_string(), "/steps/1/paths/b~1c".to_string()));
+    assert!(source.pointer("/steps/1/paths/b~1c").is_some());
+    // The checker's paths, as `enlace validate` prints them.
+    assert_eq!(diag_path("/steps", 2), "steps[2]");
+    assert_eq!(diag_path("/steps/0/branch/0/steps", 0), "steps[0].branch[0].steps[0]");
+    assert_eq!(diag_path("/steps/0/branch/1/else", 3), "steps[0].branch[1].else[3]");
+    assert_eq!(diag_path("/steps/1/paths/a", 0), "steps[1].paths.a[0]");
+    assert_eq!(diag_path("/steps/1/paths/b~1c", 0), "steps[1].paths.b/c[0]");
 }
