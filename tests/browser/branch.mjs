@@ -7,17 +7,10 @@
 //
 // Usage: node branch.mjs '<json config>'. Prints one JSON line of observations.
 import { mkdirSync } from "node:fs";
-import { run, guard } from "./browser.mjs";
+import { run, guard, checkIgnoringIconAborts, twoWidths } from "./browser.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
 mkdirSync(cfg.shots, { recursive: true });
-
-// The icon's fetch, cancelled by our own navigation (as in ui.mjs), is not a failure.
-const checked = (watch) => {
-  const keep = watch.problems.filter((p) => !/^request failed: GET \S+\/ui\/static\/icon\.svg \(net::ERR_ABORTED\)$/.test(p));
-  watch.problems.splice(0, watch.problems.length, ...keep);
-  watch.check();
-};
 
 await run(async (browser) => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: "en-US" });
@@ -25,17 +18,7 @@ await run(async (browser) => {
   const watch = guard(page, (url, status) => status === 422 && /\/ui\/recipes\/vip\/steps$/.test(url));
   const problems = [];
   const out = {};
-  let n = 0;
-  const snap = async (name) => {
-    n += 1;
-    const base = `${cfg.shots}/branch-${String(n).padStart(2, "0")}-${name}`;
-    await page.screenshot({ path: `${base}-1280.png`, fullPage: true });
-    await page.setViewportSize({ width: 390, height: 844 });
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    if (overflow > 1) problems.push(`${name}: the page is ${overflow}px wider than 390px`);
-    await page.screenshot({ path: `${base}-390.png`, fullPage: true });
-    await page.setViewportSize({ width: 1280, height: 900 });
-  };
+  const snap = twoWidths(page, cfg.shots, "branch", problems);
 
   try {
     await page.goto(`${cfg.base}/ui/recipes/vip`);
@@ -78,7 +61,7 @@ await run(async (browser) => {
     await page.screenshot({ path: `${cfg.shots}/branch-failed.png`, fullPage: true }).catch(() => {});
     throw new Error(`${e.message}\nobserved so far: ${JSON.stringify(out)}`);
   }
-  checked(watch);
+  checkIgnoringIconAborts(watch);
   await context.close();
   out.problems = problems;
   return out;

@@ -75,3 +75,31 @@ export async function shot(page, name) {
   await page.screenshot({ path, fullPage: true });
   return path;
 }
+
+// The page's icon, fetched after a page has loaded and cancelled when a scenario moves on at
+// once: our navigation, not a failure. Any answer the icon gets is still checked.
+const ICON_ABORTED = /^request failed: GET \S+\/ui\/static\/icon\.svg \(net::ERR_ABORTED\)$/;
+
+// `watch.check()` (see `guard`) without the icon requests our own navigation cancelled.
+export function checkIgnoringIconAborts(watch) {
+  const keep = watch.problems.filter((p) => !ICON_ABORTED.test(p));
+  watch.problems.splice(0, watch.problems.length, ...keep);
+  watch.check();
+}
+
+// A function `snap(name)` that saves DIR/PREFIX-NN-NAME-1280.png and -390.png (full page),
+// and adds to `problems` when the page is wider than 390 px at 390 px (every page must
+// work on a phone). The viewport goes back to 1280 x 900.
+export function twoWidths(page, dir, prefix, problems) {
+  let n = 0;
+  return async (name) => {
+    n += 1;
+    const base = `${dir}/${prefix}-${String(n).padStart(2, "0")}-${name}`;
+    await page.screenshot({ path: `${base}-1280.png`, fullPage: true });
+    await page.setViewportSize({ width: 390, height: 844 });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (overflow > 1) problems.push(`${name}: the page is ${overflow}px wider than 390px`);
+    await page.screenshot({ path: `${base}-390.png`, fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 900 });
+  };
+}

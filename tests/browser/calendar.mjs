@@ -10,19 +10,10 @@
 //
 // Usage: node calendar.mjs '<json config>'. Prints one JSON line of observations.
 import { mkdirSync } from "node:fs";
-import { run, guard } from "./browser.mjs";
+import { run, guard, checkIgnoringIconAborts, twoWidths } from "./browser.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
 mkdirSync(cfg.shots, { recursive: true });
-
-// The browser fetches the page's icon after the page has loaded and cancels it when the test
-// moves to the next page at once: our navigation, not a failure (as in ui.mjs). Any answer
-// the icon gets is still checked.
-const checked = (watch) => {
-  const keep = watch.problems.filter((p) => !/^request failed: GET \S+\/ui\/static\/icon\.svg \(net::ERR_ABORTED\)$/.test(p));
-  watch.problems.splice(0, watch.problems.length, ...keep);
-  watch.check();
-};
 
 await run(async (browser) => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: "en-US" });
@@ -31,17 +22,7 @@ await run(async (browser) => {
   const watch = guard(page, (url, status) => status === 409 && /\/ui\/social\/posts\/[^/]+\/schedule$/.test(url));
   const problems = [];
   const out = {};
-  let n = 0;
-  const snap = async (name) => {
-    n += 1;
-    const base = `${cfg.shots}/calendar-${String(n).padStart(2, "0")}-${name}`;
-    await page.screenshot({ path: `${base}-1280.png`, fullPage: true });
-    await page.setViewportSize({ width: 390, height: 844 });
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    if (overflow > 1) problems.push(`${name}: the page is ${overflow}px wider than 390px`);
-    await page.screenshot({ path: `${base}-390.png`, fullPage: true });
-    await page.setViewportSize({ width: 1280, height: 900 });
-  };
+  const snap = twoWidths(page, cfg.shots, "calendar", problems);
   const flash = async () => (await page.locator(".flash").first().innerText()).trim();
   const cal = `${cfg.base}/ui/social?view=month&date=${cfg.day1}&tz=${encodeURIComponent(cfg.tz)}`;
   const chipIn = (date, text) => page.locator(`.cal-day[data-date="${date}"] li.chip`, { hasText: text });
@@ -130,7 +111,7 @@ await run(async (browser) => {
   await other.locator(`.cal-day[data-date="${cfg.day1}"] li.chip a.chip-text`, { hasText: cfg.text2 }).click();
   await other.getByRole("button", { name: "Cancel the post" }).click();
   out.cancel_flash = (await other.locator(".flash").first().innerText()).trim();
-  checked(otherWatch);
+  checkIgnoringIconAborts(otherWatch);
   await other.close();
   const stale = chipIn(cfg.day1, cfg.text2);
   const a = await stale.locator(".chip-time").boundingBox();
@@ -170,7 +151,7 @@ await run(async (browser) => {
     await page.screenshot({ path: `${cfg.shots}/calendar-failed.png`, fullPage: true }).catch(() => {});
     throw new Error(`${e.message}\nobserved so far: ${JSON.stringify(out)}`);
   }
-  checked(watch);
+  checkIgnoringIconAborts(watch);
   await context.close();
   out.problems = problems;
   return out;

@@ -13,7 +13,7 @@
 //
 // Usage: node journeys.mjs '<json config>'. Prints one JSON line of observations.
 import { mkdirSync } from "node:fs";
-import { run, guard } from "./browser.mjs";
+import { run, guard, checkIgnoringIconAborts, twoWidths } from "./browser.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
 mkdirSync(cfg.shots, { recursive: true });
@@ -24,18 +24,8 @@ await run(async (browser) => {
   // The repeated confirmation is answered 409 on purpose.
   const watch = guard(page, (url, status) => status === 409 && url.includes("/steps/mail/call"));
   const out = {};
-  let n = 0;
   const overflow = [];
-  const snap = async (name) => {
-    n += 1;
-    const base = `${cfg.shots}/journeys-${String(n).padStart(2, "0")}-${name}`;
-    await page.screenshot({ path: `${base}-1280.png`, fullPage: true });
-    await page.setViewportSize({ width: 390, height: 844 });
-    const wide = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    if (wide > 1) overflow.push(`${name}: the page is ${wide}px wider than 390px`);
-    await page.screenshot({ path: `${base}-390.png`, fullPage: true });
-    await page.setViewportSize({ width: 1280, height: 900 });
-  };
+  const snap = twoWidths(page, cfg.shots, "journeys", overflow);
   const text = async (sel) => (await page.locator(sel).first().innerText()).trim();
   const flash = () => text(".flash");
   const fire = async (path, body) => {
@@ -152,14 +142,8 @@ await run(async (browser) => {
   await snap("rejected");
 
   await context.close();
-  // The browser fetches the page's icon after the page has loaded and cancels it when the
-  // test moves to the next page at once (as ui.mjs notes): our navigation, not a failure.
-  // Any answer the icon gets is still checked.
-  for (let i = watch.problems.length - 1; i >= 0; i -= 1) {
-    if (/^request failed: GET \S+\/ui\/static\/icon\.svg \(net::ERR_ABORTED\)$/.test(watch.problems[i])) watch.problems.splice(i, 1);
-  }
   try {
-    watch.check();
+    checkIgnoringIconAborts(watch);
   } catch (e) {
     overflow.push(String(e.message));
   }

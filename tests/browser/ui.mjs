@@ -13,7 +13,7 @@
 // console error, page error, failed request or unexpected HTTP error answer. Screenshots
 // (1280 and 390 px wide) go to config.shots.
 import { mkdirSync } from "node:fs";
-import { run } from "./browser.mjs";
+import { run, twoWidths } from "./browser.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
 mkdirSync(cfg.shots, { recursive: true });
@@ -36,18 +36,8 @@ await run(async (browser) => {
     if (r.status() >= 400 && !expected.has(r.status())) problems.push(`HTTP ${r.status()}: ${r.request().method()} ${r.url()}`);
   });
   const out = { phase: cfg.phase };
-  let shot = 0;
   // A screenshot at 1280 px, then at 390 px (checking nothing overflows sideways).
-  const snap = async (name) => {
-    shot += 1;
-    const base = `${cfg.shots}/${cfg.phase}-${String(shot).padStart(2, "0")}-${name}`;
-    await page.screenshot({ path: `${base}-1280.png`, fullPage: true });
-    await page.setViewportSize({ width: 390, height: 844 });
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    if (overflow > 1) problems.push(`${name}: the page is ${overflow}px wider than 390px`);
-    await page.screenshot({ path: `${base}-390.png`, fullPage: true });
-    await page.setViewportSize({ width: 1280, height: 900 });
-  };
+  const snap = twoWidths(page, cfg.shots, cfg.phase, problems);
   const text = async (sel) => (await page.locator(sel).first().innerText()).trim();
   const flash = async () => (await page.locator(".flash").first().innerText()).trim();
   const fire = async (body) => {
