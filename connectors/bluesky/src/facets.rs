@@ -71,19 +71,9 @@ fn links(text: &str) -> Vec<Found> {
         }
         out.push(Found { start: a, end: b, feature: Feature::Link(text[a..b].to_string()) });
     }
-    let mut i = 0;
-    while i < text.len() {
-        let c = text[i..].chars().next().expect("a char");
-        if c.is_ascii_alphabetic()
-            && word_start(text, i, true)
-            && !out.iter().any(|f| f.start <= i && i < f.end)
-            && let Some(end) = enlace_core::social::bare_domain_end(text, i)
-        {
-            out.push(Found { start: i, end, feature: Feature::Link(format!("https://{}", &text[i..end])) });
-            i = end;
-            continue;
-        }
-        i += c.len_utf8();
+    let urls: Vec<(usize, usize)> = out.iter().map(|f| (f.start, f.end)).collect();
+    for (a, b) in enlace_core::social::bare_domain_ranges(text, &urls) {
+        out.push(Found { start: a, end: b, feature: Feature::Link(format!("https://{}", &text[a..b])) });
     }
     out.sort_by_key(|f| f.start);
     out

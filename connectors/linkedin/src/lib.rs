@@ -173,12 +173,15 @@ pub fn author(raw: &str) -> Result<String, ConnectorError> {
     }
 }
 
+/// The characters LinkedIn's "little text" reserves, escaped with a backslash.
+const LITTLE_TEXT_RESERVED: &[char] = &['|', '{', '}', '@', '[', ']', '(', ')', '<', '>', '#', '\\', '*', '_', '~'];
+
 /// The commentary in LinkedIn's "little text" format: its reserved characters
 /// (`| { } @ [ ] ( ) < > # \ * _ ~`) escaped with a backslash, so they show as typed.
 pub fn little_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if matches!(c, '|' | '{' | '}' | '@' | '[' | ']' | '(' | ')' | '<' | '>' | '#' | '\\' | '*' | '_' | '~') {
+        if LITTLE_TEXT_RESERVED.contains(&c) {
             out.push('\\');
         }
         out.push(c);
@@ -194,7 +197,7 @@ pub fn plain_text(commentary: &str) -> String {
     while let Some(c) = chars.next() {
         if c == '\\'
             && let Some(&next) = chars.peek()
-            && matches!(next, '|' | '{' | '}' | '@' | '[' | ']' | '(' | ')' | '<' | '>' | '#' | '\\' | '*' | '_' | '~')
+            && LITTLE_TEXT_RESERVED.contains(&next)
         {
             out.push(next);
             chars.next();

@@ -417,17 +417,18 @@ pub fn valid_domain(d: &str) -> bool {
         && labels.last().and_then(|l| l.bytes().next()).is_some_and(|b| b.is_ascii_alphabetic())
 }
 
-/// The URLs X counts as 23: [`url_ranges`], and bare domains with a path or not
-/// (`example.com`, `shop.example.co/sale`) at the start of a word, outside those.
-pub fn x_url_ranges(s: &str) -> Vec<(usize, usize)> {
-    let mut out = url_ranges(s);
+/// The bare domains of a text (`example.com`, `shop.example.co/sale`: see
+/// [`bare_domain_end`]) that start a word (after a space or an opening bracket or quote)
+/// and lie outside the ranges `taken` (the `http(s)://` URLs found before).
+pub fn bare_domain_ranges(s: &str, taken: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let mut out = vec![];
     let mut i = 0;
     while i < s.len() {
         let c = s[i..].chars().next().expect("a char");
         let starts_word = s[..i].chars().next_back().is_none_or(|p| p.is_whitespace() || "([{<\"'".contains(p));
         if c.is_ascii_alphanumeric()
             && starts_word
-            && !out.iter().any(|&(a, b)| a <= i && i < b)
+            && !taken.iter().any(|&(a, b)| a <= i && i < b)
             && let Some(end) = bare_domain_end(s, i)
         {
             out.push((i, end));
@@ -436,6 +437,13 @@ pub fn x_url_ranges(s: &str) -> Vec<(usize, usize)> {
         }
         i += c.len_utf8();
     }
+    out
+}
+
+/// The URLs X counts as 23: [`url_ranges`] and [`bare_domain_ranges`], in order.
+pub fn x_url_ranges(s: &str) -> Vec<(usize, usize)> {
+    let mut out = url_ranges(s);
+    out.extend(bare_domain_ranges(s, &out));
     out.sort_unstable();
     out
 }
