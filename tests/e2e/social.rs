@@ -493,9 +493,10 @@ fn bluesky_runner(store: &Store, pds: &FakePds, step_timeout: Duration) -> Runne
     Runner::new(store.clone(), registry, config, transport(), Arc::new(SystemClock))
 }
 
-/// A `basic` connection with the fake PDS's app password, and a channel with its handle.
-async fn bluesky_channel(store: &Store, r: &Runner) -> String {
-    let creds = Credentials::Basic { username: "alice.test".into(), password: Secret::new("app-pass-1234") };
+/// A `basic` connection with this app password (the fake PDS takes `app-pass-1234`), and a
+/// channel with its handle.
+async fn bluesky_channel(store: &Store, r: &Runner, password: &str) -> String {
+    let creds = Credentials::Basic { username: "alice.test".into(), password: Secret::new(password) };
     store.create_connection("bs", "bluesky", "Bluesky", &creds, None, 0).await.unwrap();
     let mut params = serde_json::Map::new();
     params.insert("handle".into(), json!("alice.test"));
@@ -520,7 +521,7 @@ async fn bluesky_post_published_once() {
     let store = test_store().await;
     let r = bluesky_runner(&store, &pds, Duration::from_secs(10));
     r.start();
-    let ch = bluesky_channel(&store, &r).await;
+    let ch = bluesky_channel(&store, &r, "app-pass-1234").await;
     let mut p = post("Spring webinar with @bob.example.com #events 🎉", &[&ch]);
     p.link = Some("https://blog.example/webinar".into());
     p.media = vec![enlace_core::social::Media {
@@ -579,7 +580,7 @@ async fn bluesky_timeout_is_found_among_recent_posts() {
     let pds = FakePds::start().await;
     let store = test_store().await;
     let r = bluesky_runner(&store, &pds, Duration::from_millis(700));
-    let ch = bluesky_channel(&store, &r).await;
+    let ch = bluesky_channel(&store, &r, "app-pass-1234").await;
     pds.add_post(&pds.alice().did, "an older post", &(chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339());
     pds.delay_next("com.atproto.repo.createRecord", Duration::from_secs(2));
     let p =
@@ -605,19 +606,7 @@ async fn bluesky_wrong_app_password_pauses_the_channel() {
     let pds = FakePds::start().await;
     let store = test_store().await;
     let r = bluesky_runner(&store, &pds, Duration::from_secs(5));
-    let creds = Credentials::Basic { username: "alice.test".into(), password: Secret::new("revoked-pass") };
-    store.create_connection("bs", "bluesky", "Bluesky", &creds, None, 0).await.unwrap();
-    let mut params = serde_json::Map::new();
-    params.insert("handle".into(), json!("alice.test"));
-    let input = ChannelInput {
-        name: "Sky".into(),
-        network: "bluesky".into(),
-        connection: Some("bs".into()),
-        params,
-        timezone: "UTC".into(),
-        slots: vec![],
-    };
-    let ch = r.social().create_channel(input).await.unwrap().id;
+    let ch = bluesky_channel(&store, &r, "revoked-pass").await;
     let p = r.social().create_post(post("hello", &[&ch]), When::At(chrono::Utc::now().timestamp_millis()), "test", None).await.unwrap();
     assert_eq!(r.social().process_due().await, 1);
     let why = r.social().channel(&ch).await.unwrap().paused_reason.clone().expect("the channel is paused");
