@@ -403,17 +403,23 @@ impl SendLimits {
     /// Why one more message would be above the limits, given the recipe's sends in the last
     /// hour and day; `None` when it is within them.
     pub fn exceeded(&self, last_hour: i64, last_day: i64, adding: i64) -> Option<String> {
+        // The store counts up to one above a limit: a count above it reads "more than".
+        let sent = |n: i64, limit: u32| if n > i64::from(limit) { format!("more than {limit}") } else { n.to_string() };
         if let Some(h) = self.sends_per_hour
             && last_hour + adding > h as i64
         {
             return Some(format!(
-                "the recipe sent {last_hour} message(s) in the last hour; its limit is {h} per hour (limits.sends_per_hour)"
+                "the recipe sent {} message(s) in the last hour; its limit is {h} per hour (limits.sends_per_hour)",
+                sent(last_hour, h)
             ));
         }
         if let Some(d) = self.sends_per_day
             && last_day + adding > d as i64
         {
-            return Some(format!("the recipe sent {last_day} message(s) in the last day; its limit is {d} per day (limits.sends_per_day)"));
+            return Some(format!(
+                "the recipe sent {} message(s) in the last day; its limit is {d} per day (limits.sends_per_day)",
+                sent(last_day, d)
+            ));
         }
         None
     }

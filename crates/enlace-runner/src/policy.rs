@@ -96,6 +96,7 @@ pub(crate) async fn gate(
         kind: reach.kind,
         recipients,
         window_ms: settings.longest_window().as_millis() as i64,
+        limits,
         now,
     };
     let slot: Arc<Mutex<Option<Verdict>>> = Arc::new(Mutex::new(None));

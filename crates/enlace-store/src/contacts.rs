@@ -153,6 +153,14 @@ pub(crate) trait ContactTx: Send + crate::gdpr::GdprTx {
     fn contacts_by_phone(&mut self, phone: &str, lock: bool) -> impl Future<Output = Result<Vec<String>>> + Send;
     /// A contact's latest decision for a purpose and channel.
     fn latest_consent(&mut self, contact_id: &str, purpose: &str, channel: &str) -> impl Future<Output = Result<Option<Consent>>> + Send;
+    /// A contact's latest decision on a channel for each of these purposes (in their order),
+    /// in one read: the send policy asks for `all` and the message's purpose together.
+    fn latest_consents(
+        &mut self,
+        contact_id: &str,
+        purposes: &[&str],
+        channel: &str,
+    ) -> impl Future<Output = Result<Vec<Option<Consent>>>> + Send;
     /// The suppression list's latest decision per purpose and channel for a number.
     fn suppressions(&mut self, phone: &str) -> impl Future<Output = Result<Vec<Suppression>>> + Send;
     /// Whether the call `op_key` already recorded a decision of this number.
@@ -606,18 +614,57 @@ pub(crate) async fn apply_phone<T: ContactTx>(
 /// with the number, the newest winning (a withdrawal on a tie).
 pub(crate) async fn phone_decision<T: ContactTx>(t: &mut T, phone: &str, purpose: &str, channel: &str) -> Result<Option<PhoneDecision>> {
     let phone = normalize_phone(phone).map_err(invalid)?;
-    let mut all = vec![];
-    for s in t.suppressions(&phone).await? {
-        if s.purpose == purpose && s.channel == channel {
-            all.push(PhoneDecision { phone: phone.clone(), status: s.status, evidence: s.evidence, at: s.at, contact_id: None });
+    let ids = t.contacts_by_phone(&phone, false).await?;
+    Ok(phone_decisions(t, &phone, &ids, &[purpose], channel).await?.pop().flatten())
+}
+
+/// [`phone_decision`] for several purposes at once, for a normalised number whose contacts
+/// (`ids`) the caller has read: three reads whatever the number of purposes.
+pub(crate) async fn phone_decisions<T: ContactTx>(
+    t: &mut T,
+    phone: &str,
+    ids: &[String],
+    purposes: &[&str],
+    channel: &str,
+) -> Result<Vec<Option<PhoneDecision>>> {
+    let mut all: Vec<Vec<PhoneDecision>> = purposes.iter().map(|_| vec![]).collect();
+    for s in t.suppressions(phone).await? {
+        for (i, purpose) in purposes.iter().enumerate() {
+            if s.purpose == *purpose && s.channel == channel {
+                let d =
+                    PhoneDecision { phone: phone.to_string(), status: s.status, evidence: s.evidence.clone(), at: s.at, contact_id: None };
+                all[i].push(d);
+            }
         }
     }
-    for id in t.contacts_by_phone(&phone, false).await? {
-        if let Some(c) = t.latest_consent(&id, purpose, channel).await? {
-            all.push(PhoneDecision { phone: phone.clone(), status: c.status, evidence: c.evidence, at: c.at, contact_id: Some(id) });
+    for id in ids {
+        for (i, c) in t.latest_consents(id, purposes, channel).await?.into_iter().enumerate() {
+            if let Some(c) = c {
+                let d = PhoneDecision {
+                    phone: phone.to_string(),
+                    status: c.status,
+                    evidence: c.evidence,
+                    at: c.at,
+                    contact_id: Some(id.clone()),
+                };
+                all[i].push(d);
+            }
         }
     }
-    Ok(all.into_iter().max_by_key(|d| (d.at, d.status == ConsentStatus::Withdrawn)))
+    Ok(all.into_iter().map(|ds| ds.into_iter().max_by_key(|d| (d.at, d.status == ConsentStatus::Withdrawn))).collect())
+}
+
+/// The latest of `rows` (newest first) for each purpose, in the purposes' order.
+pub(crate) fn latest_per_purpose(rows: Vec<Consent>, purposes: &[&str]) -> Vec<Option<Consent>> {
+    let mut out: Vec<Option<Consent>> = purposes.iter().map(|_| None).collect();
+    for c in rows {
+        for (i, p) in purposes.iter().enumerate() {
+            if out[i].is_none() && c.purpose == *p {
+                out[i] = Some(c.clone());
+            }
+        }
+    }
+    out
 }
 
 /// The contact, its row locked for the change.
@@ -850,7 +897,12 @@ impl Store {
 
     /// A contact by id or email, with its tags.
     pub async fn contact(&self, key: ContactKey) -> Result<Option<Contact>> {
-        Ok(self.contact_detail_limited(key, 0).await?.map(|d| d.contact))
+        // One statement: the runner reads the run's contact for every run segment.
+        let key = normal_key(key)?;
+        match &self.backend {
+            Backend::Sqlite(b) => b.contact(&key).await,
+            Backend::Postgres(b) => b.contact(&key).await,
+        }
     }
 
     /// A contact with its tags, current consents, notes and the latest

@@ -13,11 +13,11 @@
 //! The logic is written once, here, over [`SendTx`] plus the contact store's [`ContactTx`].
 
 use enlace_core::contacts::{Consent, ConsentStatus, Contact, ContactKey, TimelineEvent};
-use enlace_core::policy::{ALL_PURPOSES, PastSend, PolicySettings, RecipientKind};
+use enlace_core::policy::{ALL_PURPOSES, PastSend, PolicySettings, RecipientKind, SendLimits};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::contacts::{ContactTx, normalize_phone, phone_decision};
+use crate::contacts::{ContactTx, normalize_phone, phone_decisions};
 use crate::{Backend, Millis, Result, Store, StoreError, new_id};
 
 /// The `held_connection` of a run whose message waits for approval: `approval:<recipe id>`
@@ -88,6 +88,10 @@ pub struct SendRequest {
     pub recipients: Vec<String>,
     /// How far back earlier sends count (the longest cap window).
     pub window_ms: i64,
+    /// The recipe's blast-radius limits: the recipe's sends are counted only up to what
+    /// they need (nothing without limits), so a recipe that sent a million messages today
+    /// does not read a million ledger rows for its next one.
+    pub limits: SendLimits,
     pub now: Millis,
 }
 
@@ -112,7 +116,8 @@ pub struct SendFacts {
     pub recipients: Vec<RecipientFacts>,
     /// The message's rows from earlier attempts (empty the first time).
     pub previous: Vec<LedgerRow>,
-    /// The recipe's messages let out in the last hour and the last day.
+    /// The recipe's messages let out in the last hour and the last day, counted up to one
+    /// above the request's limit (0 without a limit).
     pub recipe_last_hour: i64,
     pub recipe_last_day: i64,
 }
@@ -132,8 +137,10 @@ pub type Decide = Box<dyn FnOnce(&SendFacts) -> Option<LedgerWrite> + Send>;
 
 /// The statements the ledger needs, per backend, on one connection in a transaction.
 pub(crate) trait SendTx: ContactTx {
-    /// Serialises reservations on these keys until the transaction ends (PostgreSQL).
-    fn lock_keys(&mut self, keys: &[String]) -> impl Future<Output = Result<()>> + Send;
+    /// Serialises reservations on these keys until the transaction ends (PostgreSQL):
+    /// whether it took locks. `false` where nothing else writes meanwhile (SQLite's one
+    /// writer), so what was read before is what a lock holder would read.
+    fn lock_keys(&mut self, keys: &[String]) -> impl Future<Output = Result<bool>> + Send;
     fn message_rows(&mut self, message_key: &str) -> impl Future<Output = Result<Vec<LedgerRow>>> + Send;
     /// Sends let out to this contact (or, without one, this address) since `since`, other
     /// messages than `except`, not transactional.
@@ -144,8 +151,10 @@ pub(crate) trait SendTx: ContactTx {
         since: Millis,
         except: &str,
     ) -> impl Future<Output = Result<Vec<PastSend>>> + Send;
-    /// The recipe's sends let out since each time.
-    fn recipe_sends(&mut self, recipe_id: &str, since: Millis) -> impl Future<Output = Result<i64>> + Send;
+    /// The recipe's sends let out since `hour` and since `day`, each counted up to its
+    /// cap (a cap of 0 reads nothing), in one read.
+    fn recipe_sends(&mut self, recipe_id: &str, hour: (Millis, i64), day: (Millis, i64))
+    -> impl Future<Output = Result<(i64, i64)>> + Send;
     /// Inserts the row, or updates the row of its message and recipient.
     fn put_row(&mut self, row: &LedgerRow) -> impl Future<Output = Result<()>> + Send;
 }
@@ -166,12 +175,16 @@ async fn facts_of<T: SendTx>(t: &mut T, r: &SendRequest, address: &str) -> Resul
         RecipientKind::Phone => {
             let Ok(phone) = normalize_phone(address) else { return Ok(f) };
             f.address = phone.clone();
-            if let Some(id) = t.contacts_by_phone(&phone, false).await?.into_iter().next() {
-                f.contact = t.contact(&ContactKey::Id(id), false).await?;
+            let ids = t.contacts_by_phone(&phone, false).await?;
+            if let Some(id) = ids.first() {
+                f.contact = t.contact(&ContactKey::Id(id.clone()), false).await?;
             }
+            let purposes = [ALL_PURPOSES, enlace_core::policy::DEFAULT_PURPOSE, r.purpose.as_str()];
+            let mut decisions = phone_decisions(t, &phone, &ids, &purposes, &r.channel).await?;
+            let this = decisions.pop().flatten();
             // A STOP (or any decision the number sent itself) suppresses the channel.
-            for purpose in [ALL_PURPOSES, enlace_core::policy::DEFAULT_PURPOSE] {
-                if let Some(d) = phone_decision(t, &phone, purpose, &r.channel).await?
+            for (purpose, d) in [ALL_PURPOSES, enlace_core::policy::DEFAULT_PURPOSE].into_iter().zip(decisions) {
+                if let Some(d) = d
                     && d.status == ConsentStatus::Withdrawn
                     && (purpose == ALL_PURPOSES || d.contact_id.is_none() || d.evidence.source.contains("inbound"))
                 {
@@ -184,7 +197,7 @@ async fn facts_of<T: SendTx>(t: &mut T, r: &SendRequest, address: &str) -> Resul
                     break;
                 }
             }
-            if let Some(d) = phone_decision(t, &phone, &r.purpose, &r.channel).await? {
+            if let Some(d) = this {
                 f.consent = Some(Consent {
                     id: String::new(),
                     purpose: r.purpose.clone(),
@@ -205,12 +218,13 @@ async fn facts_of<T: SendTx>(t: &mut T, r: &SendRequest, address: &str) -> Resul
             };
             f.contact = t.contact(&key, false).await?;
             if let Some(c) = &f.contact {
-                if let Some(all) = t.latest_consent(&c.id, ALL_PURPOSES, &r.channel).await?
+                let mut latest = t.latest_consents(&c.id, &[ALL_PURPOSES, r.purpose.as_str()], &r.channel).await?;
+                f.consent = latest.pop().flatten();
+                if let Some(all) = latest.pop().flatten()
                     && all.status == ConsentStatus::Withdrawn
                 {
                     f.suppressed = Some(format!("`all` withdrawn on {} ({})", r.channel, describe(&all)));
                 }
-                f.consent = t.latest_consent(&c.id, &r.purpose, &r.channel).await?;
             }
         }
     }
@@ -230,23 +244,34 @@ pub(crate) async fn reserve<T: SendTx>(t: &mut T, r: SendRequest, decide: Decide
         addresses.push(a.clone());
     }
     let mut keys: Vec<String> = vec![format!("recipe:{}", r.recipe_id)];
+    let mut first = Vec::with_capacity(addresses.len());
     for a in &addresses {
         let f = facts_of(t, &r, a).await?;
         keys.push(match &f.contact {
             Some(c) => format!("contact:{}", c.id),
             None => format!("address:{}", f.address),
         });
+        first.push(f);
     }
     keys[1..].sort();
     keys.dedup();
-    t.lock_keys(&keys).await?;
-    // Read again under the locks: what counts is what the lock holder sees.
-    for a in &addresses {
-        recipients.push(facts_of(t, &r, a).await?);
+    if t.lock_keys(&keys).await? {
+        // Read again under the locks: what counts is what the lock holder sees.
+        for a in &addresses {
+            recipients.push(facts_of(t, &r, a).await?);
+        }
+    } else {
+        recipients = first;
     }
     let previous = t.message_rows(&r.message_key).await?;
-    let recipe_last_hour = t.recipe_sends(&r.recipe_id, r.now - 3_600_000).await?;
-    let recipe_last_day = t.recipe_sends(&r.recipe_id, r.now - 86_400_000).await?;
+    // One above a limit is enough to know it is reached.
+    let cap = |l: Option<u32>| l.map_or(0, |l| i64::from(l) + 1);
+    let (hour_cap, day_cap) = (cap(r.limits.sends_per_hour), cap(r.limits.sends_per_day));
+    let (recipe_last_hour, recipe_last_day) = if hour_cap == 0 && day_cap == 0 {
+        (0, 0)
+    } else {
+        t.recipe_sends(&r.recipe_id, (r.now - 3_600_000, hour_cap), (r.now - 86_400_000, day_cap)).await?
+    };
     let facts = SendFacts { recipients, previous, recipe_last_hour, recipe_last_day };
     let write = decide(&facts);
     if let Some(w) = &write {

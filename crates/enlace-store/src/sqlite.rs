@@ -160,8 +160,9 @@ impl Sqlite {
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-16000")
             .statement_cache_capacity(256)
-            // Statements are not logged: the hot path runs thousands a second.
-            .log_statements(log::LevelFilter::Off);
+            // Statements are not logged (the hot path runs thousands a second), unless
+            // ENLACE_TRACE_SQL is set, to count them (CONTRIBUTING.md): the SQL text only.
+            .log_statements(if std::env::var_os("ENLACE_TRACE_SQL").is_some() { log::LevelFilter::Warn } else { log::LevelFilter::Off });
         let mut conn = SqliteConnection::connect_with(&base.clone().create_if_missing(true)).await?;
         // `run_direct` is `run` without its `Acquire` bound, which would make `Store::open`'s
         // future not `Send` for every lifetime (so not spawnable).
@@ -270,10 +271,17 @@ async fn writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>) {
 /// statement cache small).
 const CHUNKS: [usize; 4] = [64, 16, 4, 1];
 
-fn chunks<T>(mut items: Vec<T>) -> Vec<Vec<T>> {
+fn chunks<T>(items: Vec<T>) -> Vec<Vec<T>> {
+    chunks_of(items, &CHUNKS)
+}
+
+/// A run segment journals a few entries at a time: finer sizes, one statement for up to 4.
+const STEP_CHUNKS: [usize; 6] = [64, 16, 8, 4, 3, 2];
+
+fn chunks_of<T>(mut items: Vec<T>, sizes: &[usize]) -> Vec<Vec<T>> {
     let mut out = vec![];
     while !items.is_empty() {
-        let size = CHUNKS.iter().copied().find(|c| *c <= items.len()).unwrap_or(1);
+        let size = sizes.iter().copied().find(|c| *c <= items.len()).unwrap_or(1);
         let rest = items.split_off(size);
         out.push(items);
         items = rest;
@@ -381,35 +389,9 @@ async fn finish_many(c: &mut SqliteConnection, finishes: &[FinishJob]) -> Result
             moved.insert(row.get::<String, _>(0));
         }
     }
-    let steps: Vec<usize> = idx.iter().copied().filter(|&i| moved.contains(&finishes[i].run_id)).collect();
-    for chunk in chunks(steps) {
-        let sql = format!(
-            "INSERT INTO steps (run_id, key, seq, step_id, kind, status, input, output, error, attempts, idempotency_key, started_at, finished_at) VALUES {}
-             ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output,
-               error = excluded.error, attempts = excluded.attempts, idempotency_key = excluded.idempotency_key,
-               started_at = excluded.started_at, finished_at = excluded.finished_at",
-            placeholders(chunk.len(), 13)
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for &i in &chunk {
-            let (f, st) = (&finishes[i], &finishes[i].step);
-            q = q
-                .bind(&f.run_id)
-                .bind(&st.key)
-                .bind(st.seq)
-                .bind(&st.step_id)
-                .bind(&st.kind)
-                .bind(st.status.as_str())
-                .bind(st.input.as_ref().map(json_text))
-                .bind(st.output.as_ref().map(json_text))
-                .bind(st.error.as_ref().map(json_text))
-                .bind(st.attempts)
-                .bind(&st.idempotency_key)
-                .bind(st.started_at)
-                .bind(st.finished_at);
-        }
-        q.execute(&mut *c).await?;
-    }
+    let steps: Vec<(&str, &StepRecord)> =
+        finishes.iter().filter(|f| moved.contains(&f.run_id)).map(|f| (f.run_id.as_str(), &f.step)).collect();
+    upsert_steps(c, steps).await?;
     Ok(finishes.iter().map(|f| moved.contains(&f.run_id)).collect())
 }
 
@@ -666,29 +648,37 @@ async fn insert_event(c: &mut SqliteConnection, e: &NewEvent) -> Result<Accepted
     }
 }
 
-async fn upsert_step(c: &mut SqliteConnection, run_id: &str, s: &StepRecord) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO steps (run_id, key, seq, step_id, kind, status, input, output, error, attempts, idempotency_key, started_at, finished_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output,
-           error = excluded.error, attempts = excluded.attempts, idempotency_key = excluded.idempotency_key,
-           started_at = excluded.started_at, finished_at = excluded.finished_at",
-    )
-    .bind(run_id)
-    .bind(&s.key)
-    .bind(s.seq)
-    .bind(&s.step_id)
-    .bind(&s.kind)
-    .bind(s.status.as_str())
-    .bind(s.input.as_ref().map(json_text))
-    .bind(s.output.as_ref().map(json_text))
-    .bind(s.error.as_ref().map(json_text))
-    .bind(s.attempts)
-    .bind(&s.idempotency_key)
-    .bind(s.started_at)
-    .bind(s.finished_at)
-    .execute(&mut *c)
-    .await?;
+/// Writes journal entries (insert, or update the entry of the same run and key): one
+/// statement per chunk. SQLite applies a statement's rows in order, so a key given twice
+/// ends with its last entry.
+async fn upsert_steps(c: &mut SqliteConnection, steps: Vec<(&str, &StepRecord)>) -> Result<()> {
+    for chunk in chunks_of(steps, &STEP_CHUNKS) {
+        let sql = format!(
+            "INSERT INTO steps (run_id, key, seq, step_id, kind, status, input, output, error, attempts, idempotency_key, started_at, finished_at) VALUES {}
+             ON CONFLICT (run_id, key) DO UPDATE SET status = excluded.status, input = excluded.input, output = excluded.output,
+               error = excluded.error, attempts = excluded.attempts, idempotency_key = excluded.idempotency_key,
+               started_at = excluded.started_at, finished_at = excluded.finished_at",
+            placeholders(chunk.len(), 13)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (run_id, st) in chunk {
+            q = q
+                .bind(run_id)
+                .bind(&st.key)
+                .bind(st.seq)
+                .bind(&st.step_id)
+                .bind(&st.kind)
+                .bind(st.status.as_str())
+                .bind(st.input.as_ref().map(json_text))
+                .bind(st.output.as_ref().map(json_text))
+                .bind(st.error.as_ref().map(json_text))
+                .bind(st.attempts)
+                .bind(&st.idempotency_key)
+                .bind(st.started_at)
+                .bind(st.finished_at);
+        }
+        q.execute(&mut *c).await?;
+    }
     Ok(())
 }
 
@@ -951,9 +941,7 @@ impl Sqlite {
                 if mine.rows_affected() == 0 {
                     return Ok(false);
                 }
-                for s in &steps {
-                    upsert_step(c, &run_id, s).await?;
-                }
+                upsert_steps(c, steps.iter().map(|s| (run_id.as_str(), s)).collect()).await?;
                 for e in &emitted {
                     insert_event(c, e).await?;
                 }
@@ -1020,9 +1008,7 @@ impl Sqlite {
                 if res.rows_affected() == 0 {
                     return Ok(false);
                 }
-                for s in &steps {
-                    upsert_step(c, &run_id, s).await?;
-                }
+                upsert_steps(c, steps.iter().map(|s| (run_id.as_str(), s)).collect()).await?;
                 for e in &emitted {
                     insert_event(c, e).await?;
                 }

@@ -1789,6 +1789,7 @@ async fn send_ledger_reservations_pass_a_cap_once_and_keep_their_key(kind: Kind)
         kind: RecipientKind::Email,
         recipients: vec!["Ana@Example.com".into()],
         window_ms: 30 * 86_400_000,
+        limits: enlace_core::policy::SendLimits { sends_per_hour: None, sends_per_day: Some(100) },
         now: 10_000 + i as i64,
     };
     let decide = || -> Decide {
@@ -1839,6 +1840,30 @@ async fn send_ledger_reservations_pass_a_cap_once_and_keep_their_key(kind: Kind)
     let kinds: Vec<&str> = detail.timeline.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds.iter().filter(|k| **k == "message_sent").count(), 1);
     assert_eq!(kinds.iter().filter(|k| **k == "message_deferred").count(), 17);
+
+    // A recipe's sends are counted up to one above its limit (a recipe that sent a great
+    // many reads no more rows), and not at all without limits.
+    use enlace_core::policy::SendLimits;
+    let counted = |i: usize, limits: SendLimits| SendRequest {
+        recipe_id: "counted".into(),
+        recipients: vec![format!("p{i}@example.com")],
+        message_key: format!("counted-{i}:mail"),
+        limits,
+        ..request(i)
+    };
+    for i in 100..106 {
+        let keep = Box::new(|_: &SendFacts| Some(LedgerWrite { status: send_status::RESERVED, reason: None, until: None, timeline: None }));
+        store.reserve_send(counted(i, SendLimits::default()), keep).await.unwrap();
+    }
+    let capped = SendLimits { sends_per_hour: Some(2), sends_per_day: Some(10) };
+    let (f, _) = store.reserve_send(counted(200, capped), Box::new(|_| None)).await.unwrap();
+    assert_eq!((f.recipe_last_hour, f.recipe_last_day), (3, 6), "the hour counted to 3 (its limit 2, plus one), the day all 6");
+    assert_eq!(
+        capped.exceeded(f.recipe_last_hour, f.recipe_last_day, 1).as_deref(),
+        Some("the recipe sent more than 2 message(s) in the last hour; its limit is 2 per hour (limits.sends_per_hour)")
+    );
+    let (f, _) = store.reserve_send(counted(201, SendLimits::default()), Box::new(|_| None)).await.unwrap();
+    assert_eq!((f.recipe_last_hour, f.recipe_last_day), (0, 0), "no limits, nothing counted");
 
     // Settings: defaults until saved; a bad one is refused and changes nothing.
     assert_eq!(store.policy_settings().await.unwrap(), PolicySettings::default());

@@ -370,6 +370,21 @@ impl ContactTx for Tx<'_> {
         Ok(r.map(|r| consent_row(&r)))
     }
 
+    async fn latest_consents(&mut self, contact_id: &str, purposes: &[&str], channel: &str) -> Result<Vec<Option<Consent>>> {
+        let rows = sqlx::query(
+            "SELECT id, purpose, channel, status, evidence, at FROM contact_consents
+             WHERE contact_id = $1 AND channel = $2 AND purpose = ANY($3)
+             ORDER BY at DESC, id DESC",
+        )
+        .bind(contact_id)
+        .bind(channel)
+        .bind(purposes.iter().map(|p| p.to_string()).collect::<Vec<String>>())
+        .fetch_all(&mut *self.0)
+        .await
+        .map_err(pg_err)?;
+        Ok(crate::contacts::latest_per_purpose(rows.iter().map(consent_row).collect(), purposes))
+    }
+
     async fn suppressions(&mut self, phone: &str) -> Result<Vec<Suppression>> {
         let rows = sqlx::query(
             "SELECT phone, purpose, channel, status, evidence, at, op_key FROM phone_suppressions s
@@ -542,6 +557,11 @@ impl Pg {
     pub(crate) async fn phone_consent(&self, phone: &str, purpose: &str, channel: &str) -> Result<Option<PhoneDecision>> {
         let mut c = self.pool.acquire().await?;
         phone_decision(&mut Tx(&mut c), phone, purpose, channel).await
+    }
+
+    pub(crate) async fn contact(&self, key: &ContactKey) -> Result<Option<Contact>> {
+        let mut c = self.pool.acquire().await?;
+        Tx(&mut c).contact(key, false).await
     }
 
     pub(crate) async fn contact_detail(&self, key: ContactKey, timeline: i64) -> Result<Option<ContactDetail>> {

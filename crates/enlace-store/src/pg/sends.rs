@@ -38,7 +38,7 @@ fn row_of(r: &PgRow) -> LedgerRow {
 }
 
 impl SendTx for Tx<'_> {
-    async fn lock_keys(&mut self, keys: &[String]) -> Result<()> {
+    async fn lock_keys(&mut self, keys: &[String]) -> Result<bool> {
         for k in keys {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
                 .bind(format!("enlace-send:{k}"))
@@ -46,7 +46,7 @@ impl SendTx for Tx<'_> {
                 .await
                 .map_err(pg_err)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn message_rows(&mut self, message_key: &str) -> Result<Vec<LedgerRow>> {
@@ -70,13 +70,20 @@ impl SendTx for Tx<'_> {
         Ok(rows.iter().map(|r| PastSend { channel: r.get("channel"), at: r.get("sent_at") }).collect())
     }
 
-    async fn recipe_sends(&mut self, recipe_id: &str, since: Millis) -> Result<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM send_ledger WHERE recipe_id = $1 AND sent_at > $2")
-            .bind(recipe_id)
-            .bind(since)
-            .fetch_one(&mut *self.0)
-            .await
-            .map_err(pg_err)
+    async fn recipe_sends(&mut self, recipe_id: &str, hour: (Millis, i64), day: (Millis, i64)) -> Result<(i64, i64)> {
+        let r = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM send_ledger WHERE recipe_id = $1 AND sent_at > $2 LIMIT $3) h) AS hour,
+                    (SELECT COUNT(*) FROM (SELECT 1 FROM send_ledger WHERE recipe_id = $1 AND sent_at > $4 LIMIT $5) d) AS day",
+        )
+        .bind(recipe_id)
+        .bind(hour.0)
+        .bind(hour.1)
+        .bind(day.0)
+        .bind(day.1)
+        .fetch_one(&mut *self.0)
+        .await
+        .map_err(pg_err)?;
+        Ok((r.get("hour"), r.get("day")))
     }
 
     async fn put_row(&mut self, r: &LedgerRow) -> Result<()> {

@@ -355,6 +355,21 @@ impl ContactTx for Tx<'_> {
         Ok(r.map(|r| consent_row(&r)))
     }
 
+    async fn latest_consents(&mut self, contact_id: &str, purposes: &[&str], channel: &str) -> Result<Vec<Option<Consent>>> {
+        let list = serde_json::to_string(purposes).unwrap_or_else(|_| "[]".into());
+        let rows = sqlx::query(
+            "SELECT id, purpose, channel, status, evidence, at FROM contact_consents
+             WHERE contact_id = ? AND channel = ? AND purpose IN (SELECT value FROM json_each(?))
+             ORDER BY at DESC, id DESC",
+        )
+        .bind(contact_id)
+        .bind(channel)
+        .bind(list)
+        .fetch_all(&mut *self.0)
+        .await?;
+        Ok(crate::contacts::latest_per_purpose(rows.iter().map(consent_row).collect(), purposes))
+    }
+
     async fn suppressions(&mut self, phone: &str) -> Result<Vec<Suppression>> {
         let rows = sqlx::query(
             "SELECT phone, purpose, channel, status, evidence, at, op_key FROM phone_suppressions s
@@ -502,6 +517,11 @@ impl Sqlite {
     pub(crate) async fn phone_consent(&self, phone: &str, purpose: &str, channel: &str) -> Result<Option<PhoneDecision>> {
         let mut c = self.read.acquire().await?;
         phone_decision(&mut Tx(&mut c), phone, purpose, channel).await
+    }
+
+    pub(crate) async fn contact(&self, key: &ContactKey) -> Result<Option<Contact>> {
+        let mut c = self.read.acquire().await?;
+        Tx(&mut c).contact(key, false).await
     }
 
     pub(crate) async fn contact_detail(&self, key: ContactKey, timeline: i64) -> Result<Option<ContactDetail>> {

@@ -35,9 +35,9 @@ fn row_of(r: &SqliteRow) -> LedgerRow {
 }
 
 impl SendTx for Tx<'_> {
-    async fn lock_keys(&mut self, _keys: &[String]) -> Result<()> {
-        // The writer is alone.
-        Ok(())
+    async fn lock_keys(&mut self, _keys: &[String]) -> Result<bool> {
+        // The writer is alone: nothing changed since the facts were read.
+        Ok(false)
     }
 
     async fn message_rows(&mut self, message_key: &str) -> Result<Vec<LedgerRow>> {
@@ -61,12 +61,19 @@ impl SendTx for Tx<'_> {
         Ok(rows.iter().map(|r| PastSend { channel: r.get("channel"), at: r.get("sent_at") }).collect())
     }
 
-    async fn recipe_sends(&mut self, recipe_id: &str, since: Millis) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM send_ledger WHERE recipe_id = ? AND sent_at > ?")
-            .bind(recipe_id)
-            .bind(since)
-            .fetch_one(&mut *self.0)
-            .await?)
+    async fn recipe_sends(&mut self, recipe_id: &str, hour: (Millis, i64), day: (Millis, i64)) -> Result<(i64, i64)> {
+        let r = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM send_ledger WHERE recipe_id = ?1 AND sent_at > ?2 LIMIT ?3)) AS hour,
+                    (SELECT COUNT(*) FROM (SELECT 1 FROM send_ledger WHERE recipe_id = ?1 AND sent_at > ?4 LIMIT ?5)) AS day",
+        )
+        .bind(recipe_id)
+        .bind(hour.0)
+        .bind(hour.1)
+        .bind(day.0)
+        .bind(day.1)
+        .fetch_one(&mut *self.0)
+        .await?;
+        Ok((r.get("hour"), r.get("day")))
     }
 
     async fn put_row(&mut self, r: &LedgerRow) -> Result<()> {
