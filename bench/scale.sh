@@ -30,7 +30,7 @@ PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://root@127.0.0.1:5432/test}"
 SINK_PORT="${SINK_PORT:-18080}"
 ENLACE_PORT="${ENLACE_PORT:-18081}"
 WORK="${WORK:-/tmp/enlace-scale}"
-BIN="$ROOT/target/release/enlace"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/enlace"
 CLK_TCK=$(getconf CLK_TCK)
 export ENLACE_SECRET_KEY=5ca1e0ff5ca1e0ff5ca1e0ff5ca1e0ff5ca1e0ff5ca1e0ff5ca1e0ff5ca1e0ff
 

@@ -17,7 +17,7 @@ N="${N:-1000000}"
 WORK="${WORK:-/tmp/enlace-timers}"
 PORT="${PORT:-18281}"
 SINK_PORT=18080
-BIN="$ROOT/target/release/enlace"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/enlace"
 [[ "${SKIP_BUILD:-0}" == 1 ]] || (cd "$ROOT" && cargo build --release -p enlace)
 command -v sqlite3 >/dev/null || { apt-get install -y sqlite3 >/dev/null; }
 

@@ -313,7 +313,18 @@ fn main() -> ExitCode {
             }
         }
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The simulator runs on one CPU unless told otherwise, on a runtime of one thread: its
+    // runs take turns with SQLite's threads, and hand-offs across CPUs cost more than the work.
+    let one_cpu = matches!(&cli.command, Command::Simulate(a) if !a.all_cpus);
+    if one_cpu {
+        simulate::keep_to_one_cpu();
+    }
+    let rt = if one_cpu {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    };
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -52,6 +52,31 @@ pub struct SimulateArgs {
     /// Print the whole report as JSON instead of the summary.
     #[arg(long)]
     json: bool,
+    /// Let the simulation's threads run on every CPU. By default it keeps to the CPU it
+    /// started on (Linux): its work is a chain of hand-offs between the runner and SQLite's
+    /// threads, which cost less on one CPU (see bench/README.md, "The simulator").
+    #[arg(long)]
+    pub all_cpus: bool,
+}
+
+/// Keeps this thread, and every thread it starts from now on, on the CPU it runs on.
+/// Call it before the runtime starts its threads. Only on Linux; a refusal is ignored
+/// (the simulation is the same, only slower).
+pub fn keep_to_one_cpu() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: sched_getcpu takes nothing; the cpu_set_t is zeroed and then only set
+    // through CPU_SET with a CPU number the kernel gave, below CPU_SETSIZE.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        if cpu < 0 || cpu as usize >= libc::CPU_SETSIZE as usize {
+            return;
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::debug!("the simulation could not keep to one CPU; it runs on all of them");
+        }
+    }
 }
 
 fn recipe_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
