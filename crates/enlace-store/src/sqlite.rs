@@ -158,7 +158,10 @@ impl Sqlite {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-16000")
+            // Page caches: 8 MiB for the writer (the hot path's inserts append to the end
+            // of their trees), 4 MiB for each reader (the API and the UI); at 16 MiB each,
+            // they were a sixth of the server's peak memory (bench/README.md).
+            .pragma("cache_size", "-8000")
             .statement_cache_capacity(256)
             // Statements are not logged (the hot path runs thousands a second), unless
             // ENLACE_TRACE_SQL is set, to count them (CONTRIBUTING.md): the SQL text only.
@@ -168,7 +171,11 @@ impl Sqlite {
         // future not `Send` for every lifetime (so not spawnable).
         MIGRATOR.run_direct(None, &mut conn, false).await?;
         check_secret_key(&mut conn, &secrets).await?;
-        let read = SqlitePoolOptions::new().max_connections(4).min_connections(1).connect_with(base.clone().read_only(true)).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(base.clone().read_only(true).pragma("cache_size", "-4000"))
+            .await?;
         let (tx, rx) = mpsc::channel::<Msg>(8192);
         tokio::spawn(writer(conn, rx));
         Ok(Sqlite { path: path.to_path_buf(), read, writer: tx, secrets, remove_dir: None })
