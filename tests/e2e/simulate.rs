@@ -46,25 +46,27 @@ const EVENTS: &str = r#"{"each_contact": {"after": "1d", "probability": 0.5}, "t
 "#;
 
 fn simulate(dir: &std::path::Path, seed: &str) -> Value {
-    let (ok, out, err) = cli(
-        dir,
-        &[
-            "simulate",
-            "--recipes",
-            dir.join("recipes").to_str().unwrap(),
-            "--contacts",
-            dir.join("contacts.csv").to_str().unwrap(),
-            "--events",
-            dir.join("events.jsonl").to_str().unwrap(),
-            "--seed",
-            seed,
-            "--duration",
-            "10d",
-            "--json",
-        ],
-        "",
-        false,
-    );
+    simulate_with(dir, seed, &[])
+}
+
+fn simulate_with(dir: &std::path::Path, seed: &str, extra: &[&str]) -> Value {
+    let (recipes, contacts, events) = (dir.join("recipes"), dir.join("contacts.csv"), dir.join("events.jsonl"));
+    let mut args = vec![
+        "simulate",
+        "--recipes",
+        recipes.to_str().unwrap(),
+        "--contacts",
+        contacts.to_str().unwrap(),
+        "--events",
+        events.to_str().unwrap(),
+        "--seed",
+        seed,
+        "--duration",
+        "10d",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let (ok, out, err) = cli(dir, &args, "", false);
     assert!(ok, "simulate failed: {err}\n{out}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
@@ -79,6 +81,7 @@ fn a_journey_is_simulated_deterministically_and_nothing_is_sent() {
 
     let a = simulate(&dir, "7");
     assert_eq!(a, simulate(&dir, "7"), "the same seed gives the same report");
+    assert_eq!(a, simulate_with(&dir, "7", &["--all-cpus"]), "on every CPU (a runtime of many threads), the same report");
     assert_eq!(a["contacts"], 3);
     assert_eq!(a["runs"]["greet"]["succeeded"], 3, "{a}");
     assert_eq!(a["steps"]["greet"]["welcome"]["succeeded"], 3);

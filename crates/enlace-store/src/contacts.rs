@@ -908,13 +908,9 @@ impl Store {
     /// A contact with its tags, current consents, notes and the latest
     /// [`DETAIL_TIMELINE`] timeline entries (newest first).
     pub async fn contact_detail(&self, key: ContactKey) -> Result<Option<ContactDetail>> {
-        self.contact_detail_limited(key, DETAIL_TIMELINE).await
-    }
-
-    async fn contact_detail_limited(&self, key: ContactKey, timeline: i64) -> Result<Option<ContactDetail>> {
         match &self.backend {
-            Backend::Sqlite(b) => b.contact_detail(key, timeline).await,
-            Backend::Postgres(b) => b.contact_detail(key, timeline).await,
+            Backend::Sqlite(b) => b.contact_detail(key, DETAIL_TIMELINE).await,
+            Backend::Postgres(b) => b.contact_detail(key, DETAIL_TIMELINE).await,
         }
     }
 
